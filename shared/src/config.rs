@@ -1,0 +1,151 @@
+//! Every environment variable the service reads, its default, validated once at start-up.
+//! The names here are the names in README.md and template.yaml.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::error::Error;
+
+pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/flash_sale";
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3000";
+pub const LAMBDA_CONNECTIONS: u32 = 1;
+pub const LOCAL_SERVER_CONNECTIONS: u32 = 32;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: may carry a password, so it is kept secret and never logged.
+    pub database_url: SecretString,
+    /// `LISTEN_ADDR`: where the local server listens.
+    pub listen_addr: String,
+    /// `HOLD_TTL_SECONDS`: how long a hold reserves its units.
+    pub hold_ttl: Duration,
+    /// `MAX_HOLD_QTY`: the largest quantity one hold may reserve.
+    pub max_hold_qty: u32,
+    /// `ADMIN_TOKEN`: bearer token for the admin routes.
+    pub admin_token: Option<SecretString>,
+    /// `WEBHOOK_SECRET`: comma-separated HMAC secrets; any of them verifies (rotation without downtime).
+    pub webhook_secrets: Option<Vec<SecretString>>,
+    /// `WEBHOOK_TOLERANCE_SECONDS`: how far a signature's timestamp may be from now.
+    pub webhook_tolerance: Duration,
+    /// `PAYMENT_MAX_ATTEMPTS`: deliveries of a payment event before it is dead-lettered.
+    pub payment_max_attempts: u32,
+    /// `PAYMENT_RETRY_BASE_MS`: first retry delay of a payment event; doubles per attempt, capped at a minute.
+    pub payment_retry_base: Duration,
+    /// `SWEEP_INTERVAL_SECONDS`: how often the local server's sweeper runs.
+    pub sweep_interval: Duration,
+    /// `DATABASE_MAX_CONNECTIONS`: pool size. Unset, a Lambda container uses one connection (it
+    /// serves one request at a time) and the local server [`LOCAL_SERVER_CONNECTIONS`].
+    pub database_max_connections: Option<u32>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration from any source of variables (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, Error> {
+            let Some(raw) = get(name) else { return Ok(default) };
+            match raw.trim().parse::<u64>() {
+                Ok(value) if (min..=max).contains(&value) => Ok(value),
+                _ => Err(Error::Config(format!(
+                    "{name} must be a whole number from {min} to {max}, got {raw:?}"
+                ))),
+            }
+        };
+        let webhook_secrets = get("WEBHOOK_SECRET").map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|secret| !secret.is_empty())
+                .map(|secret| SecretString::from(secret.to_owned()))
+                .collect::<Vec<_>>()
+        });
+        Ok(Self {
+            database_url: SecretString::from(
+                get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            ),
+            listen_addr: get("LISTEN_ADDR").unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned()),
+            hold_ttl: Duration::from_secs(number("HOLD_TTL_SECONDS", 120, 1, 86_400)?),
+            max_hold_qty: number("MAX_HOLD_QTY", 10, 1, 1_000_000)? as u32,
+            admin_token: get("ADMIN_TOKEN").map(SecretString::from),
+            webhook_secrets: webhook_secrets.filter(|secrets| !secrets.is_empty()),
+            webhook_tolerance: Duration::from_secs(number("WEBHOOK_TOLERANCE_SECONDS", 300, 1, 86_400)?),
+            payment_max_attempts: number("PAYMENT_MAX_ATTEMPTS", 10, 1, 1_000)? as u32,
+            payment_retry_base: Duration::from_millis(number("PAYMENT_RETRY_BASE_MS", 500, 1, 60_000)?),
+            sweep_interval: Duration::from_secs(number("SWEEP_INTERVAL_SECONDS", 5, 1, 3_600)?),
+            database_max_connections: get("DATABASE_MAX_CONNECTIONS")
+                .map(|_| number("DATABASE_MAX_CONNECTIONS", 1, 1, 1_000).map(|n| n as u32))
+                .transpose()?,
+        })
+    }
+
+    /// For functions that cannot work without it: fail at cold start, not on the first request.
+    pub fn require_admin_token(&self) -> Result<SecretString, Error> {
+        self.admin_token
+            .clone()
+            .ok_or_else(|| Error::Config("ADMIN_TOKEN must be set".into()))
+    }
+
+    pub fn require_webhook_secrets(&self) -> Result<Vec<SecretString>, Error> {
+        self.webhook_secrets
+            .clone()
+            .ok_or_else(|| Error::Config("WEBHOOK_SECRET must be set".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = config(&[]).expect("defaults are valid");
+        assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
+        assert_eq!(config.listen_addr, "127.0.0.1:3000");
+        assert_eq!(config.hold_ttl, Duration::from_secs(120));
+        assert_eq!(config.max_hold_qty, 10);
+        assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
+        assert!(config.admin_token.is_none());
+        assert!(config.require_webhook_secrets().is_err());
+    }
+
+    #[test]
+    fn webhook_secret_is_a_comma_separated_list() {
+        let config = config(&[("WEBHOOK_SECRET", "old, new ,")]).expect("valid");
+        let secrets = config.require_webhook_secrets().expect("set");
+        let secrets: Vec<&str> = secrets.iter().map(|s| s.expose_secret()).collect();
+        assert_eq!(secrets, ["old", "new"]);
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused_with_the_variable_name() {
+        let err = config(&[("MAX_HOLD_QTY", "0")]).expect_err("0 is refused");
+        assert!(err.to_string().contains("MAX_HOLD_QTY"));
+        assert!(config(&[("HOLD_TTL_SECONDS", "abc")]).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let config = config(&[
+            ("DATABASE_URL", "mysql://app:hunter2@db/flash"),
+            ("ADMIN_TOKEN", "admintoken123"),
+            ("WEBHOOK_SECRET", "whsec_abc"),
+        ])
+        .expect("valid");
+        let printed = format!("{config:?}");
+        for secret in ["hunter2", "admintoken123", "whsec_abc"] {
+            assert!(!printed.contains(secret), "{secret} leaked into {printed}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The one error type of the domain, and the one place that maps it to an HTTP status and a
+//! stable `code`. Database detail never reaches a client: 5xx answers carry a generic message.
+
+use crate::ids::ProductId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("missing or invalid webhook signature: {0}")]
+    InvalidSignature(&'static str),
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("product {0} not found")]
+    ProductNotFound(ProductId),
+    #[error("hold not found")]
+    HoldNotFound,
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("not enough stock: requested {requested}, available {available}")]
+    InsufficientStock { requested: u32, available: i64 },
+    #[error("hold has expired")]
+    HoldExpired,
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("payment queue unavailable: {0}")]
+    QueueUnavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Error {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MalformedJson(_) | Self::InvalidRequest(_) => 400,
+            Self::Unauthorized | Self::InvalidSignature(_) => 401,
+            Self::RouteNotFound { .. }
+            | Self::ProductNotFound(_)
+            | Self::HoldNotFound
+            | Self::OrderNotFound => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::InsufficientStock { .. } => 409,
+            Self::HoldExpired => 410,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::IdempotencyKeyReused => 422,
+            Self::QueueUnavailable(_) => 503,
+            Self::Database(err) if is_transient(err) => 503,
+            Self::Config(_) | Self::Database(_) | Self::Migrate(_) => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidSignature(_) => "invalid_signature",
+            Self::RouteNotFound { .. } => "route_not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::ProductNotFound(_) => "product_not_found",
+            Self::HoldNotFound => "hold_not_found",
+            Self::OrderNotFound => "order_not_found",
+            Self::InsufficientStock { .. } => "insufficient_stock",
+            Self::HoldExpired => "hold_expired",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::QueueUnavailable(_) | Self::Database(_) if self.status() == 503 => {
+                "service_unavailable"
+            }
+            Self::Config(_) | Self::QueueUnavailable(_) | Self::Database(_) | Self::Migrate(_) => {
+                "internal_error"
+            }
+        }
+    }
+
+    /// What a client may read: the domain message for 4xx, a generic sentence for 5xx.
+    pub fn public_message(&self) -> String {
+        match self.status() {
+            503 => "the service is temporarily unavailable; retry shortly".to_owned(),
+            500..=599 => "internal error".to_owned(),
+            _ => self.to_string(),
+        }
+    }
+
+    /// A deadlock or lock-wait timeout: the whole transaction may simply be run again.
+    pub fn is_retryable_conflict(&self) -> bool {
+        matches!(self, Self::Database(err) if mysql_error_number(err).is_some_and(|n| n == ER_LOCK_DEADLOCK || n == ER_LOCK_WAIT_TIMEOUT))
+    }
+}
+
+pub(crate) const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+pub(crate) fn mysql_error_number(err: &sqlx::Error) -> Option<u16> {
+    err.as_database_error()
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .map(|db| db.number())
+}
+
+pub(crate) fn is_duplicate_key(err: &sqlx::Error) -> bool {
+    mysql_error_number(err) == Some(ER_DUP_ENTRY)
+}
+
+/// The database is unreachable or overloaded, not wrong: the client should retry later.
+fn is_transient(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+    ) || mysql_error_number(err).is_some_and(|n| {
+        // lock wait timeout, deadlock (after our retries), too many connections, server shutdown,
+        // connection killed, lost connection, read-only (failover in progress)
+        matches!(n, 1205 | 1213 | 1040 | 1053 | 1927 | 2006 | 2013 | 1290 | 1836)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_hide_their_detail() {
+        let err = Error::Database(sqlx::Error::Protocol("secret table layout".into()));
+        assert_eq!(err.status(), 500);
+        assert_eq!(err.code(), "internal_error");
+        assert!(!err.public_message().contains("secret"));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503() {
+        let err = Error::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(err.status(), 503);
+        assert_eq!(err.code(), "service_unavailable");
+    }
+
+    #[test]
+    fn client_errors_keep_their_message() {
+        let err = Error::InsufficientStock { requested: 3, available: 1 };
+        assert_eq!((err.status(), err.code()), (409, "insufficient_stock"));
+        assert_eq!(err.public_message(), "not enough stock: requested 3, available 1");
+    }
+}

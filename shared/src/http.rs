@@ -1,0 +1,89 @@
+//! HTTP with lambda_http's types: the one module of `shared` that knows about Lambda. Every
+//! HTTP function and the local server answer through these helpers, so every response, errors
+//! included, has the same JSON shape.
+
+use lambda_http::http::{HeaderValue, StatusCode, header};
+pub use lambda_http::{Body, Request, RequestExt, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+
+/// Larger request bodies are refused with 413 before anything parses them.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn json<T: Serialize>(status: u16, body: &T) -> Response<Body> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Body::Text(
+        serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()),
+    ));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `{"error":{"code":…,"message":…}}`. Server errors are logged here with their cause, and
+/// the client sees only a generic message; 503 says when to come back.
+pub fn error(err: &Error) -> Response<Body> {
+    let status = err.status();
+    if status >= 500 {
+        tracing::error!(status, code = err.code(), error = ?err, "request failed");
+    }
+    let mut response = json(
+        status,
+        &serde_json::json!({"error": {"code": err.code(), "message": err.public_message()}}),
+    );
+    if status == 503 {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// What every HTTP handler returns: outcomes a client should see are responses, never `Err`.
+pub fn respond(result: Result<Response<Body>, Error>) -> Result<Response<Body>, lambda_http::Error> {
+    Ok(result.unwrap_or_else(|err| error(&err)))
+}
+
+pub fn body_bytes(request: &Request) -> Result<&[u8], Error> {
+    let body: &[u8] = request.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
+    }
+    Ok(body)
+}
+
+pub fn body_json<T: DeserializeOwned>(request: &Request) -> Result<T, Error> {
+    crate::json::parse(body_bytes(request)?)
+}
+
+pub fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The id at the end of the path. API Gateway names it in the path parameters; a function URL
+/// (`cargo lambda watch`) does not route, so there it is the last path segment.
+pub fn path_id(request: &Request, name: &str) -> String {
+    request
+        .path_parameters_ref()
+        .and_then(|params| params.first(name))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            request.uri().path().trim_end_matches('/').rsplit('/').next().unwrap_or("").to_owned()
+        })
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time (hashing first makes the comparison
+/// independent of the tokens' lengths too).
+pub fn require_bearer(request: &Request, token: &SecretString) -> Result<(), Error> {
+    let presented = header(request, header::AUTHORIZATION.as_str())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or(Error::Unauthorized)?;
+    let presented = Sha256::digest(presented.trim().as_bytes());
+    let expected = Sha256::digest(token.expose_secret().as_bytes());
+    if bool::from(presented.ct_eq(&expected)) { Ok(()) } else { Err(Error::Unauthorized) }
+}

@@ -1,0 +1,80 @@
+//! Identifiers. Hold and order ids are random UUIDs (122 random bits: unguessable, so knowing one
+//! is what entitles a client to it); product ids are the database's integers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProductId(pub u64);
+
+impl fmt::Display for ProductId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn generate() -> Self {
+                Self(uuid::Uuid::new_v4().hyphenated().to_string())
+            }
+
+            /// Accepts only the canonical form we hand out, so a malformed id can never match a row.
+            pub fn parse(raw: &str) -> Option<Self> {
+                let parsed = uuid::Uuid::try_parse(raw).ok()?;
+                let canonical = parsed.hyphenated().to_string();
+                (canonical == raw).then_some(Self(canonical))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+random_id!(
+    /// A hold's id, as returned by `POST /api/holds`.
+    HoldId
+);
+random_id!(
+    /// An order's id, as returned by `POST /api/orders`.
+    OrderId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_long_unique_and_parse_back() {
+        let a = HoldId::generate();
+        let b = HoldId::generate();
+        assert_ne!(a, b);
+        assert!(a.as_str().len() >= 16);
+        assert_eq!(HoldId::parse(a.as_str()), Some(a));
+    }
+
+    #[test]
+    fn non_canonical_ids_are_rejected() {
+        let id = OrderId::generate();
+        assert!(OrderId::parse(&id.as_str().to_uppercase()).is_none());
+        assert!(OrderId::parse(&id.as_str().replace('-', "")).is_none());
+        assert!(OrderId::parse("1").is_none());
+        assert!(OrderId::parse("' OR 1=1 --").is_none());
+    }
+}

@@ -1,0 +1,19 @@
+//! flash-sale's domain: configuration, the stock transactions, payments, and the ports through
+//! which side effects leave the process. Nothing here depends on Lambda except [`http`].
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod inbox;
+pub mod json;
+pub mod model;
+pub mod money;
+pub mod payments;
+pub mod ports;
+pub mod service;
+pub mod stock;
+
+pub use config::Config;
+pub use error::Error;

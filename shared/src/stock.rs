@@ -1,0 +1,477 @@
+//! The stock transactions. Each public function is one business operation that owns its
+//! transaction(s) from `begin()` to `commit()`.
+//!
+//! Invariant, enforced by a CHECK constraint as well: `available + reserved + sold = total`, none
+//! negative. Correctness comes from InnoDB row locks only, taken in one order everywhere:
+//!
+//!   holds -> orders -> products
+//!
+//! The product row is the contended one, so it is always locked last, by the one conditional
+//! UPDATE that checks and moves stock, immediately followed by COMMIT.
+//!
+//! Expiry needs no job to be visible: an `active` hold whose `expires_at` has passed (by the
+//! database clock) is expired for every reader and every check. Settling it (`active` ->
+//! `expired`, units back to `available_stock`) is bookkeeping that the expiry trigger, the sweeper
+//! or a reservation that finds the counter short will do, whichever comes first.
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
+
+use crate::db::retry_conflicts;
+use crate::error::{Error, is_duplicate_key};
+use crate::ids::{HoldId, OrderId, ProductId};
+use crate::model::{Hold, HoldStatus, Order, OrderStatus, Product};
+use crate::money::Cents;
+
+/// Settling works through a product's lapsed holds in batches of this many rows.
+const SETTLE_BATCH: usize = 500;
+/// A reservation that finds too little stock settles lapsed holds and tries again this often.
+const MAX_RESERVE_ATTEMPTS: u32 = 3;
+
+pub struct NewProduct {
+    pub name: String,
+    pub price: Cents,
+    pub stock: u32,
+}
+
+pub async fn create_product(pool: &MySqlPool, new: &NewProduct) -> Result<Product, Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO products (name, price_cents, total_stock, available_stock, created_at) \
+         VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3))",
+    )
+    .bind(&new.name)
+    .bind(new.price.0)
+    .bind(new.stock)
+    .bind(new.stock)
+    .execute(pool)
+    .await?;
+    Ok(Product {
+        id: ProductId(inserted.last_insert_id()),
+        name: new.name.clone(),
+        price: new.price,
+        total_stock: i64::from(new.stock),
+        available_stock: i64::from(new.stock),
+        reserved_stock: 0,
+        sold_stock: 0,
+    })
+}
+
+/// Creates product 1 (100 units at 50.00) when there is no product at all. Instances starting
+/// together race on the primary key; the losers see a duplicate and do nothing.
+pub async fn seed_demo_product(pool: &MySqlPool) -> Result<bool, Error> {
+    let seeded = sqlx::query(
+        "INSERT INTO products (id, name, price_cents, total_stock, available_stock, created_at) \
+         SELECT 1, 'Demo product', 5000, 100, 100, UTC_TIMESTAMP(3) FROM DUAL \
+         WHERE NOT EXISTS (SELECT 1 FROM products)",
+    )
+    .execute(pool)
+    .await;
+    match seeded {
+        Ok(done) => Ok(done.rows_affected() == 1),
+        Err(err) if is_duplicate_key(&err) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// One consistent statement: the counters and the lapsed holds they still count as reserved
+/// are read from the same snapshot at the same instant.
+pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Error> {
+    let row = sqlx::query(
+        "SELECT p.id, p.name, p.price_cents, p.total_stock, p.available_stock, p.reserved_stock, \
+                p.sold_stock, \
+                CAST((SELECT COALESCE(SUM(h.qty), 0) FROM holds h \
+                      WHERE h.product_id = p.id AND h.status = 'active' \
+                        AND h.expires_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed \
+         FROM products p WHERE p.id = ?",
+    )
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::ProductNotFound(id))?;
+    let lapsed: i64 = row.try_get("lapsed")?;
+    let stored = |column: &str| row.try_get::<i32, _>(column).map(i64::from);
+    Ok(Product {
+        id: ProductId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        price: Cents(row.try_get("price_cents")?),
+        total_stock: stored("total_stock")?,
+        available_stock: stored("available_stock")? + lapsed,
+        reserved_stock: stored("reserved_stock")? - lapsed,
+        sold_stock: stored("sold_stock")?,
+    })
+}
+
+pub struct HoldRequest {
+    pub product_id: ProductId,
+    pub qty: u32,
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Reservation {
+    pub hold: Hold,
+    /// True when this answers a repeat of an earlier request with the same Idempotency-Key.
+    pub replayed: bool,
+}
+
+/// Reserves `qty` units for `ttl`. The fast path is INSERT hold, then one conditional UPDATE of
+/// the product row that checks and reserves, then COMMIT: the product lock is held for one
+/// statement and the commit. Only when the counter is short does it settle lapsed holds of the
+/// product and look again, so a hold is refused only when unexpired holds and orders really
+/// leave too little.
+pub async fn reserve(pool: &MySqlPool, request: &HoldRequest, ttl: Duration) -> Result<Reservation, Error> {
+    let mut attempts = 0;
+    loop {
+        if let Some(reservation) = retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await? {
+            return Ok(reservation);
+        }
+        attempts += 1;
+        settle_lapsed_holds(pool, request.product_id).await?;
+        let available = get_product(pool, request.product_id).await?.available_stock;
+        if available < i64::from(request.qty) || attempts == MAX_RESERVE_ATTEMPTS {
+            return Err(Error::InsufficientStock { requested: request.qty, available });
+        }
+    }
+}
+
+/// `None` when the product's counter has too few units (or the product does not exist).
+async fn try_reserve(pool: &MySqlPool, request: &HoldRequest, ttl: Duration) -> Result<Option<Reservation>, Error> {
+    let ttl = chrono::Duration::from_std(ttl).map_err(|err| Error::Config(err.to_string()))?;
+    let mut tx = pool.begin().await?;
+    let now = db_now(&mut tx).await?;
+    let hold = Hold {
+        hold_id: HoldId::generate(),
+        product_id: request.product_id,
+        qty: request.qty,
+        status: HoldStatus::Active,
+        expires_at: now + ttl,
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO holds (id, product_id, qty, status, idempotency_key, created_at, expires_at) \
+         VALUES (?, ?, ?, 'active', ?, ?, ?)",
+    )
+    .bind(hold.hold_id.as_str())
+    .bind(hold.product_id.0)
+    .bind(hold.qty)
+    .bind(request.idempotency_key.as_deref())
+    .bind(now)
+    .bind(hold.expires_at)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // The key's unique index made us wait for the first request with it, which committed.
+        Err(err) if request.idempotency_key.is_some() && is_duplicate_key(&err) => {
+            tx.rollback().await?;
+            return replay(pool, request).await.map(Some);
+        }
+        Err(err) => return Err(err.into()),
+    }
+    let reserved = sqlx::query(
+        "UPDATE products SET available_stock = available_stock - ?, reserved_stock = reserved_stock + ? \
+         WHERE id = ? AND available_stock >= ?",
+    )
+    .bind(hold.qty)
+    .bind(hold.qty)
+    .bind(hold.product_id.0)
+    .bind(hold.qty)
+    .execute(&mut *tx)
+    .await?;
+    if reserved.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(Reservation { hold, replayed: false }))
+}
+
+async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, Error> {
+    let row = sqlx::query(&format!("{HOLD_SELECT} WHERE idempotency_key = ?"))
+        .bind(request.idempotency_key.as_deref())
+        .fetch_one(pool)
+        .await?;
+    let hold = hold_from_row(&row)?;
+    if hold.product_id != request.product_id || hold.qty != request.qty {
+        return Err(Error::IdempotencyKeyReused);
+    }
+    Ok(Reservation { hold, replayed: true })
+}
+
+const HOLD_SELECT: &str =
+    "SELECT id, product_id, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds";
+
+fn hold_from_row(row: &MySqlRow) -> Result<Hold, Error> {
+    let id: String = row.try_get("id")?;
+    let expires_at: NaiveDateTime = row.try_get("expires_at")?;
+    let db_now: NaiveDateTime = row.try_get("db_now")?;
+    let status: String = row.try_get("status")?;
+    Ok(Hold {
+        hold_id: HoldId::parse(&id).ok_or_else(|| corrupt("holds.id", &id))?,
+        product_id: ProductId(row.try_get("product_id")?),
+        qty: row.try_get("qty")?,
+        status: HoldStatus::from_db(&status, expires_at <= db_now),
+        expires_at,
+    })
+}
+
+pub async fn get_hold(pool: &MySqlPool, id: &HoldId) -> Result<Hold, Error> {
+    let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ?"))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::HoldNotFound)?;
+    hold_from_row(&row)
+}
+
+#[derive(Debug)]
+pub struct Redemption {
+    pub order: Order,
+    /// False when the hold had been redeemed already and this is that order.
+    pub created: bool,
+}
+
+/// Turns a hold into an order exactly once: the hold row lock serialises concurrent redeems, the
+/// unique index on `orders.hold_id` backs it up, and every later redeem returns the same order.
+pub async fn redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Error> {
+    retry_conflicts("redeem", || try_redeem(pool, hold_id)).await
+}
+
+async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Error> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
+        .bind(hold_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::HoldNotFound)?;
+    let hold = hold_from_row(&row)?;
+    let now: NaiveDateTime = row.try_get("db_now")?;
+    match hold.status {
+        HoldStatus::Redeemed => {
+            let order = fetch_order(&mut tx, "hold_id", hold_id.as_str()).await?;
+            tx.commit().await?;
+            return Ok(Redemption { order, created: false });
+        }
+        HoldStatus::Expired => return Err(Error::HoldExpired),
+        HoldStatus::Active => {}
+    }
+    // The price never changes after creation, so this plain read needs no lock.
+    let price: i64 = sqlx::query_scalar("SELECT price_cents FROM products WHERE id = ?")
+        .bind(hold.product_id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::ProductNotFound(hold.product_id))?;
+    let order = Order {
+        order_id: OrderId::generate(),
+        hold_id: hold.hold_id.clone(),
+        product_id: hold.product_id,
+        qty: hold.qty,
+        amount: Cents(price).times(hold.qty),
+        status: OrderStatus::PendingPayment,
+        created_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO orders (id, hold_id, product_id, qty, amount_cents, status, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, 'pending_payment', ?, ?)",
+    )
+    .bind(order.order_id.as_str())
+    .bind(order.hold_id.as_str())
+    .bind(order.product_id.0)
+    .bind(order.qty)
+    .bind(order.amount.0)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE holds SET status = 'redeemed', settled_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(hold_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    move_stock(&mut tx, hold.product_id, hold.qty, Counter::Reserved, Counter::Sold).await?;
+    tx.commit().await?;
+    Ok(Redemption { order, created: true })
+}
+
+pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<Order, Error> {
+    let mut conn = pool.acquire().await?;
+    fetch_order(&mut conn, "id", id.as_str()).await
+}
+
+async fn fetch_order(
+    conn: &mut sqlx::MySqlConnection,
+    column: &'static str,
+    value: &str,
+) -> Result<Order, Error> {
+    let row = sqlx::query(&format!(
+        "SELECT id, hold_id, product_id, qty, amount_cents, status, created_at FROM orders WHERE {column} = ?"
+    ))
+    .bind(value)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::OrderNotFound)?;
+    let id: String = row.try_get("id")?;
+    let hold_id: String = row.try_get("hold_id")?;
+    let status: String = row.try_get("status")?;
+    Ok(Order {
+        order_id: OrderId::parse(&id).ok_or_else(|| corrupt("orders.id", &id))?,
+        hold_id: HoldId::parse(&hold_id).ok_or_else(|| corrupt("orders.hold_id", &hold_id))?,
+        product_id: ProductId(row.try_get("product_id")?),
+        qty: row.try_get("qty")?,
+        amount: Cents(row.try_get("amount_cents")?),
+        status: OrderStatus::from_db(&status),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryOutcome {
+    /// The hold was active and past its expiry: it is now expired and its units available.
+    Expired,
+    /// The trigger came early; the hold stays active (the sweeper or a later trigger settles it).
+    NotYetDue,
+    /// Redeemed or expired before: nothing to do (a duplicate or late trigger).
+    AlreadySettled,
+    NotFound,
+}
+
+/// Settles one hold if, and only if, it is active and past its expiry. Safe to run early, late,
+/// twice, concurrently, or after the hold was redeemed.
+pub async fn expire_hold(pool: &MySqlPool, hold_id: &HoldId) -> Result<ExpiryOutcome, Error> {
+    retry_conflicts("expire_hold", || async {
+        let mut tx = pool.begin().await?;
+        let Some(row) = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
+            .bind(hold_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(ExpiryOutcome::NotFound);
+        };
+        let stored: String = row.try_get("status")?;
+        if stored != "active" {
+            return Ok(ExpiryOutcome::AlreadySettled);
+        }
+        if hold_from_row(&row)?.status == HoldStatus::Active {
+            return Ok(ExpiryOutcome::NotYetDue);
+        }
+        let product_id = ProductId(row.try_get("product_id")?);
+        let qty: u32 = row.try_get("qty")?;
+        sqlx::query("UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
+            .bind(hold_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        move_stock(&mut tx, product_id, qty, Counter::Reserved, Counter::Available).await?;
+        tx.commit().await?;
+        Ok(ExpiryOutcome::Expired)
+    })
+    .await
+}
+
+/// Settles every lapsed hold of one product; returns how many it settled.
+pub async fn settle_lapsed_holds(pool: &MySqlPool, product_id: ProductId) -> Result<u64, Error> {
+    let mut settled = 0;
+    loop {
+        let batch = retry_conflicts("settle_lapsed_holds", || settle_batch(pool, product_id)).await?;
+        settled += batch as u64;
+        if batch < SETTLE_BATCH {
+            return Ok(settled);
+        }
+    }
+}
+
+async fn settle_batch(pool: &MySqlPool, product_id: ProductId) -> Result<usize, Error> {
+    let mut tx = pool.begin().await?;
+    // Index order (expires_at, id): every settler locks a product's holds in the same order.
+    let lapsed = sqlx::query(
+        "SELECT id, qty FROM holds \
+         WHERE product_id = ? AND status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
+         ORDER BY expires_at, id LIMIT ? FOR UPDATE",
+    )
+    .bind(product_id.0)
+    .bind(SETTLE_BATCH as u64)
+    .fetch_all(&mut *tx)
+    .await?;
+    if lapsed.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let mut units: u32 = 0;
+    let mut settle = QueryBuilder::<MySql>::new(
+        "UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id IN (",
+    );
+    let mut ids = settle.separated(", ");
+    for row in &lapsed {
+        units += row.try_get::<u32, _>("qty")?;
+        ids.push_bind(row.try_get::<String, _>("id")?);
+    }
+    settle.push(")");
+    settle.build().execute(&mut *tx).await?;
+    move_stock(&mut tx, product_id, units, Counter::Reserved, Counter::Available).await?;
+    tx.commit().await?;
+    Ok(lapsed.len())
+}
+
+/// Settles every lapsed hold of every product: the sweeper's job.
+pub async fn settle_all_lapsed_holds(pool: &MySqlPool) -> Result<u64, Error> {
+    let products: Vec<u64> = sqlx::query_scalar(
+        "SELECT DISTINCT product_id FROM holds WHERE status = 'active' AND expires_at <= UTC_TIMESTAMP(3)",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut settled = 0;
+    for product_id in products {
+        settled += settle_lapsed_holds(pool, ProductId(product_id)).await?;
+    }
+    Ok(settled)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Available,
+    Reserved,
+    Sold,
+}
+
+impl Counter {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Available => "available_stock",
+            Self::Reserved => "reserved_stock",
+            Self::Sold => "sold_stock",
+        }
+    }
+}
+
+/// Moves units between two counters of a product: the last lock of every transaction.
+pub(crate) async fn move_stock(
+    tx: &mut Transaction<'_, MySql>,
+    product_id: ProductId,
+    qty: u32,
+    from: Counter,
+    to: Counter,
+) -> Result<(), Error> {
+    let (from, to) = (from.column(), to.column());
+    let moved = sqlx::query(&format!(
+        "UPDATE products SET {from} = {from} - ?, {to} = {to} + ? WHERE id = ?"
+    ))
+    .bind(qty)
+    .bind(qty)
+    .bind(product_id.0)
+    .execute(&mut **tx)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Err(Error::ProductNotFound(product_id));
+    }
+    Ok(())
+}
+
+async fn db_now(tx: &mut Transaction<'_, MySql>) -> Result<NaiveDateTime, Error> {
+    Ok(sqlx::query_scalar("SELECT UTC_TIMESTAMP(3)").fetch_one(&mut **tx).await?)
+}
+
+fn corrupt(column: &str, value: &str) -> Error {
+    Error::Database(sqlx::Error::Decode(format!("unexpected value in {column}: {value:?}").into()))
+}
