@@ -83,6 +83,13 @@ impl Config {
     }
 
     /// For functions that cannot work without it: fail at cold start, not on the first request.
+    pub fn payment_retry_policy(&self) -> crate::inbox::RetryPolicy {
+        crate::inbox::RetryPolicy {
+            max_attempts: self.payment_max_attempts,
+            base_delay: self.payment_retry_base,
+        }
+    }
+
     pub fn require_admin_token(&self) -> Result<SecretString, Error> {
         self.admin_token
             .clone()

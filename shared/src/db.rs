@@ -97,3 +97,11 @@ where
         }
     }
 }
+
+/// A Lambda container's pool: one connection (a container serves one request at a time),
+/// opened on first use so a database that is briefly down makes requests answer 503 instead
+/// of failing the container's start.
+pub fn lambda_pool(config: &crate::Config) -> Result<MySqlPool, Error> {
+    let max = config.database_max_connections.unwrap_or(crate::config::LAMBDA_CONNECTIONS);
+    Ok(pool_options(max).connect_lazy_with(connect_options(&config.database_url)?))
+}

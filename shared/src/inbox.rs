@@ -30,7 +30,7 @@ impl RetryPolicy {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct DrainReport {
     pub processed: u64,
     pub retried: u64,

@@ -8,6 +8,7 @@ pub mod http;
 pub mod ids;
 pub mod inbox;
 pub mod json;
+pub mod lambda;
 pub mod model;
 pub mod money;
 pub mod payments;

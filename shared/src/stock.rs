@@ -327,7 +327,8 @@ async fn fetch_order(
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExpiryOutcome {
     /// The hold was active and past its expiry: it is now expired and its units available.
     Expired,

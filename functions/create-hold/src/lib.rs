@@ -1,0 +1,75 @@
+//! `POST /api/holds`: reserves units of a product for `HOLD_TTL_SECONDS`, never more than are
+//! available; an `Idempotency-Key` makes repeats return the first hold.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use shared::http::{self, Body, Request, Response};
+use shared::ids::ProductId;
+use shared::ports::{ExpiryScheduler, NoScheduler};
+use shared::stock::HoldRequest;
+use shared::{Config, Error, service};
+use sqlx::MySqlPool;
+
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+pub struct Deps {
+    pub pool: MySqlPool,
+    pub scheduler: Arc<dyn ExpiryScheduler>,
+    pub hold_ttl: Duration,
+    pub max_hold_qty: u32,
+}
+
+impl Deps {
+    pub fn from_env() -> Result<Self, Error> {
+        let config = Config::from_env()?;
+        Ok(Self {
+            pool: shared::db::lambda_pool(&config)?,
+            scheduler: Arc::new(NoScheduler),
+            hold_ttl: config.hold_ttl,
+            max_hold_qty: config.max_hold_qty,
+        })
+    }
+}
+
+pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
+    http::respond(create_hold(deps, &request).await)
+}
+
+#[derive(Deserialize)]
+struct CreateHold {
+    product_id: u64,
+    #[serde(alias = "quantity")]
+    qty: u32,
+}
+
+async fn create_hold(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
+    let idempotency_key = http::header(request, "idempotency-key")
+        .map(|key| {
+            let valid = !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && key.bytes().all(|b| b.is_ascii_graphic());
+            valid.then(|| key.to_owned()).ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
+                ))
+            })
+        })
+        .transpose()?;
+    let body: CreateHold = http::body_json(request)?;
+    if body.qty < 1 || body.qty > deps.max_hold_qty {
+        return Err(Error::InvalidRequest(format!("qty must be from 1 to {}", deps.max_hold_qty)));
+    }
+    let hold_request =
+        HoldRequest { product_id: ProductId(body.product_id), qty: body.qty, idempotency_key };
+    let reservation =
+        service::create_hold(&deps.pool, deps.scheduler.as_ref(), &hold_request, deps.hold_ttl).await?;
+    let mut response = http::json(201, &reservation.hold);
+    if reservation.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", lambda_http::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}

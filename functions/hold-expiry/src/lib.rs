@@ -1,0 +1,37 @@
+//! Settles one hold when its expiry trigger fires: `{"hold_id":"…"}`. Early, late, duplicate
+//! and already-redeemed deliveries are all safe; an early one leaves the hold active.
+
+use serde::{Deserialize, Serialize};
+use shared::ids::HoldId;
+use shared::stock::{self, ExpiryOutcome};
+use shared::{Config, Error};
+use sqlx::MySqlPool;
+
+pub struct Deps {
+    pub pool: MySqlPool,
+}
+
+impl Deps {
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(Self { pool: shared::db::lambda_pool(&Config::from_env()?)? })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExpireHold {
+    pub hold_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExpiryReport {
+    pub hold_id: String,
+    pub outcome: ExpiryOutcome,
+}
+
+pub async fn handle(deps: &Deps, input: ExpireHold) -> Result<ExpiryReport, Error> {
+    let hold_id = HoldId::parse(&input.hold_id)
+        .ok_or_else(|| Error::InvalidRequest(format!("{:?} is not a hold id", input.hold_id)))?;
+    let outcome = stock::expire_hold(&deps.pool, &hold_id).await?;
+    tracing::info!(%hold_id, ?outcome, "hold expiry trigger handled");
+    Ok(ExpiryReport { hold_id: input.hold_id, outcome })
+}

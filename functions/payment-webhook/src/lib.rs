@@ -1,0 +1,49 @@
+//! `POST /api/payments/webhook`: verifies the provider's signature over the raw body, validates
+//! the event and answers 202 only once the event is durably queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use shared::http::{self, Body, Request, Response};
+use shared::payments::{self, PaymentEvent};
+use shared::ports::{InboxQueue, PaymentQueue};
+use shared::{Config, Error};
+
+pub struct Deps {
+    pub secrets: Vec<SecretString>,
+    pub tolerance: Duration,
+    pub queue: Arc<dyn PaymentQueue>,
+}
+
+impl Deps {
+    pub fn from_env() -> Result<Self, Error> {
+        let config = Config::from_env()?;
+        Ok(Self {
+            secrets: config.require_webhook_secrets()?,
+            tolerance: config.webhook_tolerance,
+            queue: Arc::new(InboxQueue::new(shared::db::lambda_pool(&config)?)),
+        })
+    }
+}
+
+pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
+    http::respond(receive(deps, &request).await)
+}
+
+async fn receive(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
+    let body = http::body_bytes(request)?;
+    payments::verify_signature(
+        http::header(request, "x-signature"),
+        body,
+        &deps.secrets,
+        deps.tolerance,
+        chrono::Utc::now().timestamp(),
+    )?;
+    let event = PaymentEvent::from_json(body)?;
+    deps.queue.enqueue(&event).await?;
+    Ok(http::json(
+        202,
+        &serde_json::json!({"status": "queued", "idempotency_key": event.idempotency_key}),
+    ))
+}
