@@ -35,6 +35,8 @@ pub enum Error {
     Config(String),
     #[error("payment queue unavailable: {0}")]
     QueueUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -57,7 +59,7 @@ impl Error {
             Self::IdempotencyKeyReused => 422,
             Self::QueueUnavailable(_) => 503,
             Self::Database(err) if is_transient(err) => 503,
-            Self::Config(_) | Self::Database(_) | Self::Migrate(_) => 500,
+            Self::Config(_) | Self::Internal(_) | Self::Database(_) | Self::Migrate(_) => 500,
         }
     }
 
@@ -79,7 +81,11 @@ impl Error {
             Self::QueueUnavailable(_) | Self::Database(_) if self.status() == 503 => {
                 "service_unavailable"
             }
-            Self::Config(_) | Self::QueueUnavailable(_) | Self::Database(_) | Self::Migrate(_) => {
+            Self::Config(_)
+            | Self::Internal(_)
+            | Self::QueueUnavailable(_)
+            | Self::Database(_)
+            | Self::Migrate(_) => {
                 "internal_error"
             }
         }

@@ -86,7 +86,9 @@ async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
         deliveries.push(Delivery {
             id: row.try_get("id")?,
             event: PaymentEvent {
-                idempotency_key: row.try_get("idempotency_key")?,
+                // A binary-collated column: sqlx reads it as bytes.
+                idempotency_key: String::from_utf8_lossy(row.try_get::<&[u8], _>("idempotency_key")?)
+                    .into_owned(),
                 order_id,
                 status: PaymentStatus::from_db(&row.try_get::<String, _>("status")?),
             },

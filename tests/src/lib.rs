@@ -1,0 +1,9 @@
+//! flash-sale on one machine: every HTTP function mounted at its API path, calling the very
+//! `handle` functions the Lambdas run, plus the in-process expiry timers, the sweeper and the
+//! durable payment queue workers. Also the helpers the end-to-end tests share.
+
+pub mod routes;
+pub mod server;
+pub mod testing;
+
+pub use server::{LocalServer, Options};

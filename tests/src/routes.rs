@@ -1,0 +1,93 @@
+//! The HTTP contract's routes, in one table: the local server dispatches by it, and API Gateway
+//! (template.yaml) declares the same set.
+
+use lambda_http::http::Method;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    GetProduct,
+    CreateProduct,
+    CreateHold,
+    GetHold,
+    CreateOrder,
+    GetOrder,
+    PaymentWebhook,
+}
+
+pub const ROUTES: &[(Method, &str, Route)] = &[
+    (Method::GET, "/api/products/{id}", Route::GetProduct),
+    (Method::POST, "/api/admin/products", Route::CreateProduct),
+    (Method::POST, "/api/holds", Route::CreateHold),
+    (Method::GET, "/api/holds/{hold_id}", Route::GetHold),
+    (Method::POST, "/api/orders", Route::CreateOrder),
+    (Method::GET, "/api/orders/{order_id}", Route::GetOrder),
+    (Method::POST, "/api/payments/webhook", Route::PaymentWebhook),
+];
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Match {
+    Found { route: Route, params: Vec<(String, String)> },
+    MethodNotAllowed,
+    NotFound,
+}
+
+pub fn find(method: &Method, path: &str) -> Match {
+    let mut path_matched = false;
+    for (route_method, pattern, route) in ROUTES {
+        let Some(params) = match_path(pattern, path) else { continue };
+        if route_method == method {
+            return Match::Found { route: *route, params };
+        }
+        path_matched = true;
+    }
+    if path_matched { Match::MethodNotAllowed } else { Match::NotFound }
+}
+
+/// `{name}` matches one non-empty segment; everything else must be equal.
+fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+    let mut pattern_segments = pattern.split('/');
+    let mut path_segments = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (pattern_segments.next(), path_segments.next()) {
+            (None, None) => return Some(params),
+            (Some(expected), Some(actual)) => {
+                if let Some(name) = expected.strip_prefix('{').and_then(|rest| rest.strip_suffix('}')) {
+                    if actual.is_empty() {
+                        return None;
+                    }
+                    params.push((name.to_owned(), actual.to_owned()));
+                } else if expected != actual {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_their_route_and_capture_the_id() {
+        assert_eq!(
+            find(&Method::GET, "/api/products/7"),
+            Match::Found { route: Route::GetProduct, params: vec![("id".into(), "7".into())] }
+        );
+        assert_eq!(
+            find(&Method::POST, "/api/holds"),
+            Match::Found { route: Route::CreateHold, params: vec![] }
+        );
+    }
+
+    #[test]
+    fn wrong_methods_and_unknown_paths_are_told_apart() {
+        assert_eq!(find(&Method::DELETE, "/api/products/7"), Match::MethodNotAllowed);
+        assert_eq!(find(&Method::GET, "/api/holds"), Match::MethodNotAllowed);
+        assert_eq!(find(&Method::GET, "/api/products/"), Match::NotFound);
+        assert_eq!(find(&Method::GET, "/api/products/7/extra"), Match::NotFound);
+        assert_eq!(find(&Method::GET, "/"), Match::NotFound);
+    }
+}

@@ -1,0 +1,232 @@
+//! The local server. Several instances on one database behave like several Lambda containers:
+//! all coordination is in the database.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body as AxumBody;
+use axum::extract::State;
+use lambda_http::{Body, Request, RequestExt, Response};
+use secrecy::ExposeSecret;
+use shared::ports::{InboxQueue, TimerScheduler};
+use shared::{Config, Error, db, http, inbox, stock};
+use sqlx::MySqlPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::routes::{self, Match, Route};
+
+/// Payment queue workers per instance; each drains with SKIP LOCKED, so they never collide.
+const INBOX_WORKERS: usize = 2;
+/// How often an idle worker looks for events enqueued by another instance or now due for retry.
+const INBOX_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Expiry timers, the sweeper and the payment queue workers. Off only in tests that need a
+    /// server which accepts work but never processes it (as if it crashed right after answering).
+    pub background_work: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { background_work: true }
+    }
+}
+
+struct Handlers {
+    get_product: get_product::Deps,
+    create_product: create_product::Deps,
+    create_hold: create_hold::Deps,
+    get_hold: get_hold::Deps,
+    create_order: create_order::Deps,
+    get_order: get_order::Deps,
+    payment_webhook: payment_webhook::Deps,
+}
+
+/// A running server; dropping it stops the listener and every background task at once.
+pub struct LocalServer {
+    addr: SocketAddr,
+    pool: MySqlPool,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LocalServer {
+    /// Creates the database if needed, migrates it, seeds the demo product when there is none,
+    /// and starts serving on `config.listen_addr`.
+    pub async fn start(config: &Config, options: Options) -> Result<Self, Error> {
+        db::create_database_if_missing(&config.database_url).await?;
+        let max_connections =
+            config.database_max_connections.unwrap_or(shared::config::LOCAL_SERVER_CONNECTIONS);
+        let pool = db::connect(&config.database_url, max_connections).await?;
+        db::migrate(&pool).await?;
+        if stock::seed_demo_product(&pool).await? {
+            tracing::info!("created demo product 1: 100 units at 50.00");
+        }
+
+        let queue = InboxQueue::new(pool.clone());
+        let scheduler: Arc<dyn shared::ports::ExpiryScheduler> = if options.background_work {
+            Arc::new(TimerScheduler::new(pool.clone()))
+        } else {
+            Arc::new(shared::ports::NoScheduler)
+        };
+        let admin_token = config.require_admin_token()?;
+        let handlers = Arc::new(Handlers {
+            get_product: get_product::Deps { pool: pool.clone() },
+            create_product: create_product::Deps { pool: pool.clone(), admin_token },
+            create_hold: create_hold::Deps {
+                pool: pool.clone(),
+                scheduler: scheduler.clone(),
+                hold_ttl: config.hold_ttl,
+                max_hold_qty: config.max_hold_qty,
+            },
+            get_hold: get_hold::Deps { pool: pool.clone() },
+            create_order: create_order::Deps { pool: pool.clone(), scheduler },
+            get_order: get_order::Deps { pool: pool.clone() },
+            payment_webhook: payment_webhook::Deps {
+                secrets: config.require_webhook_secrets()?,
+                tolerance: config.webhook_tolerance,
+                queue: Arc::new(queue.clone()),
+            },
+        });
+
+        let listener = TcpListener::bind(&config.listen_addr)
+            .await
+            .map_err(|err| Error::Config(format!("cannot listen on {}: {err}", config.listen_addr)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|err| Error::Config(format!("listener has no address: {err}")))?;
+        let app = axum::Router::new().fallback(dispatch).with_state(handlers);
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::error!(error = %err, "local server stopped");
+            }
+        })];
+        if options.background_work {
+            let policy = config.payment_retry_policy();
+            for _ in 0..INBOX_WORKERS {
+                tasks.push(tokio::spawn(drain_inbox_forever(pool.clone(), queue.clone(), policy)));
+            }
+            let sweeper = sweeper::Deps { pool: pool.clone(), payment_retry: policy };
+            tasks.push(tokio::spawn(sweep_forever(sweeper, config.sweep_interval)));
+        }
+        tracing::info!(%addr, database = %redacted(&config.database_url), "flash-sale local server listening on http://{addr}");
+        Ok(Self { addr, pool, tasks })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Turns the HTTP request into the API Gateway request the Lambda would receive (path
+/// parameters included) and hands it to that route's `handle`.
+async fn dispatch(State(handlers): State<Arc<Handlers>>, request: axum::extract::Request) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let response = match routes::find(&parts.method, parts.uri.path()) {
+        Match::NotFound => http::error(&Error::RouteNotFound {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        }),
+        Match::MethodNotAllowed => http::error(&Error::MethodNotAllowed {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        }),
+        // Read one byte past the limit at most: enough for the handler to refuse it with 413.
+        Match::Found { route, params } => match axum::body::to_bytes(body, http::MAX_BODY_BYTES + 1).await {
+            Err(_) => http::error(&Error::PayloadTooLarge { limit: http::MAX_BODY_BYTES }),
+            Ok(bytes) => {
+                let request = Request::from_parts(parts, Body::from(bytes.to_vec()))
+                    .with_path_parameters(params.into_iter().collect::<std::collections::HashMap<_, _>>());
+                call(&handlers, route, request).await
+            }
+        },
+    };
+    into_axum(response)
+}
+
+async fn call(handlers: &Handlers, route: Route, request: Request) -> Response<Body> {
+    let response = match route {
+        Route::GetProduct => get_product::handle(&handlers.get_product, request).await,
+        Route::CreateProduct => create_product::handle(&handlers.create_product, request).await,
+        Route::CreateHold => create_hold::handle(&handlers.create_hold, request).await,
+        Route::GetHold => get_hold::handle(&handlers.get_hold, request).await,
+        Route::CreateOrder => create_order::handle(&handlers.create_order, request).await,
+        Route::GetOrder => get_order::handle(&handlers.get_order, request).await,
+        Route::PaymentWebhook => payment_webhook::handle(&handlers.payment_webhook, request).await,
+    };
+    // Handlers answer every outcome themselves; an Err is a broken handler, as a Lambda would
+    // report it.
+    response.unwrap_or_else(|err| {
+        tracing::error!(error = %err, "handler failed");
+        http::error(&Error::Internal(err.to_string()))
+    })
+}
+
+fn into_axum(response: Response<Body>) -> axum::response::Response {
+    let (parts, body) = response.into_parts();
+    let body = match body {
+        Body::Empty => AxumBody::empty(),
+        Body::Text(text) => AxumBody::from(text),
+        Body::Binary(bytes) => AxumBody::from(bytes),
+        _ => AxumBody::empty(),
+    };
+    axum::response::Response::from_parts(parts, body)
+}
+
+async fn drain_inbox_forever(pool: MySqlPool, queue: InboxQueue, policy: inbox::RetryPolicy) {
+    loop {
+        if let Err(err) = inbox::drain(&pool, policy).await {
+            tracing::warn!(error = %err, "payment queue drain failed; retrying");
+        }
+        tokio::select! {
+            _ = queue.enqueued() => {}
+            _ = tokio::time::sleep(INBOX_POLL) => {}
+        }
+    }
+}
+
+async fn sweep_forever(deps: sweeper::Deps, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = sweeper::handle(&deps).await {
+            tracing::warn!(error = %err, "sweep failed; will run again");
+        }
+    }
+}
+
+/// The database URL without its password, for the start-up log line.
+fn redacted(url: &secrecy::SecretString) -> String {
+    let url = url.expose_secret();
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_logged_database_url_has_no_credentials() {
+        let url = secrecy::SecretString::from("mysql://app:hunter2@db:3306/flash".to_owned());
+        assert_eq!(super::redacted(&url), "mysql://***@db:3306/flash");
+    }
+}
