@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
 use shared::{Config, db};
-use sqlx::MySqlPool;
+use sqlx::{MySqlPool, Row};
 
 use crate::{LocalServer, Options};
 
@@ -84,6 +85,119 @@ fn with_database(url: &str, name: &str) -> String {
         Some(query) => format!("{scheme}://{authority}/{name}?{query}"),
         None => format!("{scheme}://{authority}/{name}"),
     }
+}
+
+/// A client of the HTTP contract: every call answers `(status, JSON body)`.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(server: &LocalServer) -> Self {
+        Self::at(server.url())
+    }
+
+    pub fn at(base: String) -> Self {
+        Self { base, client: reqwest::Client::new() }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string(), &[]).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: String, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self.client.post(format!("{}{path}", self.base)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let body = response.text().await.expect("a body");
+        let json = serde_json::from_str(&body).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {body:?}"));
+        (status, json)
+    }
+
+    pub async fn product(&self, id: u64) -> Value {
+        let (status, body) = self.get(&format!("/api/products/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn create_product(&self, stock: u32, price: &str) -> u64 {
+        let body = json!({"name": "Flash item", "price": price, "stock": stock});
+        let (status, body) = self
+            .post_raw("/api/admin/products", body.to_string(), &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))])
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_u64().expect("product id")
+    }
+
+    pub async fn hold(&self, product_id: u64, qty: u32) -> (u16, Value) {
+        self.post("/api/holds", &json!({"product_id": product_id, "qty": qty})).await
+    }
+
+    pub async fn order(&self, hold_id: &str) -> (u16, Value) {
+        self.post("/api/orders", &json!({"hold_id": hold_id})).await
+    }
+
+    /// Posts a correctly signed payment event.
+    pub async fn pay(&self, key: &str, order_id: &str, status: &str) -> (u16, Value) {
+        let body = json!({"idempotency_key": key, "order_id": order_id, "status": status}).to_string();
+        let signature = webhook_signature(&body);
+        self.post_raw("/api/payments/webhook", body, &[("x-signature", &signature)]).await
+    }
+
+    /// Polls until `done` holds for the order's JSON, or panics after `timeout`.
+    pub async fn wait_for_order(&self, order_id: &str, timeout: std::time::Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, order) = self.get(&format!("/api/orders/{order_id}")).await;
+            assert_eq!(status, 200, "{order}");
+            if done(&order) {
+                return order;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "order never reached the expected state: {order}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Checks a product's stock the way an auditor would. Through the API: the counters add up and
+/// none is negative. In the database, in one statement (one snapshot): the stored reserved
+/// counter is exactly the units of active holds, sold exactly the units of orders not cancelled.
+pub async fn assert_stock_invariants(pool: &MySqlPool, api: &Api, product_id: u64) -> Value {
+    let product = api.product(product_id).await;
+    let count = |name: &str| product[name].as_i64().expect("counter");
+    let (total, available, reserved, sold) =
+        (count("total_stock"), count("available_stock"), count("reserved_stock"), count("sold_stock"));
+    assert_eq!(total, available + reserved + sold, "counters add up: {product}");
+    assert!(available >= 0 && reserved >= 0 && sold >= 0, "no counter is negative: {product}");
+    let row = sqlx::query(
+        "SELECT p.reserved_stock, p.sold_stock, \
+           CAST((SELECT COALESCE(SUM(qty), 0) FROM holds WHERE product_id = p.id AND status = 'active') AS SIGNED) AS held, \
+           CAST((SELECT COALESCE(SUM(qty), 0) FROM orders WHERE product_id = p.id AND status <> 'cancelled') AS SIGNED) AS ordered \
+         FROM products p WHERE p.id = ?",
+    )
+    .bind(product_id)
+    .fetch_one(pool)
+    .await
+    .expect("audit query");
+    let stored = |name: &str| row.try_get::<i32, _>(name).map(i64::from).expect("column");
+    let rows = |name: &str| row.try_get::<i64, _>(name).expect("column");
+    assert_eq!(stored("reserved_stock"), rows("held"), "reserved counter equals active holds: {product}");
+    assert_eq!(stored("sold_stock"), rows("ordered"), "sold counter equals live orders: {product}");
+    assert_eq!(sold, rows("ordered"), "sold as shown equals live orders: {product}");
+    product
 }
 
 /// The `X-Signature` header a provider signing with [`WEBHOOK_SECRET`] would send now.
