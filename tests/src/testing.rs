@@ -61,11 +61,23 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let url = self.url.clone();
         let name = self.name.clone();
-        // Drop cannot await, and the test's runtime may be shutting down: use a runtime of its own.
+        // Drop cannot await, and this runtime is blocked right here: use a runtime of its own.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let pool = db::connect(&url, 1).await.ok()?;
+                // Connections of the test's pools may still be open (their runtime is the one
+                // blocked here) and hold metadata locks that DROP DATABASE would wait on forever.
+                let leftovers: Vec<i64> = sqlx::query_scalar(
+                    "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+                )
+                .bind(&name)
+                .fetch_all(&pool)
+                .await
+                .ok()?;
+                for id in leftovers {
+                    let _ = sqlx::query(&format!("KILL {id}")).execute(&pool).await;
+                }
                 sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`")).execute(&pool).await.ok()
             })
         })
