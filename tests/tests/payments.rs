@@ -1,0 +1,221 @@
+//! The payment webhook and its queue: signatures, idempotency per event, the first terminal
+//! outcome winning, failures returning units, retries, dead letters and durability.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use flash_sale_local::Options;
+use flash_sale_local::testing::{Api, TestDb, WEBHOOK_SECRET, assert_stock_invariants, webhook_signature};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const SETTLED: Duration = Duration::from_secs(10);
+
+async fn ordered(api: &Api, product: u64, qty: u32) -> String {
+    let (_, hold) = api.hold(product, qty).await;
+    let (status, order) = api.order(hold["hold_id"].as_str().expect("hold id")).await;
+    assert_eq!(status, 201, "{order}");
+    order["order_id"].as_str().expect("order id").to_owned()
+}
+
+async fn events_recorded(db: &TestDb, order_id: &str) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT CAST(status AS CHAR), outcome FROM payment_events WHERE order_id = ? ORDER BY applied_at, outcome")
+        .bind(order_id)
+        .fetch_all(&db.pool)
+        .await
+        .expect("events")
+}
+
+async fn queue_is_drained(db: &TestDb) {
+    let deadline = tokio::time::Instant::now() + SETTLED;
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_inbox WHERE state = 'pending'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+        if pending == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{pending} payment events never processed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_event_pays_the_order_once_however_often_it_is_delivered() {
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "20.00").await;
+    let order_id = ordered(&api, product, 2).await;
+
+    let (status, body) = api.pay("evt_1", &order_id, "paid").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "queued");
+    for _ in 0..3 {
+        assert_eq!(api.pay("evt_1", &order_id, "paid").await.0, 202);
+    }
+    api.wait_for_order(&order_id, SETTLED, |order| order["status"] == "paid").await;
+    queue_is_drained(&db).await;
+    assert_eq!(events_recorded(&db, &order_id).await, [("paid".into(), "paid".into())], "applied once, repeats left no trace");
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(2), Some(8)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_payment_cancels_the_order_and_returns_its_units() {
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "20.00").await;
+    let order_id = ordered(&api, product, 3).await;
+    assert_eq!(api.product(product).await["available_stock"], 7);
+
+    assert_eq!(api.pay("evt_fail", &order_id, "failed").await.0, 202);
+    api.wait_for_order(&order_id, SETTLED, |order| order["status"] == "cancelled").await;
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(0), Some(10)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_terminal_outcome_wins_and_later_conflicts_are_recorded() {
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "20.00").await;
+
+    // Paid, then a conflicting failure: stays paid, units stay sold.
+    let paid = ordered(&api, product, 1).await;
+    assert_eq!(api.pay("evt_a1", &paid, "paid").await.0, 202);
+    assert_eq!(api.pay("evt_a2", &paid, "failed").await.0, 202);
+    // Failed, then a late success: stays cancelled, flagged for refund.
+    let cancelled = ordered(&api, product, 2).await;
+    assert_eq!(api.pay("evt_b1", &cancelled, "failed").await.0, 202);
+    assert_eq!(api.pay("evt_b2", &cancelled, "paid").await.0, 202);
+    queue_is_drained(&db).await;
+
+    assert_eq!(api.get(&format!("/api/orders/{paid}")).await.1["status"], "paid");
+    assert_eq!(api.get(&format!("/api/orders/{cancelled}")).await.1["status"], "cancelled");
+    let outcomes = |events: Vec<(String, String)>| events.into_iter().map(|(_, outcome)| outcome).collect::<Vec<_>>();
+    let mut paid_outcomes = outcomes(events_recorded(&db, &paid).await);
+    paid_outcomes.sort();
+    assert_eq!(paid_outcomes, ["ignored_order_paid", "paid"]);
+    let mut cancelled_outcomes = outcomes(events_recorded(&db, &cancelled).await);
+    cancelled_outcomes.sort();
+    assert_eq!(cancelled_outcomes, ["cancelled", "refund_required"]);
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(1), Some(9)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_order_apply_in_the_order_they_arrived() {
+    let db = TestDb::new().await;
+    // Workers off while the events arrive, so both are queued before either is processed.
+    let intake = db.server_with(&[], Options { background_work: false }).await;
+    let api = Api::new(&intake);
+    let product = api.create_product(10, "20.00").await;
+    let order_id = ordered(&api, product, 1).await;
+    assert_eq!(api.pay("evt_first", &order_id, "failed").await.0, 202);
+    assert_eq!(api.pay("evt_second", &order_id, "paid").await.0, 202);
+
+    let _workers = db.server(&[]).await;
+    queue_is_drained(&db).await;
+    assert_eq!(api.get(&format!("/api/orders/{order_id}")).await.1["status"], "cancelled", "the earlier failure won");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_event_survives_a_crash_of_the_server_that_accepted_it() {
+    let db = TestDb::new().await;
+    let crashing = db.server_with(&[], Options { background_work: false }).await;
+    let api = Api::new(&crashing);
+    let product = api.create_product(10, "20.00").await;
+    let order_id = ordered(&api, product, 1).await;
+    assert_eq!(api.pay("evt_durable", &order_id, "paid").await.0, 202);
+    drop(crashing);
+
+    let restarted = db.server(&[]).await;
+    Api::new(&restarted).wait_for_order(&order_id, SETTLED, |order| order["status"] == "paid").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_for_an_unknown_order_is_retried_then_dead_lettered_never_dropped() {
+    let db = TestDb::new().await;
+    let server = db.server(&[("PAYMENT_MAX_ATTEMPTS", "3"), ("PAYMENT_RETRY_BASE_MS", "20")]).await;
+    let api = Api::new(&server);
+    let unknown_order = uuid::Uuid::new_v4().to_string();
+    assert_eq!(api.pay("evt_orphan", &unknown_order, "paid").await.0, 202);
+
+    let deadline = tokio::time::Instant::now() + SETTLED;
+    let (state, receive_count, last_error) = loop {
+        let row: (String, u32, Option<String>) = sqlx::query_as(
+            "SELECT CAST(state AS CHAR), receive_count, last_error FROM payment_inbox WHERE order_id = ?",
+        )
+        .bind(&unknown_order)
+        .fetch_one(&db.pool)
+        .await
+        .expect("the event is kept");
+        if row.0 != "pending" || tokio::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((state.as_str(), receive_count), ("dead", 3), "retried to its budget, then dead-lettered");
+    assert_eq!(last_error.as_deref(), Some("order not found"));
+    assert!(events_recorded(&db, &unknown_order).await.is_empty());
+}
+
+#[tokio::test]
+async fn unsigned_forged_and_stale_webhooks_are_refused_and_nothing_is_queued() {
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let order_id = uuid::Uuid::new_v4().to_string();
+    let body = json!({"idempotency_key": "evt_x", "order_id": order_id, "status": "paid"}).to_string();
+    let now = chrono::Utc::now().timestamp();
+    let secret = SecretString::from(WEBHOOK_SECRET.to_owned());
+    let forged = shared::payments::sign(&SecretString::from("guess".to_owned()), now, body.as_bytes());
+    let stale = shared::payments::sign(&secret, now - 301, body.as_bytes());
+    let tampered = webhook_signature(&body.replace("paid", "failed"));
+
+    for headers in [vec![], vec![("x-signature", forged.as_str())], vec![("x-signature", stale.as_str())], vec![("x-signature", tampered.as_str())], vec![("x-signature", "garbage")]] {
+        let (status, answer) = api.post_raw("/api/payments/webhook", body.clone(), &headers).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("invalid_signature")), "{headers:?}: {answer}");
+    }
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_inbox").fetch_one(&db.pool).await.expect("count");
+    assert_eq!(queued, 0);
+}
+
+/// The SQS consumer: a message that cannot be applied fails, and so does every later message
+/// of its message group in the batch, so SQS redelivers them in their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqs_processor_fails_a_group_from_its_first_unapplied_message_on() {
+    let db = TestDb::new().await;
+    let server = db.server_with(&[], Options { background_work: false }).await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "20.00").await;
+    let known = ordered(&api, product, 1).await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let message = |id: &str, key: &str, order: &str, status: &str| -> Value {
+        json!({
+            "messageId": id,
+            "receiptHandle": format!("rh-{id}"),
+            "body": json!({"idempotency_key": key, "order_id": order, "status": status}).to_string(),
+            "attributes": {"MessageGroupId": order, "MessageDeduplicationId": key},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs"
+        })
+    };
+    let batch: SqsEvent = serde_json::from_value(json!({"Records": [
+        message("m1", "evt_u1", &unknown, "paid"),
+        message("m2", "evt_k1", &known, "paid"),
+        message("m3", "evt_u2", &unknown, "failed"),
+        {"messageId": "m4", "body": "not json", "attributes": {"MessageGroupId": "poison"}},
+    ]}))
+    .expect("an SQS event");
+
+    let deps = payment_processor::Deps { pool: db.pool.clone() };
+    let response = payment_processor::handle(&deps, batch).await.expect("batch handled");
+    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, ["m1", "m3", "m4"]);
+    assert_eq!(api.get(&format!("/api/orders/{known}")).await.1["status"], "paid");
+}
