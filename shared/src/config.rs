@@ -48,7 +48,9 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, Error> {
-            let Some(raw) = get(name) else { return Ok(default) };
+            let Some(raw) = get(name) else {
+                return Ok(default);
+            };
             match raw.trim().parse::<u64>() {
                 Ok(value) if (min..=max).contains(&value) => Ok(value),
                 _ => Err(Error::Config(format!(
@@ -72,9 +74,19 @@ impl Config {
             max_hold_qty: number("MAX_HOLD_QTY", 10, 1, 1_000_000)? as u32,
             admin_token: get("ADMIN_TOKEN").map(SecretString::from),
             webhook_secrets: webhook_secrets.filter(|secrets| !secrets.is_empty()),
-            webhook_tolerance: Duration::from_secs(number("WEBHOOK_TOLERANCE_SECONDS", 300, 1, 86_400)?),
+            webhook_tolerance: Duration::from_secs(number(
+                "WEBHOOK_TOLERANCE_SECONDS",
+                300,
+                1,
+                86_400,
+            )?),
             payment_max_attempts: number("PAYMENT_MAX_ATTEMPTS", 10, 1, 1_000)? as u32,
-            payment_retry_base: Duration::from_millis(number("PAYMENT_RETRY_BASE_MS", 500, 1, 60_000)?),
+            payment_retry_base: Duration::from_millis(number(
+                "PAYMENT_RETRY_BASE_MS",
+                500,
+                1,
+                60_000,
+            )?),
             sweep_interval: Duration::from_secs(number("SWEEP_INTERVAL_SECONDS", 5, 1, 3_600)?),
             database_max_connections: get("DATABASE_MAX_CONNECTIONS")
                 .map(|_| number("DATABASE_MAX_CONNECTIONS", 1, 1, 1_000).map(|n| n as u32))
@@ -110,8 +122,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, Error> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 

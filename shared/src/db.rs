@@ -35,9 +35,11 @@ pub fn pool_options(max_connections: u32) -> MySqlPoolOptions {
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await?;
                 conn.execute(
-                    format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECONDS}").as_str(),
+                    format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECONDS}")
+                        .as_str(),
                 )
                 .await?;
                 Ok(())
@@ -45,7 +47,10 @@ pub fn pool_options(max_connections: u32) -> MySqlPoolOptions {
         })
 }
 
-pub async fn connect(database_url: &SecretString, max_connections: u32) -> Result<MySqlPool, Error> {
+pub async fn connect(
+    database_url: &SecretString,
+    max_connections: u32,
+) -> Result<MySqlPool, Error> {
     let options = connect_options(database_url)?;
     Ok(pool_options(max_connections).connect_with(options).await?)
 }
@@ -79,7 +84,10 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), Error> {
 
 /// Runs a whole transaction again when it lost a deadlock or timed out waiting for a lock,
 /// a bounded number of times with jittered backoff; any other outcome is returned as it is.
-pub(crate) async fn retry_conflicts<T, F, Fut>(operation: &'static str, mut run: F) -> Result<T, Error>
+pub(crate) async fn retry_conflicts<T, F, Fut>(
+    operation: &'static str,
+    mut run: F,
+) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -102,6 +110,8 @@ where
 /// opened on first use so a database that is briefly down makes requests answer 503 instead
 /// of failing the container's start.
 pub fn lambda_pool(config: &crate::Config) -> Result<MySqlPool, Error> {
-    let max = config.database_max_connections.unwrap_or(crate::config::LAMBDA_CONNECTIONS);
+    let max = config
+        .database_max_connections
+        .unwrap_or(crate::config::LAMBDA_CONNECTIONS);
     Ok(pool_options(max).connect_lazy_with(connect_options(&config.database_url)?))
 }

@@ -85,9 +85,7 @@ impl Error {
             | Self::Internal(_)
             | Self::QueueUnavailable(_)
             | Self::Database(_)
-            | Self::Migrate(_) => {
-                "internal_error"
-            }
+            | Self::Migrate(_) => "internal_error",
         }
     }
 
@@ -132,7 +130,10 @@ fn is_transient(err: &sqlx::Error) -> bool {
     ) || mysql_error_number(err).is_some_and(|n| {
         // lock wait timeout, deadlock (after our retries), too many connections, server shutdown,
         // connection killed, lost connection, read-only (failover in progress)
-        matches!(n, 1205 | 1213 | 1040 | 1053 | 1927 | 2006 | 2013 | 1290 | 1836)
+        matches!(
+            n,
+            1205 | 1213 | 1040 | 1053 | 1927 | 2006 | 2013 | 1290 | 1836
+        )
     })
 }
 
@@ -157,8 +158,14 @@ mod tests {
 
     #[test]
     fn client_errors_keep_their_message() {
-        let err = Error::InsufficientStock { requested: 3, available: 1 };
+        let err = Error::InsufficientStock {
+            requested: 3,
+            available: 1,
+        };
         assert_eq!((err.status(), err.code()), (409, "insufficient_stock"));
-        assert_eq!(err.public_message(), "not enough stock: requested 3, available 1");
+        assert_eq!(
+            err.public_message(),
+            "not enough stock: requested 3, available 1"
+        );
     }
 }

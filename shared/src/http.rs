@@ -21,9 +21,10 @@ pub fn json<T: Serialize>(status: u16, body: &T) -> Response<Body> {
         serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()),
     ));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -39,20 +40,26 @@ pub fn error(err: &Error) -> Response<Body> {
         &serde_json::json!({"error": {"code": err.code(), "message": err.public_message()}}),
     );
     if status == 503 {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }
 
 /// What every HTTP handler returns: outcomes a client should see are responses, never `Err`.
-pub fn respond(result: Result<Response<Body>, Error>) -> Result<Response<Body>, lambda_http::Error> {
+pub fn respond(
+    result: Result<Response<Body>, Error>,
+) -> Result<Response<Body>, lambda_http::Error> {
     Ok(result.unwrap_or_else(|err| error(&err)))
 }
 
 pub fn body_bytes(request: &Request) -> Result<&[u8], Error> {
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
-        return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        return Err(Error::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
     Ok(body)
 }
@@ -62,7 +69,10 @@ pub fn body_json<T: DeserializeOwned>(request: &Request) -> Result<T, Error> {
 }
 
 pub fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
-    request.headers().get(name).and_then(|value| value.to_str().ok())
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
 }
 
 /// The id at the end of the path. API Gateway names it in the path parameters; a function URL
@@ -73,7 +83,14 @@ pub fn path_id(request: &Request, name: &str) -> String {
         .and_then(|params| params.first(name))
         .map(str::to_owned)
         .unwrap_or_else(|| {
-            request.uri().path().trim_end_matches('/').rsplit('/').next().unwrap_or("").to_owned()
+            request
+                .uri()
+                .path()
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_owned()
         })
 }
 
@@ -85,5 +102,9 @@ pub fn require_bearer(request: &Request, token: &SecretString) -> Result<(), Err
         .ok_or(Error::Unauthorized)?;
     let presented = Sha256::digest(presented.trim().as_bytes());
     let expected = Sha256::digest(token.expose_secret().as_bytes());
-    if bool::from(presented.ct_eq(&expected)) { Ok(()) } else { Err(Error::Unauthorized) }
+    if bool::from(presented.ct_eq(&expected)) {
+        Ok(())
+    } else {
+        Err(Error::Unauthorized)
+    }
 }

@@ -81,14 +81,18 @@ async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
         let order_id: String = row.try_get("order_id")?;
         // The webhook enqueues only valid order ids; anything else is a corrupt row, said loudly.
         let order_id = OrderId::parse(&order_id).ok_or_else(|| {
-            Error::Database(sqlx::Error::Decode(format!("payment_inbox.order_id {order_id:?}").into()))
+            Error::Database(sqlx::Error::Decode(
+                format!("payment_inbox.order_id {order_id:?}").into(),
+            ))
         })?;
         deliveries.push(Delivery {
             id: row.try_get("id")?,
             event: PaymentEvent {
                 // A binary-collated column: sqlx reads it as bytes.
-                idempotency_key: String::from_utf8_lossy(row.try_get::<&[u8], _>("idempotency_key")?)
-                    .into_owned(),
+                idempotency_key: String::from_utf8_lossy(
+                    row.try_get::<&[u8], _>("idempotency_key")?,
+                )
+                .into_owned(),
                 order_id,
                 status: PaymentStatus::from_db(&row.try_get::<String, _>("status")?),
             },
@@ -99,7 +103,9 @@ async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
         "UPDATE payment_inbox SET receive_count = receive_count + 1, \
          visible_at = UTC_TIMESTAMP(3) + INTERVAL ",
     );
-    lease.push_bind(LEASE.as_secs()).push(" SECOND WHERE id IN (");
+    lease
+        .push_bind(LEASE.as_secs())
+        .push(" SECOND WHERE id IN (");
     let mut ids = lease.separated(", ");
     for delivery in &deliveries {
         ids.push_bind(delivery.id);
@@ -116,7 +122,11 @@ async fn process(
     delivery: Delivery,
     report: &mut DrainReport,
 ) -> Result<(), Error> {
-    let Delivery { id, event, receive_count } = delivery;
+    let Delivery {
+        id,
+        event,
+        receive_count,
+    } = delivery;
     match payments::apply_payment(pool, &event).await {
         Ok(_) => {
             sqlx::query("UPDATE payment_inbox SET state = 'done', last_error = NULL WHERE id = ?")
@@ -176,7 +186,10 @@ mod tests {
 
     #[test]
     fn retry_delay_doubles_up_to_a_minute() {
-        let policy = RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(500) };
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(500),
+        };
         assert_eq!(policy.delay_after(1), Duration::from_millis(500));
         assert_eq!(policy.delay_after(2), Duration::from_secs(1));
         assert_eq!(policy.delay_after(4), Duration::from_secs(4));

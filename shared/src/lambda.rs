@@ -8,6 +8,9 @@ use crate::error::Error;
 impl From<Error> for Diagnostic {
     fn from(err: Error) -> Self {
         tracing::error!(code = err.code(), error = ?err, "invocation failed");
-        Diagnostic { error_type: err.code().to_owned(), error_message: err.to_string() }
+        Diagnostic {
+            error_type: err.code().to_owned(),
+            error_message: err.to_string(),
+        }
     }
 }

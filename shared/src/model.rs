@@ -89,7 +89,8 @@ impl OrderStatus {
 
 /// RFC 3339 in UTC with millisecond precision, the precision the database stores.
 pub fn to_rfc3339(at: &NaiveDateTime) -> String {
-    DateTime::<Utc>::from_naive_utc_and_offset(*at, Utc).to_rfc3339_opts(SecondsFormat::Millis, true)
+    DateTime::<Utc>::from_naive_utc_and_offset(*at, Utc)
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn rfc3339<S: Serializer>(at: &NaiveDateTime, serializer: S) -> Result<S::Ok, S::Error> {

@@ -18,7 +18,8 @@ impl Cents {
         if units.is_empty() || units.len() > 13 || !all_digits(units) {
             return None;
         }
-        if raw.contains('.') && (fraction.is_empty() || fraction.len() > 2 || !all_digits(fraction)) {
+        if raw.contains('.') && (fraction.is_empty() || fraction.len() > 2 || !all_digits(fraction))
+        {
             return None;
         }
         let units: i64 = units.parse().ok()?;
@@ -50,7 +51,12 @@ mod tests {
 
     #[test]
     fn parses_and_prints_two_decimal_places() {
-        for (raw, cents, shown) in [("50.00", 5000, "50.00"), ("50", 5000, "50.00"), ("0.5", 50, "0.50"), ("19.99", 1999, "19.99")] {
+        for (raw, cents, shown) in [
+            ("50.00", 5000, "50.00"),
+            ("50", 5000, "50.00"),
+            ("0.5", 50, "0.50"),
+            ("19.99", 1999, "19.99"),
+        ] {
             let parsed = Cents::parse(raw).expect(raw);
             assert_eq!(parsed, Cents(cents));
             assert_eq!(parsed.to_string(), shown);
@@ -59,7 +65,19 @@ mod tests {
 
     #[test]
     fn rejects_anything_but_a_plain_decimal() {
-        for raw in ["", ".5", "5.", "5.001", "-1", "+1", "1e3", "1,00", " 1", "NaN", "99999999999999"] {
+        for raw in [
+            "",
+            ".5",
+            "5.",
+            "5.001",
+            "-1",
+            "+1",
+            "1e3",
+            "1,00",
+            " 1",
+            "NaN",
+            "99999999999999",
+        ] {
             assert_eq!(Cents::parse(raw), None, "{raw:?}");
         }
     }

@@ -33,7 +33,11 @@ impl PaymentStatus {
     }
 
     pub(crate) fn from_db(stored: &str) -> Self {
-        if stored == "paid" { Self::Paid } else { Self::Failed }
+        if stored == "paid" {
+            Self::Paid
+        } else {
+            Self::Failed
+        }
     }
 }
 
@@ -56,14 +60,21 @@ impl PaymentEvent {
         }
         let body: Body = crate::json::parse(body)?;
         let key = &body.idempotency_key;
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(Error::InvalidRequest(format!(
                 "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
             )));
         }
         let order_id = OrderId::parse(&body.order_id)
             .ok_or_else(|| Error::InvalidRequest("order_id is not an order id".into()))?;
-        Ok(Self { idempotency_key: body.idempotency_key, order_id, status: body.status })
+        Ok(Self {
+            idempotency_key: body.idempotency_key,
+            order_id,
+            status: body.status,
+        })
     }
 }
 
@@ -97,15 +108,23 @@ pub fn verify_signature(
     }
     let verified = secrets.iter().any(|secret| {
         signatures.iter().any(|signature| {
-            signed_payload_mac(secret, timestamp, body).verify_slice(signature).is_ok()
+            signed_payload_mac(secret, timestamp, body)
+                .verify_slice(signature)
+                .is_ok()
         })
     });
-    if verified { Ok(()) } else { Err(Error::InvalidSignature("signature does not match")) }
+    if verified {
+        Ok(())
+    } else {
+        Err(Error::InvalidSignature("signature does not match"))
+    }
 }
 
 /// The header a provider would send: what tests, the bench and the README's example produce.
 pub fn sign(secret: &SecretString, timestamp: i64, body: &[u8]) -> String {
-    let mac = signed_payload_mac(secret, timestamp, body).finalize().into_bytes();
+    let mac = signed_payload_mac(secret, timestamp, body)
+        .finalize()
+        .into_bytes();
     format!("t={timestamp},v1={}", hex::encode(mac))
 }
 
@@ -148,7 +167,10 @@ impl PaymentOutcome {
 /// Applies one event, exactly once per idempotency key: the order row lock serialises events of
 /// one order, the key's primary key makes a repeat a no-op. An unknown order is an error the
 /// caller retries later: its event may have overtaken the order.
-pub async fn apply_payment(pool: &MySqlPool, event: &PaymentEvent) -> Result<PaymentOutcome, Error> {
+pub async fn apply_payment(
+    pool: &MySqlPool,
+    event: &PaymentEvent,
+) -> Result<PaymentOutcome, Error> {
     let outcome = retry_conflicts("apply_payment", || try_apply_payment(pool, event)).await?;
     match outcome {
         PaymentOutcome::RefundRequired => tracing::warn!(
@@ -166,7 +188,10 @@ pub async fn apply_payment(pool: &MySqlPool, event: &PaymentEvent) -> Result<Pay
     Ok(outcome)
 }
 
-async fn try_apply_payment(pool: &MySqlPool, event: &PaymentEvent) -> Result<PaymentOutcome, Error> {
+async fn try_apply_payment(
+    pool: &MySqlPool,
+    event: &PaymentEvent,
+) -> Result<PaymentOutcome, Error> {
     let mut tx = pool.begin().await?;
     let order = sqlx::query("SELECT product_id, qty, status FROM orders WHERE id = ? FOR UPDATE")
         .bind(event.order_id.as_str())
@@ -175,7 +200,9 @@ async fn try_apply_payment(pool: &MySqlPool, event: &PaymentEvent) -> Result<Pay
         .ok_or(Error::OrderNotFound)?;
     let current = OrderStatus::from_db(&order.try_get::<String, _>("status")?);
     let outcome = match (current, event.status) {
-        (OrderStatus::PendingPayment, PaymentStatus::Paid) => PaymentOutcome::Applied(OrderStatus::Paid),
+        (OrderStatus::PendingPayment, PaymentStatus::Paid) => {
+            PaymentOutcome::Applied(OrderStatus::Paid)
+        }
         (OrderStatus::PendingPayment, PaymentStatus::Failed) => {
             PaymentOutcome::Applied(OrderStatus::Cancelled)
         }
@@ -266,7 +293,8 @@ mod tests {
     #[test]
     fn event_bodies_are_validated() {
         let order_id = OrderId::generate();
-        let good = format!(r#"{{"idempotency_key":"evt_1","order_id":"{order_id}","status":"failed"}}"#);
+        let good =
+            format!(r#"{{"idempotency_key":"evt_1","order_id":"{order_id}","status":"failed"}}"#);
         let event = PaymentEvent::from_json(good.as_bytes()).expect("valid");
         assert_eq!(event.status, PaymentStatus::Failed);
         for bad in [

@@ -66,7 +66,9 @@ impl ExpiryScheduler for TimerScheduler {
     async fn schedule_expiry(&self, hold: &Hold) -> Result<(), Error> {
         let pool = self.pool.clone();
         let hold_id = hold.hold_id.clone();
-        let delay = (hold.expires_at - chrono::Utc::now().naive_utc()).to_std().unwrap_or_default();
+        let delay = (hold.expires_at - chrono::Utc::now().naive_utc())
+            .to_std()
+            .unwrap_or_default();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             for _ in 0..MAX_EARLY_WAKES {
@@ -102,7 +104,10 @@ pub struct InboxQueue {
 
 impl InboxQueue {
     pub fn new(pool: MySqlPool) -> Self {
-        Self { pool, wakeup: Arc::new(Notify::new()) }
+        Self {
+            pool,
+            wakeup: Arc::new(Notify::new()),
+        }
     }
 
     /// Resolves when an event was enqueued through this handle (or immediately if one was

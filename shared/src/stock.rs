@@ -123,23 +123,36 @@ pub struct Reservation {
 /// statement and the commit. Only when the counter is short does it settle lapsed holds of the
 /// product and look again, so a hold is refused only when unexpired holds and orders really
 /// leave too little.
-pub async fn reserve(pool: &MySqlPool, request: &HoldRequest, ttl: Duration) -> Result<Reservation, Error> {
+pub async fn reserve(
+    pool: &MySqlPool,
+    request: &HoldRequest,
+    ttl: Duration,
+) -> Result<Reservation, Error> {
     let mut attempts = 0;
     loop {
-        if let Some(reservation) = retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await? {
+        if let Some(reservation) =
+            retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await?
+        {
             return Ok(reservation);
         }
         attempts += 1;
         settle_lapsed_holds(pool, request.product_id).await?;
         let available = get_product(pool, request.product_id).await?.available_stock;
         if available < i64::from(request.qty) || attempts == MAX_RESERVE_ATTEMPTS {
-            return Err(Error::InsufficientStock { requested: request.qty, available });
+            return Err(Error::InsufficientStock {
+                requested: request.qty,
+                available,
+            });
         }
     }
 }
 
 /// `None` when the product's counter has too few units (or the product does not exist).
-async fn try_reserve(pool: &MySqlPool, request: &HoldRequest, ttl: Duration) -> Result<Option<Reservation>, Error> {
+async fn try_reserve(
+    pool: &MySqlPool,
+    request: &HoldRequest,
+    ttl: Duration,
+) -> Result<Option<Reservation>, Error> {
     let ttl = chrono::Duration::from_std(ttl).map_err(|err| Error::Config(err.to_string()))?;
     let mut tx = pool.begin().await?;
     let now = db_now(&mut tx).await?;
@@ -186,7 +199,10 @@ async fn try_reserve(pool: &MySqlPool, request: &HoldRequest, ttl: Duration) -> 
         return Ok(None);
     }
     tx.commit().await?;
-    Ok(Some(Reservation { hold, replayed: false }))
+    Ok(Some(Reservation {
+        hold,
+        replayed: false,
+    }))
 }
 
 async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, Error> {
@@ -198,7 +214,10 @@ async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, 
     if hold.product_id != request.product_id || hold.qty != request.qty {
         return Err(Error::IdempotencyKeyReused);
     }
-    Ok(Reservation { hold, replayed: true })
+    Ok(Reservation {
+        hold,
+        replayed: true,
+    })
 }
 
 const HOLD_SELECT: &str =
@@ -253,7 +272,10 @@ async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Er
         HoldStatus::Redeemed => {
             let order = fetch_order(&mut tx, "hold_id", hold_id.as_str()).await?;
             tx.commit().await?;
-            return Ok(Redemption { order, created: false });
+            return Ok(Redemption {
+                order,
+                created: false,
+            });
         }
         HoldStatus::Expired => return Err(Error::HoldExpired),
         HoldStatus::Active => {}
@@ -291,9 +313,19 @@ async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Er
         .bind(hold_id.as_str())
         .execute(&mut *tx)
         .await?;
-    move_stock(&mut tx, hold.product_id, hold.qty, Counter::Reserved, Counter::Sold).await?;
+    move_stock(
+        &mut tx,
+        hold.product_id,
+        hold.qty,
+        Counter::Reserved,
+        Counter::Sold,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(Redemption { order, created: true })
+    Ok(Redemption {
+        order,
+        created: true,
+    })
 }
 
 pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<Order, Error> {
@@ -360,11 +392,20 @@ pub async fn expire_hold(pool: &MySqlPool, hold_id: &HoldId) -> Result<ExpiryOut
         }
         let product_id = ProductId(row.try_get("product_id")?);
         let qty: u32 = row.try_get("qty")?;
-        sqlx::query("UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
-            .bind(hold_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        move_stock(&mut tx, product_id, qty, Counter::Reserved, Counter::Available).await?;
+        sqlx::query(
+            "UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id = ?",
+        )
+        .bind(hold_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        move_stock(
+            &mut tx,
+            product_id,
+            qty,
+            Counter::Reserved,
+            Counter::Available,
+        )
+        .await?;
         tx.commit().await?;
         Ok(ExpiryOutcome::Expired)
     })
@@ -375,7 +416,8 @@ pub async fn expire_hold(pool: &MySqlPool, hold_id: &HoldId) -> Result<ExpiryOut
 pub async fn settle_lapsed_holds(pool: &MySqlPool, product_id: ProductId) -> Result<u64, Error> {
     let mut settled = 0;
     loop {
-        let batch = retry_conflicts("settle_lapsed_holds", || settle_batch(pool, product_id)).await?;
+        let batch =
+            retry_conflicts("settle_lapsed_holds", || settle_batch(pool, product_id)).await?;
         settled += batch as u64;
         if batch < SETTLE_BATCH {
             return Ok(settled);
@@ -410,7 +452,14 @@ async fn settle_batch(pool: &MySqlPool, product_id: ProductId) -> Result<usize, 
     }
     settle.push(")");
     settle.build().execute(&mut *tx).await?;
-    move_stock(&mut tx, product_id, units, Counter::Reserved, Counter::Available).await?;
+    move_stock(
+        &mut tx,
+        product_id,
+        units,
+        Counter::Reserved,
+        Counter::Available,
+    )
+    .await?;
     tx.commit().await?;
     Ok(lapsed.len())
 }
@@ -470,9 +519,13 @@ pub(crate) async fn move_stock(
 }
 
 async fn db_now(tx: &mut Transaction<'_, MySql>) -> Result<NaiveDateTime, Error> {
-    Ok(sqlx::query_scalar("SELECT UTC_TIMESTAMP(3)").fetch_one(&mut **tx).await?)
+    Ok(sqlx::query_scalar("SELECT UTC_TIMESTAMP(3)")
+        .fetch_one(&mut **tx)
+        .await?)
 }
 
 fn corrupt(column: &str, value: &str) -> Error {
-    Error::Database(sqlx::Error::Decode(format!("unexpected value in {column}: {value:?}").into()))
+    Error::Database(sqlx::Error::Decode(
+        format!("unexpected value in {column}: {value:?}").into(),
+    ))
 }

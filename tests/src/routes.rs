@@ -26,7 +26,10 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Match {
-    Found { route: Route, params: Vec<(String, String)> },
+    Found {
+        route: Route,
+        params: Vec<(String, String)>,
+    },
     MethodNotAllowed,
     NotFound,
 }
@@ -34,13 +37,22 @@ pub enum Match {
 pub fn find(method: &Method, path: &str) -> Match {
     let mut path_matched = false;
     for (route_method, pattern, route) in ROUTES {
-        let Some(params) = match_path(pattern, path) else { continue };
+        let Some(params) = match_path(pattern, path) else {
+            continue;
+        };
         if route_method == method {
-            return Match::Found { route: *route, params };
+            return Match::Found {
+                route: *route,
+                params,
+            };
         }
         path_matched = true;
     }
-    if path_matched { Match::MethodNotAllowed } else { Match::NotFound }
+    if path_matched {
+        Match::MethodNotAllowed
+    } else {
+        Match::NotFound
+    }
 }
 
 /// `{name}` matches one non-empty segment; everything else must be equal.
@@ -52,7 +64,10 @@ fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
         match (pattern_segments.next(), path_segments.next()) {
             (None, None) => return Some(params),
             (Some(expected), Some(actual)) => {
-                if let Some(name) = expected.strip_prefix('{').and_then(|rest| rest.strip_suffix('}')) {
+                if let Some(name) = expected
+                    .strip_prefix('{')
+                    .and_then(|rest| rest.strip_suffix('}'))
+                {
                     if actual.is_empty() {
                         return None;
                     }
@@ -74,17 +89,26 @@ mod tests {
     fn paths_match_their_route_and_capture_the_id() {
         assert_eq!(
             find(&Method::GET, "/api/products/7"),
-            Match::Found { route: Route::GetProduct, params: vec![("id".into(), "7".into())] }
+            Match::Found {
+                route: Route::GetProduct,
+                params: vec![("id".into(), "7".into())]
+            }
         );
         assert_eq!(
             find(&Method::POST, "/api/holds"),
-            Match::Found { route: Route::CreateHold, params: vec![] }
+            Match::Found {
+                route: Route::CreateHold,
+                params: vec![]
+            }
         );
     }
 
     #[test]
     fn wrong_methods_and_unknown_paths_are_told_apart() {
-        assert_eq!(find(&Method::DELETE, "/api/products/7"), Match::MethodNotAllowed);
+        assert_eq!(
+            find(&Method::DELETE, "/api/products/7"),
+            Match::MethodNotAllowed
+        );
         assert_eq!(find(&Method::GET, "/api/holds"), Match::MethodNotAllowed);
         assert_eq!(find(&Method::GET, "/api/products/"), Match::NotFound);
         assert_eq!(find(&Method::GET, "/api/products/7/extra"), Match::NotFound);

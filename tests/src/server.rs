@@ -31,7 +31,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { background_work: true }
+        Self {
+            background_work: true,
+        }
     }
 }
 
@@ -57,8 +59,9 @@ impl LocalServer {
     /// and starts serving on `config.listen_addr`.
     pub async fn start(config: &Config, options: Options) -> Result<Self, Error> {
         db::create_database_if_missing(&config.database_url).await?;
-        let max_connections =
-            config.database_max_connections.unwrap_or(shared::config::LOCAL_SERVER_CONNECTIONS);
+        let max_connections = config
+            .database_max_connections
+            .unwrap_or(shared::config::LOCAL_SERVER_CONNECTIONS);
         let pool = db::connect(&config.database_url, max_connections).await?;
         db::migrate(&pool).await?;
         if stock::seed_demo_product(&pool).await? {
@@ -74,7 +77,10 @@ impl LocalServer {
         let admin_token = config.require_admin_token()?;
         let handlers = Arc::new(Handlers {
             get_product: get_product::Deps { pool: pool.clone() },
-            create_product: create_product::Deps { pool: pool.clone(), admin_token },
+            create_product: create_product::Deps {
+                pool: pool.clone(),
+                admin_token,
+            },
             create_hold: create_hold::Deps {
                 pool: pool.clone(),
                 scheduler: scheduler.clone(),
@@ -82,7 +88,10 @@ impl LocalServer {
                 max_hold_qty: config.max_hold_qty,
             },
             get_hold: get_hold::Deps { pool: pool.clone() },
-            create_order: create_order::Deps { pool: pool.clone(), scheduler },
+            create_order: create_order::Deps {
+                pool: pool.clone(),
+                scheduler,
+            },
             get_order: get_order::Deps { pool: pool.clone() },
             payment_webhook: payment_webhook::Deps {
                 secrets: config.require_webhook_secrets()?,
@@ -93,7 +102,9 @@ impl LocalServer {
 
         let listener = TcpListener::bind(&config.listen_addr)
             .await
-            .map_err(|err| Error::Config(format!("cannot listen on {}: {err}", config.listen_addr)))?;
+            .map_err(|err| {
+                Error::Config(format!("cannot listen on {}: {err}", config.listen_addr))
+            })?;
         let addr = listener
             .local_addr()
             .map_err(|err| Error::Config(format!("listener has no address: {err}")))?;
@@ -106,9 +117,16 @@ impl LocalServer {
         if options.background_work {
             let policy = config.payment_retry_policy();
             for _ in 0..INBOX_WORKERS {
-                tasks.push(tokio::spawn(drain_inbox_forever(pool.clone(), queue.clone(), policy)));
+                tasks.push(tokio::spawn(drain_inbox_forever(
+                    pool.clone(),
+                    queue.clone(),
+                    policy,
+                )));
             }
-            let sweeper = sweeper::Deps { pool: pool.clone(), payment_retry: policy };
+            let sweeper = sweeper::Deps {
+                pool: pool.clone(),
+                payment_retry: policy,
+            };
             tasks.push(tokio::spawn(sweep_forever(sweeper, config.sweep_interval)));
         }
         tracing::info!(%addr, database = %redacted(&config.database_url), "flash-sale local server listening on http://{addr}");
@@ -138,7 +156,10 @@ impl Drop for LocalServer {
 
 /// Turns the HTTP request into the API Gateway request the Lambda would receive (path
 /// parameters included) and hands it to that route's `handle`.
-async fn dispatch(State(handlers): State<Arc<Handlers>>, request: axum::extract::Request) -> axum::response::Response {
+async fn dispatch(
+    State(handlers): State<Arc<Handlers>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
     let (parts, body) = request.into_parts();
     let response = match routes::find(&parts.method, parts.uri.path()) {
         Match::NotFound => http::error(&Error::RouteNotFound {
@@ -150,14 +171,22 @@ async fn dispatch(State(handlers): State<Arc<Handlers>>, request: axum::extract:
             path: parts.uri.path().to_owned(),
         }),
         // Read one byte past the limit at most: enough for the handler to refuse it with 413.
-        Match::Found { route, params } => match axum::body::to_bytes(body, http::MAX_BODY_BYTES + 1).await {
-            Err(_) => http::error(&Error::PayloadTooLarge { limit: http::MAX_BODY_BYTES }),
-            Ok(bytes) => {
-                let request = Request::from_parts(parts, Body::from(bytes.to_vec()))
-                    .with_path_parameters(params.into_iter().collect::<std::collections::HashMap<_, _>>());
-                call(&handlers, route, request).await
+        Match::Found { route, params } => {
+            match axum::body::to_bytes(body, http::MAX_BODY_BYTES + 1).await {
+                Err(_) => http::error(&Error::PayloadTooLarge {
+                    limit: http::MAX_BODY_BYTES,
+                }),
+                Ok(bytes) => {
+                    let request = Request::from_parts(parts, Body::from(bytes.to_vec()))
+                        .with_path_parameters(
+                            params
+                                .into_iter()
+                                .collect::<std::collections::HashMap<_, _>>(),
+                        );
+                    call(&handlers, route, request).await
+                }
             }
-        },
+        }
     };
     into_axum(response)
 }

@@ -28,8 +28,12 @@ impl TestDb {
             .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
         let name = format!("flash_sale_test_{}", uuid::Uuid::new_v4().simple());
         let url = SecretString::from(with_database(&server_url, &name));
-        db::create_database_if_missing(&url).await.expect("create the test database");
-        let pool = db::connect(&url, 8).await.expect("connect to the test database");
+        db::create_database_if_missing(&url)
+            .await
+            .expect("create the test database");
+        let pool = db::connect(&url, 8)
+            .await
+            .expect("connect to the test database");
         db::migrate(&pool).await.expect("migrate the test database");
         Self { name, url, pool }
     }
@@ -53,7 +57,9 @@ impl TestDb {
     }
 
     pub async fn server_with(&self, vars: &[(&str, &str)], options: Options) -> LocalServer {
-        LocalServer::start(&self.config(vars), options).await.expect("start the local server")
+        LocalServer::start(&self.config(vars), options)
+            .await
+            .expect("start the local server")
     }
 }
 
@@ -90,7 +96,9 @@ impl Drop for TestDb {
 
 /// `mysql://user@host:3306/anything?x=y` with its database replaced by `name`.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
     let (scheme, rest) = base.split_once("://").unwrap_or(("mysql", base));
     let authority = rest.split('/').next().unwrap_or(rest);
     match query {
@@ -112,18 +120,27 @@ impl Api {
     }
 
     pub fn at(base: String) -> Self {
-        Self { base, client: reqwest::Client::new() }
+        Self {
+            base,
+            client: reqwest::Client::new(),
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.client.get(format!("{}{path}", self.base))).await
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, body.to_string(), &[]).await
     }
 
-    pub async fn post_raw(&self, path: &str, body: String, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: String,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut request = self.client.post(format!("{}{path}", self.base)).body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -135,7 +152,8 @@ impl Api {
         let response = request.send().await.expect("the server answers");
         let status = response.status().as_u16();
         let body = response.text().await.expect("a body");
-        let json = serde_json::from_str(&body).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {body:?}"));
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|_| panic!("status {status}: body is not JSON: {body:?}"));
         (status, json)
     }
 
@@ -148,14 +166,19 @@ impl Api {
     pub async fn create_product(&self, stock: u32, price: &str) -> u64 {
         let body = json!({"name": "Flash item", "price": price, "stock": stock});
         let (status, body) = self
-            .post_raw("/api/admin/products", body.to_string(), &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))])
+            .post_raw(
+                "/api/admin/products",
+                body.to_string(),
+                &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_u64().expect("product id")
     }
 
     pub async fn hold(&self, product_id: u64, qty: u32) -> (u16, Value) {
-        self.post("/api/holds", &json!({"product_id": product_id, "qty": qty})).await
+        self.post("/api/holds", &json!({"product_id": product_id, "qty": qty}))
+            .await
     }
 
     pub async fn order(&self, hold_id: &str) -> (u16, Value) {
@@ -164,13 +187,24 @@ impl Api {
 
     /// Posts a correctly signed payment event.
     pub async fn pay(&self, key: &str, order_id: &str, status: &str) -> (u16, Value) {
-        let body = json!({"idempotency_key": key, "order_id": order_id, "status": status}).to_string();
+        let body =
+            json!({"idempotency_key": key, "order_id": order_id, "status": status}).to_string();
         let signature = webhook_signature(&body);
-        self.post_raw("/api/payments/webhook", body, &[("x-signature", &signature)]).await
+        self.post_raw(
+            "/api/payments/webhook",
+            body,
+            &[("x-signature", &signature)],
+        )
+        .await
     }
 
     /// Polls until `done` holds for the order's JSON, or panics after `timeout`.
-    pub async fn wait_for_order(&self, order_id: &str, timeout: std::time::Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for_order(
+        &self,
+        order_id: &str,
+        timeout: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let (status, order) = self.get(&format!("/api/orders/{order_id}")).await;
@@ -178,7 +212,10 @@ impl Api {
             if done(&order) {
                 return order;
             }
-            assert!(tokio::time::Instant::now() < deadline, "order never reached the expected state: {order}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order never reached the expected state: {order}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -190,10 +227,21 @@ impl Api {
 pub async fn assert_stock_invariants(pool: &MySqlPool, api: &Api, product_id: u64) -> Value {
     let product = api.product(product_id).await;
     let count = |name: &str| product[name].as_i64().expect("counter");
-    let (total, available, reserved, sold) =
-        (count("total_stock"), count("available_stock"), count("reserved_stock"), count("sold_stock"));
-    assert_eq!(total, available + reserved + sold, "counters add up: {product}");
-    assert!(available >= 0 && reserved >= 0 && sold >= 0, "no counter is negative: {product}");
+    let (total, available, reserved, sold) = (
+        count("total_stock"),
+        count("available_stock"),
+        count("reserved_stock"),
+        count("sold_stock"),
+    );
+    assert_eq!(
+        total,
+        available + reserved + sold,
+        "counters add up: {product}"
+    );
+    assert!(
+        available >= 0 && reserved >= 0 && sold >= 0,
+        "no counter is negative: {product}"
+    );
     let row = sqlx::query(
         "SELECT p.reserved_stock, p.sold_stock, \
            CAST((SELECT COALESCE(SUM(qty), 0) FROM holds WHERE product_id = p.id AND status = 'active') AS SIGNED) AS held, \
@@ -206,24 +254,51 @@ pub async fn assert_stock_invariants(pool: &MySqlPool, api: &Api, product_id: u6
     .expect("audit query");
     let stored = |name: &str| row.try_get::<i32, _>(name).map(i64::from).expect("column");
     let rows = |name: &str| row.try_get::<i64, _>(name).expect("column");
-    assert_eq!(stored("reserved_stock"), rows("held"), "reserved counter equals active holds: {product}");
-    assert_eq!(stored("sold_stock"), rows("ordered"), "sold counter equals live orders: {product}");
-    assert_eq!(sold, rows("ordered"), "sold as shown equals live orders: {product}");
+    assert_eq!(
+        stored("reserved_stock"),
+        rows("held"),
+        "reserved counter equals active holds: {product}"
+    );
+    assert_eq!(
+        stored("sold_stock"),
+        rows("ordered"),
+        "sold counter equals live orders: {product}"
+    );
+    assert_eq!(
+        sold,
+        rows("ordered"),
+        "sold as shown equals live orders: {product}"
+    );
     product
 }
 
 /// The `X-Signature` header a provider signing with [`WEBHOOK_SECRET`] would send now.
 pub fn webhook_signature(body: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    shared::payments::sign(&SecretString::from(WEBHOOK_SECRET.to_owned()), now, body.as_bytes())
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    shared::payments::sign(
+        &SecretString::from(WEBHOOK_SECRET.to_owned()),
+        now,
+        body.as_bytes(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_database_is_replaced_and_options_kept() {
-        assert_eq!(super::with_database("mysql://root@127.0.0.1:3306/flash_sale", "t1"), "mysql://root@127.0.0.1:3306/t1");
-        assert_eq!(super::with_database("mysql://u:p@h/db?ssl-mode=disabled", "t2"), "mysql://u:p@h/t2?ssl-mode=disabled");
-        assert_eq!(super::with_database("mysql://root@127.0.0.1:3306", "t3"), "mysql://root@127.0.0.1:3306/t3");
+        assert_eq!(
+            super::with_database("mysql://root@127.0.0.1:3306/flash_sale", "t1"),
+            "mysql://root@127.0.0.1:3306/t1"
+        );
+        assert_eq!(
+            super::with_database("mysql://u:p@h/db?ssl-mode=disabled", "t2"),
+            "mysql://u:p@h/t2?ssl-mode=disabled"
+        );
+        assert_eq!(
+            super::with_database("mysql://root@127.0.0.1:3306", "t3"),
+            "mysql://root@127.0.0.1:3306/t3"
+        );
     }
 }

@@ -24,7 +24,13 @@ async fn a_hundred_and_five_concurrent_holds_on_a_hundred_units_sell_exactly_a_h
     let count = |status: u16| statuses.iter().filter(|s| **s == status).count();
     assert_eq!((count(201), count(409)), (100, 5), "statuses: {statuses:?}");
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
-    assert_eq!((stock["available_stock"].as_i64(), stock["reserved_stock"].as_i64()), (Some(0), Some(100)));
+    assert_eq!(
+        (
+            stock["available_stock"].as_i64(),
+            stock["reserved_stock"].as_i64()
+        ),
+        (Some(0), Some(100))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -65,15 +71,33 @@ async fn concurrent_redeems_of_one_hold_make_one_order() {
     }))
     .await;
 
-    let order_ids: HashSet<&str> = answers.iter().map(|(_, order)| order["order_id"].as_str().expect("order id")).collect();
+    let order_ids: HashSet<&str> = answers
+        .iter()
+        .map(|(_, order)| order["order_id"].as_str().expect("order id"))
+        .collect();
     assert_eq!(order_ids.len(), 1, "one order for one hold: {answers:?}");
-    assert_eq!(answers.iter().filter(|(status, _)| *status == 201).count(), 1);
-    assert_eq!(answers.iter().filter(|(status, _)| *status == 200).count(), 19);
+    assert_eq!(
+        answers.iter().filter(|(status, _)| *status == 201).count(),
+        1
+    );
+    assert_eq!(
+        answers.iter().filter(|(status, _)| *status == 200).count(),
+        19
+    );
     assert_eq!(answers[0].1["amount"], "37.50");
-    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(&db.pool).await.expect("count");
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
     assert_eq!(orders, 1);
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
-    assert_eq!((stock["sold_stock"].as_i64(), stock["reserved_stock"].as_i64()), (Some(3), Some(0)));
+    assert_eq!(
+        (
+            stock["sold_stock"].as_i64(),
+            stock["reserved_stock"].as_i64()
+        ),
+        (Some(3), Some(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -87,12 +111,21 @@ async fn concurrent_repeats_of_an_idempotency_key_reserve_once() {
     let answers: Vec<(u16, Value)> = join_all((0..20).map(|_| {
         let api = api.clone();
         let body = body.clone();
-        async move { api.post_raw("/api/holds", body, &[("idempotency-key", "checkout-42")]).await }
+        async move {
+            api.post_raw("/api/holds", body, &[("idempotency-key", "checkout-42")])
+                .await
+        }
     }))
     .await;
 
-    assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
-    let hold_ids: HashSet<&str> = answers.iter().map(|(_, hold)| hold["hold_id"].as_str().expect("id")).collect();
+    assert!(
+        answers.iter().all(|(status, _)| *status == 201),
+        "{answers:?}"
+    );
+    let hold_ids: HashSet<&str> = answers
+        .iter()
+        .map(|(_, hold)| hold["hold_id"].as_str().expect("id"))
+        .collect();
     assert_eq!(hold_ids.len(), 1, "every repeat returns the same hold");
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
     assert_eq!(stock["reserved_stock"], 2, "reserved once: {stock}");
@@ -134,7 +167,10 @@ async fn a_random_mix_of_clients_keeps_every_invariant() {
                     _ => {}
                 }
                 let (status, order) = api.order(&hold_id).await;
-                assert!(status == 201 || status == 410, "redeem answered {status}: {order}");
+                assert!(
+                    status == 201 || status == 410,
+                    "redeem answered {status}: {order}"
+                );
                 if status == 410 {
                     continue;
                 }
@@ -156,8 +192,15 @@ async fn a_random_mix_of_clients_keeps_every_invariant() {
 
     let expected: HashMap<String, &str> = outcomes.into_iter().flatten().collect();
     for (order_id, outcome) in &expected {
-        let want = if *outcome == "paid" { "paid" } else { "cancelled" };
-        api.wait_for_order(order_id, Duration::from_secs(20), |order| order["status"] == want).await;
+        let want = if *outcome == "paid" {
+            "paid"
+        } else {
+            "cancelled"
+        };
+        api.wait_for_order(order_id, Duration::from_secs(20), |order| {
+            order["status"] == want
+        })
+        .await;
     }
     // Let every remaining hold lapse: then nothing may be reserved.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -170,6 +213,10 @@ async fn a_random_mix_of_clients_keeps_every_invariant() {
     .expect("sum");
     assert_eq!(stock["reserved_stock"], 0, "{stock}");
     assert_eq!(stock["sold_stock"].as_i64(), Some(paid_units), "{stock}");
-    assert_eq!(stock["available_stock"].as_i64(), Some(40 - paid_units), "{stock}");
+    assert_eq!(
+        stock["available_stock"].as_i64(),
+        Some(40 - paid_units),
+        "{stock}"
+    );
     assert!(!expected.is_empty(), "the mix made some orders");
 }

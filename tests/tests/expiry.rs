@@ -8,7 +8,9 @@ use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants};
 use hold_expiry::ExpireHold;
 use shared::stock::ExpiryOutcome;
 
-const NO_BACKGROUND_WORK: Options = Options { background_work: false };
+const NO_BACKGROUND_WORK: Options = Options {
+    background_work: false,
+};
 
 async fn stored_status(db: &TestDb, hold_id: &str) -> String {
     sqlx::query_scalar("SELECT CAST(status AS CHAR) FROM holds WHERE id = ?")
@@ -19,15 +21,27 @@ async fn stored_status(db: &TestDb, hold_id: &str) -> String {
 }
 
 async fn expire(db: &TestDb, hold_id: &str) -> ExpiryOutcome {
-    let deps = hold_expiry::Deps { pool: db.pool.clone() };
-    hold_expiry::handle(&deps, ExpireHold { hold_id: hold_id.to_owned() }).await.expect("expiry runs").outcome
+    let deps = hold_expiry::Deps {
+        pool: db.pool.clone(),
+    };
+    hold_expiry::handle(
+        &deps,
+        ExpireHold {
+            hold_id: hold_id.to_owned(),
+        },
+    )
+    .await
+    .expect("expiry runs")
+    .outcome
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_hold_stops_counting_for_readers_before_any_job_runs() {
     let db = TestDb::new().await;
     // No timers, no sweeper: nothing settles the hold.
-    let server = db.server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK).await;
+    let server = db
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK)
+        .await;
     let api = Api::new(&server);
     let product = api.create_product(3, "50.00").await;
     let (_, hold) = api.hold(product, 3).await;
@@ -37,12 +51,31 @@ async fn a_lapsed_hold_stops_counting_for_readers_before_any_job_runs() {
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    assert_eq!(stored_status(&db, hold_id).await, "active", "no job has settled it");
+    assert_eq!(
+        stored_status(&db, hold_id).await,
+        "active",
+        "no job has settled it"
+    );
     let stock = api.product(product).await;
-    assert_eq!((stock["available_stock"].as_i64(), stock["reserved_stock"].as_i64()), (Some(3), Some(0)), "{stock}");
-    assert_eq!(api.get(&format!("/api/holds/{hold_id}")).await.1["status"], "expired");
+    assert_eq!(
+        (
+            stock["available_stock"].as_i64(),
+            stock["reserved_stock"].as_i64()
+        ),
+        (Some(3), Some(0)),
+        "{stock}"
+    );
+    assert_eq!(
+        api.get(&format!("/api/holds/{hold_id}")).await.1["status"],
+        "expired"
+    );
     let refused = api.order(hold_id).await;
-    assert_eq!((refused.0, refused.1["error"]["code"].as_str()), (410, Some("hold_expired")), "{}", refused.1);
+    assert_eq!(
+        (refused.0, refused.1["error"]["code"].as_str()),
+        (410, Some("hold_expired")),
+        "{}",
+        refused.1
+    );
     // The units can be held again at once: the reservation settles the lapsed hold itself.
     assert_eq!(api.hold(product, 3).await.0, 201);
     assert_eq!(stored_status(&db, hold_id).await, "expired");
@@ -52,34 +85,54 @@ async fn a_lapsed_hold_stops_counting_for_readers_before_any_job_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_expiry_trigger_settles_only_a_lapsed_active_hold_and_is_safe_to_repeat() {
     let db = TestDb::new().await;
-    let server = db.server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK).await;
+    let server = db
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK)
+        .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "50.00").await;
     let (_, hold) = api.hold(product, 2).await;
     let hold_id = hold["hold_id"].as_str().expect("id");
 
-    assert_eq!(expire(&db, hold_id).await, ExpiryOutcome::NotYetDue, "an early trigger leaves the hold alone");
+    assert_eq!(
+        expire(&db, hold_id).await,
+        ExpiryOutcome::NotYetDue,
+        "an early trigger leaves the hold alone"
+    );
     assert_eq!(stored_status(&db, hold_id).await, "active");
     assert_eq!(api.product(product).await["reserved_stock"], 2);
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(expire(&db, hold_id).await, ExpiryOutcome::Expired);
-    assert_eq!(expire(&db, hold_id).await, ExpiryOutcome::AlreadySettled, "a duplicate does nothing");
+    assert_eq!(
+        expire(&db, hold_id).await,
+        ExpiryOutcome::AlreadySettled,
+        "a duplicate does nothing"
+    );
     assert_eq!(stored_status(&db, hold_id).await, "expired");
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
     assert_eq!(stock["available_stock"], 10);
 
     let unknown = uuid::Uuid::new_v4().to_string();
     assert_eq!(expire(&db, &unknown).await, ExpiryOutcome::NotFound);
-    let deps = hold_expiry::Deps { pool: db.pool.clone() };
-    let malformed = hold_expiry::handle(&deps, ExpireHold { hold_id: "nope".into() }).await;
+    let deps = hold_expiry::Deps {
+        pool: db.pool.clone(),
+    };
+    let malformed = hold_expiry::handle(
+        &deps,
+        ExpireHold {
+            hold_id: "nope".into(),
+        },
+    )
+    .await;
     assert_eq!(malformed.expect_err("refused").code(), "invalid_request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_after_the_hold_was_redeemed_changes_nothing() {
     let db = TestDb::new().await;
-    let server = db.server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK).await;
+    let server = db
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK)
+        .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "50.00").await;
     let (_, hold) = api.hold(product, 4).await;
@@ -91,46 +144,93 @@ async fn a_trigger_after_the_hold_was_redeemed_changes_nothing() {
     let sweep = sweeper::handle(&sweeper_deps(&db)).await.expect("sweep");
     assert_eq!(sweep.holds_expired, 0);
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
-    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(4), Some(6)));
+    assert_eq!(
+        (
+            stock["sold_stock"].as_i64(),
+            stock["available_stock"].as_i64()
+        ),
+        (Some(4), Some(6))
+    );
 }
 
 fn sweeper_deps(db: &TestDb) -> sweeper::Deps {
-    sweeper::Deps { pool: db.pool.clone(), payment_retry: db.config(&[]).payment_retry_policy() }
+    sweeper::Deps {
+        pool: db.pool.clone(),
+        payment_retry: db.config(&[]).payment_retry_policy(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sweeper_settles_every_lapsed_hold_and_running_it_concurrently_is_safe() {
     let db = TestDb::new().await;
-    let server = db.server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK).await;
+    let server = db
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK)
+        .await;
     let api = Api::new(&server);
-    let (first, second) = (api.create_product(50, "1.00").await, api.create_product(50, "1.00").await);
+    let (first, second) = (
+        api.create_product(50, "1.00").await,
+        api.create_product(50, "1.00").await,
+    );
     for _ in 0..10 {
         assert_eq!(api.hold(first, 2).await.0, 201);
         assert_eq!(api.hold(second, 3).await.0, 201);
     }
     let (_, redeemed) = api.hold(first, 1).await;
-    assert_eq!(api.order(redeemed["hold_id"].as_str().expect("id")).await.0, 201);
+    assert_eq!(
+        api.order(redeemed["hold_id"].as_str().expect("id")).await.0,
+        201
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, live) = api.hold(second, 5).await;
 
     let deps = sweeper_deps(&db);
-    let (a, b, c) = tokio::join!(sweeper::handle(&deps), sweeper::handle(&deps), sweeper::handle(&deps));
-    let settled: u64 = [a, b, c].into_iter().map(|sweep| sweep.expect("sweep").holds_expired).sum();
+    let (a, b, c) = tokio::join!(
+        sweeper::handle(&deps),
+        sweeper::handle(&deps),
+        sweeper::handle(&deps)
+    );
+    let settled: u64 = [a, b, c]
+        .into_iter()
+        .map(|sweep| sweep.expect("sweep").holds_expired)
+        .sum();
     assert_eq!(settled, 20, "each lapsed hold settled exactly once");
-    assert_eq!(sweeper::handle(&deps).await.expect("sweep").holds_expired, 0);
+    assert_eq!(
+        sweeper::handle(&deps).await.expect("sweep").holds_expired,
+        0
+    );
 
     let stock = assert_stock_invariants(&db.pool, &api, first).await;
-    assert_eq!((stock["available_stock"].as_i64(), stock["sold_stock"].as_i64()), (Some(49), Some(1)));
+    assert_eq!(
+        (
+            stock["available_stock"].as_i64(),
+            stock["sold_stock"].as_i64()
+        ),
+        (Some(49), Some(1))
+    );
     let stock = assert_stock_invariants(&db.pool, &api, second).await;
-    assert_eq!((stock["available_stock"].as_i64(), stock["reserved_stock"].as_i64()), (Some(45), Some(5)));
-    assert_eq!(stored_status(&db, live["hold_id"].as_str().expect("id")).await, "active");
+    assert_eq!(
+        (
+            stock["available_stock"].as_i64(),
+            stock["reserved_stock"].as_i64()
+        ),
+        (Some(45), Some(5))
+    );
+    assert_eq!(
+        stored_status(&db, live["hold_id"].as_str().expect("id")).await,
+        "active"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_servers_timer_settles_a_hold_at_its_expiry() {
     let db = TestDb::new().await;
     // A sweeper interval far beyond the test: only the per-hold timer can settle the hold.
-    let server = db.server(&[("HOLD_TTL_SECONDS", "1"), ("SWEEP_INTERVAL_SECONDS", "3600")]).await;
+    let server = db
+        .server(&[
+            ("HOLD_TTL_SECONDS", "1"),
+            ("SWEEP_INTERVAL_SECONDS", "3600"),
+        ])
+        .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "50.00").await;
     // The sweeper's first tick runs at start; this hold is created after it.
@@ -140,7 +240,10 @@ async fn the_local_servers_timer_settles_a_hold_at_its_expiry() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while stored_status(&db, hold_id).await != "expired" {
-        assert!(tokio::time::Instant::now() < deadline, "the timer never settled the hold");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the timer never settled the hold"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stock = assert_stock_invariants(&db.pool, &api, product).await;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use flash_sale_local::Options;
-use flash_sale_local::testing::{Api, TestDb, WEBHOOK_SECRET, assert_stock_invariants, webhook_signature};
+use flash_sale_local::testing::{
+    Api, TestDb, WEBHOOK_SECRET, assert_stock_invariants, webhook_signature,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -29,14 +31,18 @@ async fn events_recorded(db: &TestDb, order_id: &str) -> Vec<(String, String)> {
 async fn queue_is_drained(db: &TestDb) {
     let deadline = tokio::time::Instant::now() + SETTLED;
     loop {
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_inbox WHERE state = 'pending'")
-            .fetch_one(&db.pool)
-            .await
-            .expect("count");
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM payment_inbox WHERE state = 'pending'")
+                .fetch_one(&db.pool)
+                .await
+                .expect("count");
         if pending == 0 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{pending} payment events never processed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} payment events never processed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -55,11 +61,22 @@ async fn a_paid_event_pays_the_order_once_however_often_it_is_delivered() {
     for _ in 0..3 {
         assert_eq!(api.pay("evt_1", &order_id, "paid").await.0, 202);
     }
-    api.wait_for_order(&order_id, SETTLED, |order| order["status"] == "paid").await;
+    api.wait_for_order(&order_id, SETTLED, |order| order["status"] == "paid")
+        .await;
     queue_is_drained(&db).await;
-    assert_eq!(events_recorded(&db, &order_id).await, [("paid".into(), "paid".into())], "applied once, repeats left no trace");
+    assert_eq!(
+        events_recorded(&db, &order_id).await,
+        [("paid".into(), "paid".into())],
+        "applied once, repeats left no trace"
+    );
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
-    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(2), Some(8)));
+    assert_eq!(
+        (
+            stock["sold_stock"].as_i64(),
+            stock["available_stock"].as_i64()
+        ),
+        (Some(2), Some(8))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,9 +89,16 @@ async fn a_failed_payment_cancels_the_order_and_returns_its_units() {
     assert_eq!(api.product(product).await["available_stock"], 7);
 
     assert_eq!(api.pay("evt_fail", &order_id, "failed").await.0, 202);
-    api.wait_for_order(&order_id, SETTLED, |order| order["status"] == "cancelled").await;
+    api.wait_for_order(&order_id, SETTLED, |order| order["status"] == "cancelled")
+        .await;
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
-    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(0), Some(10)));
+    assert_eq!(
+        (
+            stock["sold_stock"].as_i64(),
+            stock["available_stock"].as_i64()
+        ),
+        (Some(0), Some(10))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,9 +118,20 @@ async fn the_first_terminal_outcome_wins_and_later_conflicts_are_recorded() {
     assert_eq!(api.pay("evt_b2", &cancelled, "paid").await.0, 202);
     queue_is_drained(&db).await;
 
-    assert_eq!(api.get(&format!("/api/orders/{paid}")).await.1["status"], "paid");
-    assert_eq!(api.get(&format!("/api/orders/{cancelled}")).await.1["status"], "cancelled");
-    let outcomes = |events: Vec<(String, String)>| events.into_iter().map(|(_, outcome)| outcome).collect::<Vec<_>>();
+    assert_eq!(
+        api.get(&format!("/api/orders/{paid}")).await.1["status"],
+        "paid"
+    );
+    assert_eq!(
+        api.get(&format!("/api/orders/{cancelled}")).await.1["status"],
+        "cancelled"
+    );
+    let outcomes = |events: Vec<(String, String)>| {
+        events
+            .into_iter()
+            .map(|(_, outcome)| outcome)
+            .collect::<Vec<_>>()
+    };
     let mut paid_outcomes = outcomes(events_recorded(&db, &paid).await);
     paid_outcomes.sort();
     assert_eq!(paid_outcomes, ["ignored_order_paid", "paid"]);
@@ -104,14 +139,27 @@ async fn the_first_terminal_outcome_wins_and_later_conflicts_are_recorded() {
     cancelled_outcomes.sort();
     assert_eq!(cancelled_outcomes, ["cancelled", "refund_required"]);
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
-    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(1), Some(9)));
+    assert_eq!(
+        (
+            stock["sold_stock"].as_i64(),
+            stock["available_stock"].as_i64()
+        ),
+        (Some(1), Some(9))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_one_order_apply_in_the_order_they_arrived() {
     let db = TestDb::new().await;
     // Workers off while the events arrive, so both are queued before either is processed.
-    let intake = db.server_with(&[], Options { background_work: false }).await;
+    let intake = db
+        .server_with(
+            &[],
+            Options {
+                background_work: false,
+            },
+        )
+        .await;
     let api = Api::new(&intake);
     let product = api.create_product(10, "20.00").await;
     let order_id = ordered(&api, product, 1).await;
@@ -120,13 +168,24 @@ async fn events_of_one_order_apply_in_the_order_they_arrived() {
 
     let _workers = db.server(&[]).await;
     queue_is_drained(&db).await;
-    assert_eq!(api.get(&format!("/api/orders/{order_id}")).await.1["status"], "cancelled", "the earlier failure won");
+    assert_eq!(
+        api.get(&format!("/api/orders/{order_id}")).await.1["status"],
+        "cancelled",
+        "the earlier failure won"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_event_survives_a_crash_of_the_server_that_accepted_it() {
     let db = TestDb::new().await;
-    let crashing = db.server_with(&[], Options { background_work: false }).await;
+    let crashing = db
+        .server_with(
+            &[],
+            Options {
+                background_work: false,
+            },
+        )
+        .await;
     let api = Api::new(&crashing);
     let product = api.create_product(10, "20.00").await;
     let order_id = ordered(&api, product, 1).await;
@@ -134,13 +193,20 @@ async fn an_accepted_event_survives_a_crash_of_the_server_that_accepted_it() {
     drop(crashing);
 
     let restarted = db.server(&[]).await;
-    Api::new(&restarted).wait_for_order(&order_id, SETTLED, |order| order["status"] == "paid").await;
+    Api::new(&restarted)
+        .wait_for_order(&order_id, SETTLED, |order| order["status"] == "paid")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_for_an_unknown_order_is_retried_then_dead_lettered_never_dropped() {
     let db = TestDb::new().await;
-    let server = db.server(&[("PAYMENT_MAX_ATTEMPTS", "3"), ("PAYMENT_RETRY_BASE_MS", "20")]).await;
+    let server = db
+        .server(&[
+            ("PAYMENT_MAX_ATTEMPTS", "3"),
+            ("PAYMENT_RETRY_BASE_MS", "20"),
+        ])
+        .await;
     let api = Api::new(&server);
     let unknown_order = uuid::Uuid::new_v4().to_string();
     assert_eq!(api.pay("evt_orphan", &unknown_order, "paid").await.0, 202);
@@ -159,7 +225,11 @@ async fn an_event_for_an_unknown_order_is_retried_then_dead_lettered_never_dropp
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!((state.as_str(), receive_count), ("dead", 3), "retried to its budget, then dead-lettered");
+    assert_eq!(
+        (state.as_str(), receive_count),
+        ("dead", 3),
+        "retried to its budget, then dead-lettered"
+    );
     assert_eq!(last_error.as_deref(), Some("order not found"));
     assert!(events_recorded(&db, &unknown_order).await.is_empty());
 }
@@ -170,18 +240,38 @@ async fn unsigned_forged_and_stale_webhooks_are_refused_and_nothing_is_queued() 
     let server = db.server(&[]).await;
     let api = Api::new(&server);
     let order_id = uuid::Uuid::new_v4().to_string();
-    let body = json!({"idempotency_key": "evt_x", "order_id": order_id, "status": "paid"}).to_string();
+    let body =
+        json!({"idempotency_key": "evt_x", "order_id": order_id, "status": "paid"}).to_string();
     let now = chrono::Utc::now().timestamp();
     let secret = SecretString::from(WEBHOOK_SECRET.to_owned());
-    let forged = shared::payments::sign(&SecretString::from("guess".to_owned()), now, body.as_bytes());
+    let forged = shared::payments::sign(
+        &SecretString::from("guess".to_owned()),
+        now,
+        body.as_bytes(),
+    );
     let stale = shared::payments::sign(&secret, now - 301, body.as_bytes());
     let tampered = webhook_signature(&body.replace("paid", "failed"));
 
-    for headers in [vec![], vec![("x-signature", forged.as_str())], vec![("x-signature", stale.as_str())], vec![("x-signature", tampered.as_str())], vec![("x-signature", "garbage")]] {
-        let (status, answer) = api.post_raw("/api/payments/webhook", body.clone(), &headers).await;
-        assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("invalid_signature")), "{headers:?}: {answer}");
+    for headers in [
+        vec![],
+        vec![("x-signature", forged.as_str())],
+        vec![("x-signature", stale.as_str())],
+        vec![("x-signature", tampered.as_str())],
+        vec![("x-signature", "garbage")],
+    ] {
+        let (status, answer) = api
+            .post_raw("/api/payments/webhook", body.clone(), &headers)
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (401, Some("invalid_signature")),
+            "{headers:?}: {answer}"
+        );
     }
-    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_inbox").fetch_one(&db.pool).await.expect("count");
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_inbox")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
     assert_eq!(queued, 0);
 }
 
@@ -190,7 +280,14 @@ async fn unsigned_forged_and_stale_webhooks_are_refused_and_nothing_is_queued() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqs_processor_fails_a_group_from_its_first_unapplied_message_on() {
     let db = TestDb::new().await;
-    let server = db.server_with(&[], Options { background_work: false }).await;
+    let server = db
+        .server_with(
+            &[],
+            Options {
+                background_work: false,
+            },
+        )
+        .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "20.00").await;
     let known = ordered(&api, product, 1).await;
@@ -213,9 +310,20 @@ async fn the_sqs_processor_fails_a_group_from_its_first_unapplied_message_on() {
     ]}))
     .expect("an SQS event");
 
-    let deps = payment_processor::Deps { pool: db.pool.clone() };
-    let response = payment_processor::handle(&deps, batch).await.expect("batch handled");
-    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let deps = payment_processor::Deps {
+        pool: db.pool.clone(),
+    };
+    let response = payment_processor::handle(&deps, batch)
+        .await
+        .expect("batch handled");
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
     assert_eq!(failed, ["m1", "m3", "m4"]);
-    assert_eq!(api.get(&format!("/api/orders/{known}")).await.1["status"], "paid");
+    assert_eq!(
+        api.get(&format!("/api/orders/{known}")).await.1["status"],
+        "paid"
+    );
 }

@@ -59,17 +59,29 @@ async fn create_hold(deps: &Deps, request: &Request) -> Result<Response<Body>, E
         .transpose()?;
     let body: CreateHold = http::body_json(request)?;
     if body.qty < 1 || body.qty > deps.max_hold_qty {
-        return Err(Error::InvalidRequest(format!("qty must be from 1 to {}", deps.max_hold_qty)));
+        return Err(Error::InvalidRequest(format!(
+            "qty must be from 1 to {}",
+            deps.max_hold_qty
+        )));
     }
-    let hold_request =
-        HoldRequest { product_id: ProductId(body.product_id), qty: body.qty, idempotency_key };
-    let reservation =
-        service::create_hold(&deps.pool, deps.scheduler.as_ref(), &hold_request, deps.hold_ttl).await?;
+    let hold_request = HoldRequest {
+        product_id: ProductId(body.product_id),
+        qty: body.qty,
+        idempotency_key,
+    };
+    let reservation = service::create_hold(
+        &deps.pool,
+        deps.scheduler.as_ref(),
+        &hold_request,
+        deps.hold_ttl,
+    )
+    .await?;
     let mut response = http::json(201, &reservation.hold);
     if reservation.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", lambda_http::http::HeaderValue::from_static("true"));
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            lambda_http::http::HeaderValue::from_static("true"),
+        );
     }
     Ok(response)
 }

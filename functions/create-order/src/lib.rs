@@ -17,7 +17,10 @@ pub struct Deps {
 impl Deps {
     pub fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
-        Ok(Self { pool: shared::db::lambda_pool(&config)?, scheduler: Arc::new(NoScheduler) })
+        Ok(Self {
+            pool: shared::db::lambda_pool(&config)?,
+            scheduler: Arc::new(NoScheduler),
+        })
     }
 }
 

@@ -4,5 +4,8 @@
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let deps = create_order::Deps::from_env()?;
-    lambda_http::run(lambda_http::service_fn(|request| create_order::handle(&deps, request))).await
+    lambda_http::run(lambda_http::service_fn(|request| {
+        create_order::handle(&deps, request)
+    }))
+    .await
 }

@@ -42,14 +42,30 @@ async fn create_product(deps: &Deps, request: &Request) -> Result<Response<Body>
     let body: CreateProduct = http::body_json(request)?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::InvalidRequest(format!("name must be 1 to {MAX_NAME_CHARS} characters")));
+        return Err(Error::InvalidRequest(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters"
+        )));
     }
-    let price = Cents::parse(&body.price).filter(|price| price.0 > 0).ok_or_else(|| {
-        Error::InvalidRequest("price must be a positive decimal string with at most two decimals, like \"50.00\"".into())
-    })?;
+    let price = Cents::parse(&body.price)
+        .filter(|price| price.0 > 0)
+        .ok_or_else(|| {
+            Error::InvalidRequest(
+                "price must be a positive decimal string with at most two decimals, like \"50.00\""
+                    .into(),
+            )
+        })?;
     if body.stock > MAX_STOCK {
-        return Err(Error::InvalidRequest(format!("stock must be from 0 to {MAX_STOCK}")));
+        return Err(Error::InvalidRequest(format!(
+            "stock must be from 0 to {MAX_STOCK}"
+        )));
     }
-    let new = NewProduct { name: name.to_owned(), price, stock: body.stock };
-    Ok(http::json(201, &stock::create_product(&deps.pool, &new).await?))
+    let new = NewProduct {
+        name: name.to_owned(),
+        price,
+        stock: body.stock,
+    };
+    Ok(http::json(
+        201,
+        &stock::create_product(&deps.pool, &new).await?,
+    ))
 }

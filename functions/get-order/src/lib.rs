@@ -11,7 +11,9 @@ pub struct Deps {
 
 impl Deps {
     pub fn from_env() -> Result<Self, Error> {
-        Ok(Self { pool: shared::db::lambda_pool(&Config::from_env()?)? })
+        Ok(Self {
+            pool: shared::db::lambda_pool(&Config::from_env()?)?,
+        })
     }
 }
 

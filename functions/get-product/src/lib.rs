@@ -11,7 +11,9 @@ pub struct Deps {
 
 impl Deps {
     pub fn from_env() -> Result<Self, Error> {
-        Ok(Self { pool: shared::db::lambda_pool(&Config::from_env()?)? })
+        Ok(Self {
+            pool: shared::db::lambda_pool(&Config::from_env()?)?,
+        })
     }
 }
 
@@ -22,7 +24,9 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
 async fn get_product(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
     let raw = http::path_id(request, "id");
     let id = raw.parse::<u64>().map(ProductId).map_err(|_| {
-        Error::InvalidRequest(format!("product id must be a positive integer, got {raw:?}"))
+        Error::InvalidRequest(format!(
+            "product id must be a positive integer, got {raw:?}"
+        ))
     })?;
     Ok(http::json(200, &stock::get_product(&deps.pool, id).await?))
 }

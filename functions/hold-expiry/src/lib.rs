@@ -13,7 +13,9 @@ pub struct Deps {
 
 impl Deps {
     pub fn from_env() -> Result<Self, Error> {
-        Ok(Self { pool: shared::db::lambda_pool(&Config::from_env()?)? })
+        Ok(Self {
+            pool: shared::db::lambda_pool(&Config::from_env()?)?,
+        })
     }
 }
 
@@ -33,5 +35,8 @@ pub async fn handle(deps: &Deps, input: ExpireHold) -> Result<ExpiryReport, Erro
         .ok_or_else(|| Error::InvalidRequest(format!("{:?} is not a hold id", input.hold_id)))?;
     let outcome = stock::expire_hold(&deps.pool, &hold_id).await?;
     tracing::info!(%hold_id, ?outcome, "hold expiry trigger handled");
-    Ok(ExpiryReport { hold_id: input.hold_id, outcome })
+    Ok(ExpiryReport {
+        hold_id: input.hold_id,
+        outcome,
+    })
 }

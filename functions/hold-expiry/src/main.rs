@@ -6,8 +6,8 @@ use lambda_runtime::LambdaEvent;
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let deps = hold_expiry::Deps::from_env()?;
-    lambda_runtime::run(lambda_runtime::service_fn(|event: LambdaEvent<hold_expiry::ExpireHold>| {
-        hold_expiry::handle(&deps, event.payload)
-    }))
+    lambda_runtime::run(lambda_runtime::service_fn(
+        |event: LambdaEvent<hold_expiry::ExpireHold>| hold_expiry::handle(&deps, event.payload),
+    ))
     .await
 }

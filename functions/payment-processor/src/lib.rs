@@ -15,7 +15,9 @@ pub struct Deps {
 
 impl Deps {
     pub fn from_env() -> Result<Self, Error> {
-        Ok(Self { pool: shared::db::lambda_pool(&Config::from_env()?)? })
+        Ok(Self {
+            pool: shared::db::lambda_pool(&Config::from_env()?)?,
+        })
     }
 }
 
@@ -25,13 +27,18 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
     for message in event.records {
         let message_id = message.message_id.clone().unwrap_or_default();
         let group = message.attributes.get("MessageGroupId").cloned();
-        if group.as_ref().is_some_and(|group| failed_groups.contains(group)) {
+        if group
+            .as_ref()
+            .is_some_and(|group| failed_groups.contains(group))
+        {
             response.batch_item_failures.push(failure(message_id));
             continue;
         }
         let body = message.body.as_deref().unwrap_or_default().as_bytes();
         let applied = match PaymentEvent::from_json(body) {
-            Ok(event) => payments::apply_payment(&deps.pool, &event).await.map(|_| ()),
+            Ok(event) => payments::apply_payment(&deps.pool, &event)
+                .await
+                .map(|_| ()),
             Err(err) => Err(err),
         };
         if let Err(err) = applied {

@@ -7,8 +7,8 @@ use lambda_runtime::LambdaEvent;
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let deps = payment_processor::Deps::from_env()?;
-    lambda_runtime::run(lambda_runtime::service_fn(|event: LambdaEvent<SqsEvent>| {
-        payment_processor::handle(&deps, event.payload)
-    }))
+    lambda_runtime::run(lambda_runtime::service_fn(
+        |event: LambdaEvent<SqsEvent>| payment_processor::handle(&deps, event.payload),
+    ))
     .await
 }

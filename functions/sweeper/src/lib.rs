@@ -14,7 +14,10 @@ pub struct Deps {
 impl Deps {
     pub fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
-        Ok(Self { pool: shared::db::lambda_pool(&config)?, payment_retry: config.payment_retry_policy() })
+        Ok(Self {
+            pool: shared::db::lambda_pool(&config)?,
+            payment_retry: config.payment_retry_policy(),
+        })
     }
 }
 
