@@ -14,6 +14,8 @@ use crate::error::Error;
 const LOCK_WAIT_TIMEOUT_SECONDS: u32 = 5;
 /// How long a request waits for a pooled connection before answering 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an instance waits for another one's migration before giving up.
+const MIGRATION_LOCK_WAIT_SECONDS: u32 = 120;
 /// Deadlocks and lock-wait timeouts are retried this many times inside the operation.
 const MAX_CONFLICT_RETRIES: u32 = 5;
 
@@ -75,10 +77,29 @@ pub async fn create_database_if_missing(database_url: &SecretString) -> Result<(
     Ok(())
 }
 
-/// Applies `migrations/`. sqlx takes a MySQL advisory lock first, so instances starting together
-/// against one database apply each migration once.
+/// Applies `migrations/`, once, however many instances start together against one database.
+///
+/// sqlx serialises migrators with `GET_LOCK(…, -1)`, which MySQL 8 takes as "wait forever" but
+/// MariaDB answers at once with NULL, holding no lock: so we take a lock of our own, with a
+/// bounded wait, on the connection the migrator then uses.
 pub async fn migrate(pool: &MySqlPool) -> Result<(), Error> {
-    sqlx::migrate!("../migrations").run(pool).await?;
+    const LOCK: &str = "CONCAT('flash-sale-migrate:', DATABASE())";
+    let mut conn = pool.acquire().await?;
+    let locked: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT CAST(GET_LOCK({LOCK}, {MIGRATION_LOCK_WAIT_SECONDS}) AS SIGNED)"
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    if locked != Some(1) {
+        return Err(Error::Internal(format!(
+            "another instance held the migration lock for over {MIGRATION_LOCK_WAIT_SECONDS} s"
+        )));
+    }
+    let migrated = sqlx::migrate!("../migrations").run(&mut *conn).await;
+    sqlx::query(&format!("DO RELEASE_LOCK({LOCK})"))
+        .execute(&mut *conn)
+        .await?;
+    migrated?;
     Ok(())
 }
 

@@ -108,3 +108,72 @@ pub fn require_bearer(request: &Request, token: &SecretString) -> Result<(), Err
         Err(Error::Unauthorized)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn request(uri: &str, body: Body) -> Request {
+        let mut request = Request::new(body);
+        *request.uri_mut() = uri.parse().expect("a valid uri");
+        request
+    }
+
+    #[test]
+    fn the_id_comes_from_api_gateways_path_parameters() {
+        let request = request("/api/products/7", Body::Empty)
+            .with_path_parameters(HashMap::from([("id".to_owned(), "9".to_owned())]));
+        assert_eq!(path_id(&request, "id"), "9");
+    }
+
+    #[test]
+    fn without_path_parameters_the_id_is_the_last_segment() {
+        // cargo lambda watch: a function URL, no routing.
+        assert_eq!(
+            path_id(&request("/lambda-url/get-product/42", Body::Empty), "id"),
+            "42"
+        );
+        assert_eq!(
+            path_id(&request("/api/holds/abc/", Body::Empty), "hold_id"),
+            "abc"
+        );
+    }
+
+    #[test]
+    fn only_the_right_bearer_token_passes() {
+        let token = SecretString::from("s3cret".to_owned());
+        let with = |value: &str| {
+            let mut request = request("/api/admin/products", Body::Empty);
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, value.parse().expect("header"));
+            require_bearer(&request, &token)
+        };
+        assert!(with("Bearer s3cret").is_ok());
+        assert!(with("Bearer s3cret2").is_err());
+        assert!(with("Basic s3cret").is_err());
+        assert!(with("Bearer ").is_err());
+        assert!(require_bearer(&request("/", Body::Empty), &token).is_err());
+    }
+
+    #[test]
+    fn bodies_over_64_kib_are_refused() {
+        let at_limit = request("/", Body::Binary(vec![b' '; MAX_BODY_BYTES]));
+        assert!(body_bytes(&at_limit).is_ok());
+        let over = request("/", Body::Binary(vec![b' '; MAX_BODY_BYTES + 1]));
+        assert_eq!(body_bytes(&over).expect_err("too large").status(), 413);
+    }
+
+    #[test]
+    fn errors_have_the_one_json_shape_and_503_says_when_to_retry() {
+        let response = error(&Error::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body: serde_json::Value =
+            serde_json::from_slice(response.body().as_ref()).expect("json");
+        assert_eq!(body["error"]["code"], "service_unavailable");
+        assert!(body["error"]["message"].is_string());
+    }
+}

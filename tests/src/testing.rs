@@ -24,17 +24,25 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        let db = Self::not_created();
+        db::create_database_if_missing(&db.url)
+            .await
+            .expect("create the test database");
+        db::migrate(&db.pool)
+            .await
+            .expect("migrate the test database");
+        db
+    }
+
+    /// A name and URL only: the database does not exist until something creates it (the pool
+    /// connects on first use).
+    pub fn not_created() -> Self {
         let server_url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
         let name = format!("flash_sale_test_{}", uuid::Uuid::new_v4().simple());
         let url = SecretString::from(with_database(&server_url, &name));
-        db::create_database_if_missing(&url)
-            .await
-            .expect("create the test database");
-        let pool = db::connect(&url, 8)
-            .await
-            .expect("connect to the test database");
-        db::migrate(&pool).await.expect("migrate the test database");
+        let options = db::connect_options(&url).expect("a valid DATABASE_URL");
+        let pool = db::pool_options(8).connect_lazy_with(options);
         Self { name, url, pool }
     }
 

@@ -38,6 +38,25 @@ async fn the_demo_product_is_seeded_once_and_read_with_its_counters() {
     assert_eq!(products, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_on_a_missing_database_create_migrate_and_seed_it_once() {
+    let db = TestDb::not_created();
+    let (a, b, c) = tokio::join!(db.server(&[]), db.server(&[]), db.server(&[]));
+    for server in [&a, &b, &c] {
+        assert_eq!(Api::new(server).product(1).await["total_stock"], 100);
+    }
+    let products: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(products, 1);
+    let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(migrations, 1, "each migration applied once");
+}
+
 #[tokio::test]
 async fn products_are_created_by_admins_only() {
     let db = TestDb::new().await;
