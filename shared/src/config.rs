@@ -12,6 +12,16 @@ pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3000";
 pub const LAMBDA_CONNECTIONS: u32 = 1;
 pub const LOCAL_SERVER_CONNECTIONS: u32 = 32;
 
+/// Where deadline triggers go: a schedule group, the role Scheduler assumes, and the functions it
+/// invokes (without an order expiry function, payment deadlines are left to the sweeper).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    pub group: String,
+    pub role_arn: String,
+    pub hold_expiry_arn: String,
+    pub order_expiry_arn: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DATABASE_URL`: may carry a password, so it is kept secret and never logged.
@@ -34,6 +44,15 @@ pub struct Config {
     pub payment_retry_base: Duration,
     /// `SWEEP_INTERVAL_SECONDS`: how often the local server's sweeper runs.
     pub sweep_interval: Duration,
+    /// `ORDER_PAYMENT_TTL_SECONDS`: how long an order may stay unpaid before it is cancelled.
+    pub order_payment_ttl: Duration,
+    /// `HOLD_SCHEDULE_GROUP`, `SCHEDULER_ROLE_ARN`, `HOLD_EXPIRY_FUNCTION_ARN`,
+    /// `ORDER_EXPIRY_FUNCTION_ARN`: EventBridge Scheduler triggers for deadlines, when set.
+    pub scheduler: Option<SchedulerSettings>,
+    /// `WEBHOOK_QUEUE_URL`: the SQS FIFO queue payment events go through, when set.
+    pub webhook_queue_url: Option<String>,
+    /// `EVENT_BUS_NAME`: the EventBridge bus domain events are published to, when set.
+    pub event_bus_name: Option<String>,
     /// `DATABASE_MAX_CONNECTIONS`: pool size. Unset, a Lambda container uses one connection (it
     /// serves one request at a time) and the local server [`LOCAL_SERVER_CONNECTIONS`].
     pub database_max_connections: Option<u32>,
@@ -65,7 +84,35 @@ impl Config {
                 .map(|secret| SecretString::from(secret.to_owned()))
                 .collect::<Vec<_>>()
         });
+        let scheduler = match (
+            get("HOLD_SCHEDULE_GROUP"),
+            get("SCHEDULER_ROLE_ARN"),
+            get("HOLD_EXPIRY_FUNCTION_ARN"),
+        ) {
+            (Some(group), Some(role_arn), Some(hold_expiry_arn)) => Some(SchedulerSettings {
+                group,
+                role_arn,
+                hold_expiry_arn,
+                order_expiry_arn: get("ORDER_EXPIRY_FUNCTION_ARN"),
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "HOLD_SCHEDULE_GROUP, SCHEDULER_ROLE_ARN and HOLD_EXPIRY_FUNCTION_ARN go together: set all or none"
+                        .into(),
+                ));
+            }
+        };
         Ok(Self {
+            order_payment_ttl: Duration::from_secs(number(
+                "ORDER_PAYMENT_TTL_SECONDS",
+                900,
+                1,
+                7 * 86_400,
+            )?),
+            scheduler,
+            webhook_queue_url: get("WEBHOOK_QUEUE_URL"),
+            event_bus_name: get("EVENT_BUS_NAME"),
             database_url: SecretString::from(
                 get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             ),
@@ -139,6 +186,33 @@ mod tests {
         assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
         assert!(config.admin_token.is_none());
         assert!(config.require_webhook_secrets().is_err());
+    }
+
+    #[test]
+    fn scheduler_settings_are_all_or_nothing() {
+        assert_eq!(config(&[]).expect("valid").scheduler, None);
+        let partial = config(&[("HOLD_SCHEDULE_GROUP", "holds")]);
+        assert!(
+            partial
+                .expect_err("refused")
+                .to_string()
+                .contains("SCHEDULER_ROLE_ARN")
+        );
+        let full = config(&[
+            ("HOLD_SCHEDULE_GROUP", "holds"),
+            ("SCHEDULER_ROLE_ARN", "arn:aws:iam::1:role/s"),
+            (
+                "HOLD_EXPIRY_FUNCTION_ARN",
+                "arn:aws:lambda:eu-west-1:1:function:hold-expiry",
+            ),
+        ])
+        .expect("valid");
+        let settings = full.scheduler.expect("set");
+        assert_eq!(
+            (settings.group.as_str(), settings.order_expiry_arn),
+            ("holds", None)
+        );
+        assert_eq!(full.order_payment_ttl, Duration::from_secs(900));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 use crate::error::Error;
 use crate::ids::OrderId;
 use crate::payments::{self, PaymentEvent, PaymentStatus};
+use crate::ports::EventPublisher;
 
 /// A delivery not finished within this time (the worker crashed) is delivered again.
 const LEASE: Duration = Duration::from_secs(30);
@@ -44,7 +45,11 @@ struct Delivery {
 }
 
 /// Processes every event that is due now, batch after batch, until none is left.
-pub async fn drain(pool: &MySqlPool, policy: RetryPolicy) -> Result<DrainReport, Error> {
+pub async fn drain(
+    pool: &MySqlPool,
+    policy: RetryPolicy,
+    publisher: &dyn EventPublisher,
+) -> Result<DrainReport, Error> {
     let mut report = DrainReport::default();
     loop {
         let deliveries = claim(pool).await?;
@@ -52,7 +57,7 @@ pub async fn drain(pool: &MySqlPool, policy: RetryPolicy) -> Result<DrainReport,
             return Ok(report);
         }
         for delivery in deliveries {
-            process(pool, policy, delivery, &mut report).await?;
+            process(pool, policy, publisher, delivery, &mut report).await?;
         }
     }
 }
@@ -119,6 +124,7 @@ async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
 async fn process(
     pool: &MySqlPool,
     policy: RetryPolicy,
+    publisher: &dyn EventPublisher,
     delivery: Delivery,
     report: &mut DrainReport,
 ) -> Result<(), Error> {
@@ -128,7 +134,8 @@ async fn process(
         receive_count,
     } = delivery;
     match payments::apply_payment(pool, &event).await {
-        Ok(_) => {
+        Ok(applied) => {
+            applied.publish(pool, publisher).await;
             sqlx::query("UPDATE payment_inbox SET state = 'done', last_error = NULL WHERE id = ?")
                 .bind(id)
                 .execute(pool)

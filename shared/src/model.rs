@@ -55,6 +55,9 @@ pub struct Order {
     pub status: OrderStatus,
     #[serde(serialize_with = "rfc3339")]
     pub created_at: NaiveDateTime,
+    /// Unpaid by then, the order is cancelled and its units return to stock.
+    #[serde(serialize_with = "rfc3339")]
+    pub payment_due_at: NaiveDateTime,
 }
 
 impl HoldStatus {
@@ -70,19 +73,13 @@ impl HoldStatus {
 }
 
 impl OrderStatus {
-    pub(crate) fn from_db(stored: &str) -> Self {
+    /// A stored status read when the payment deadline has `lapsed` (by the database clock): an
+    /// unpaid order past its deadline is cancelled for every reader, settled or not.
+    pub(crate) fn from_db(stored: &str, lapsed: bool) -> Self {
         match stored {
             "paid" => Self::Paid,
-            "cancelled" => Self::Cancelled,
-            _ => Self::PendingPayment,
-        }
-    }
-
-    pub(crate) fn as_db(self) -> &'static str {
-        match self {
-            Self::PendingPayment => "pending_payment",
-            Self::Paid => "paid",
-            Self::Cancelled => "cancelled",
+            "pending_payment" if !lapsed => Self::PendingPayment,
+            _ => Self::Cancelled,
         }
     }
 }
@@ -106,6 +103,19 @@ mod tests {
         let at = NaiveDateTime::parse_from_str("2026-11-21 11:13:00.120", "%Y-%m-%d %H:%M:%S%.3f")
             .expect("valid");
         assert_eq!(to_rfc3339(&at), "2026-11-21T11:13:00.120Z");
+    }
+
+    #[test]
+    fn an_unpaid_order_past_its_deadline_reads_as_cancelled() {
+        assert_eq!(
+            OrderStatus::from_db("pending_payment", false),
+            OrderStatus::PendingPayment
+        );
+        assert_eq!(
+            OrderStatus::from_db("pending_payment", true),
+            OrderStatus::Cancelled
+        );
+        assert_eq!(OrderStatus::from_db("paid", true), OrderStatus::Paid);
     }
 
     #[test]

@@ -6,13 +6,14 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use sqlx::{MySqlPool, Row};
+use sqlx::MySqlPool;
 
 use crate::db::retry_conflicts;
 use crate::error::{Error, is_duplicate_key};
-use crate::ids::{OrderId, ProductId};
+use crate::events::{self, Committed, EventType};
+use crate::ids::OrderId;
 use crate::model::OrderStatus;
-use crate::stock::{Counter, move_stock};
+use crate::stock;
 
 /// The longest idempotency key we store (the column's width).
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -147,7 +148,8 @@ pub enum PaymentOutcome {
     /// The order had reached a terminal status already and the first one wins; this event is
     /// only recorded.
     IgnoredTerminal(OrderStatus),
-    /// `paid` for an order that was cancelled: the money must be refunded.
+    /// `paid` for an order that was cancelled (payment failed, or its deadline passed): the money
+    /// must be refunded.
     RefundRequired,
 }
 
@@ -166,12 +168,14 @@ impl PaymentOutcome {
 
 /// Applies one event, exactly once per idempotency key: the order row lock serialises events of
 /// one order, the key's primary key makes a repeat a no-op. An unknown order is an error the
-/// caller retries later: its event may have overtaken the order.
+/// caller retries later: its event may have overtaken the order. An order past its payment
+/// deadline is cancelled first, so a late `paid` is recorded as needing a refund.
 pub async fn apply_payment(
     pool: &MySqlPool,
     event: &PaymentEvent,
-) -> Result<PaymentOutcome, Error> {
-    let outcome = retry_conflicts("apply_payment", || try_apply_payment(pool, event)).await?;
+) -> Result<Committed<PaymentOutcome>, Error> {
+    let applied = retry_conflicts("apply_payment", || try_apply_payment(pool, event)).await?;
+    let outcome = applied.value;
     match outcome {
         PaymentOutcome::RefundRequired => tracing::warn!(
             order_id = %event.order_id,
@@ -185,21 +189,21 @@ pub async fn apply_payment(
             "payment event processed"
         ),
     }
-    Ok(outcome)
+    Ok(applied)
 }
 
 async fn try_apply_payment(
     pool: &MySqlPool,
     event: &PaymentEvent,
-) -> Result<PaymentOutcome, Error> {
+) -> Result<Committed<PaymentOutcome>, Error> {
     let mut tx = pool.begin().await?;
-    let order = sqlx::query("SELECT product_id, qty, status FROM orders WHERE id = ? FOR UPDATE")
-        .bind(event.order_id.as_str())
-        .fetch_optional(&mut *tx)
+    let (order, stored) = stock::lock_order(&mut tx, &event.order_id)
         .await?
         .ok_or(Error::OrderNotFound)?;
-    let current = OrderStatus::from_db(&order.try_get::<String, _>("status")?);
-    let outcome = match (current, event.status) {
+    let mut events = Vec::new();
+    // `order.status` is what readers see: a pending order past its deadline is cancelled.
+    let lapsed = stored.is("pending_payment") && order.status == OrderStatus::Cancelled;
+    let outcome = match (order.status, event.status) {
         (OrderStatus::PendingPayment, PaymentStatus::Paid) => {
             PaymentOutcome::Applied(OrderStatus::Paid)
         }
@@ -225,24 +229,38 @@ async fn try_apply_payment(
         Ok(_) => {}
         Err(err) if is_duplicate_key(&err) => {
             tx.rollback().await?;
-            return Ok(PaymentOutcome::Duplicate);
+            return Ok(Committed::quiet(PaymentOutcome::Duplicate));
         }
         Err(err) => return Err(err.into()),
     }
-    if let PaymentOutcome::Applied(status) = outcome {
-        sqlx::query("UPDATE orders SET status = ?, updated_at = UTC_TIMESTAMP(3) WHERE id = ?")
-            .bind(status.as_db())
+    if lapsed {
+        events.push(stock::cancel_order(&mut tx, &order, "payment_timeout").await?);
+    }
+    let payment_detail = || {
+        let mut detail = stock::order_event_detail(&order, event.status.as_db());
+        detail["idempotency_key"] = serde_json::Value::String(event.idempotency_key.clone());
+        detail
+    };
+    match outcome {
+        PaymentOutcome::Applied(OrderStatus::Paid) => {
+            sqlx::query(
+                "UPDATE orders SET status = 'paid', updated_at = UTC_TIMESTAMP(3) WHERE id = ?",
+            )
             .bind(event.order_id.as_str())
             .execute(&mut *tx)
             .await?;
-        if status == OrderStatus::Cancelled {
-            let product_id = ProductId(order.try_get("product_id")?);
-            let qty: u32 = order.try_get("qty")?;
-            move_stock(&mut tx, product_id, qty, Counter::Sold, Counter::Available).await?;
+            events.push(events::record(&mut tx, EventType::OrderPaid, payment_detail()).await?);
         }
+        PaymentOutcome::Applied(_) => {
+            events.push(stock::cancel_order(&mut tx, &order, "payment_failed").await?);
+        }
+        PaymentOutcome::RefundRequired => {
+            events.push(events::record(&mut tx, EventType::LatePayment, payment_detail()).await?);
+        }
+        PaymentOutcome::Duplicate | PaymentOutcome::IgnoredTerminal(_) => {}
     }
     tx.commit().await?;
-    Ok(outcome)
+    Ok(Committed::new(outcome, events))
 }
 
 #[cfg(test)]

@@ -1,85 +1,152 @@
 //! Side effects that leave the process, behind traits so each deployment picks its adapter:
-//! in-process ones for the local server and functions running without AWS, AWS ones later.
+//! in-process ones for the local server and for functions running without AWS (here), AWS
+//! ones in [`crate::aws`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::NaiveDateTime;
 use sqlx::MySqlPool;
 use tokio::sync::Notify;
 
 use crate::error::Error;
-use crate::ids::HoldId;
-use crate::model::Hold;
+use crate::events::DomainEvent;
+use crate::ids::{HoldId, OrderId};
+use crate::inbox::RetryPolicy;
 use crate::payments::PaymentEvent;
-use crate::stock::{self, ExpiryOutcome};
+use crate::service;
+use crate::stock::ExpiryOutcome;
 
-/// Arranges for a hold to be settled when it expires. Best effort by contract: readers already
-/// ignore lapsed holds and the sweeper settles whatever a trigger missed.
-#[async_trait]
-pub trait ExpiryScheduler: Send + Sync {
-    async fn schedule_expiry(&self, hold: &Hold) -> Result<(), Error>;
-    /// The hold was redeemed: its trigger is no longer needed (it would be a no-op anyway).
-    async fn cancel_expiry(&self, hold_id: &HoldId) -> Result<(), Error>;
+/// A moment after which something must be settled: a hold's expiry, an order's payment deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deadline {
+    HoldExpiry(HoldId),
+    OrderPayment(OrderId),
 }
 
-/// Carries a verified payment event to the processor. `enqueue` returning `Ok` means the event
-/// is durably stored: the webhook answers 202 only then.
+impl Deadline {
+    /// A name unique per deadline, of 1 to 64 characters of `[0-9a-zA-Z-_.]` (a Scheduler name).
+    pub fn name(&self) -> String {
+        match self {
+            Self::HoldExpiry(id) => format!("hold-{id}"),
+            Self::OrderPayment(id) => format!("order-{id}"),
+        }
+    }
+}
+
+/// Arranges for a deadline to be settled when it passes. Best effort by contract: readers
+/// already treat a passed deadline as settled and the sweeper settles whatever a trigger missed.
+#[async_trait]
+pub trait DeadlineScheduler: Send + Sync {
+    async fn schedule(&self, deadline: &Deadline, at: NaiveDateTime) -> Result<(), Error>;
+    /// The deadline no longer matters (the hold was redeemed, the order paid); a trigger that
+    /// fires anyway finds nothing to do.
+    async fn cancel(&self, deadline: &Deadline) -> Result<(), Error>;
+}
+
+/// Carries a verified payment event to the processor. `Ok` means the event is durably stored:
+/// the webhook answers 202 only then.
 #[async_trait]
 pub trait PaymentQueue: Send + Sync {
     async fn enqueue(&self, event: &PaymentEvent) -> Result<(), Error>;
 }
 
-/// For a function running without a scheduler: the sweeper settles its holds.
+/// Publishes domain events; returns the ids the bus accepted (the rest stay in the outbox).
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    async fn publish(&self, events: &[DomainEvent]) -> Result<Vec<String>, Error>;
+}
+
+/// For a function running without a scheduler: the sweeper settles its deadlines.
 pub struct NoScheduler;
 
 #[async_trait]
-impl ExpiryScheduler for NoScheduler {
-    async fn schedule_expiry(&self, hold: &Hold) -> Result<(), Error> {
-        tracing::debug!(hold_id = %hold.hold_id, "no expiry scheduler configured; the sweeper will settle this hold");
+impl DeadlineScheduler for NoScheduler {
+    async fn schedule(&self, deadline: &Deadline, _at: NaiveDateTime) -> Result<(), Error> {
+        tracing::info!(
+            deadline = deadline.name(),
+            "no scheduler configured; the sweeper will settle this deadline"
+        );
         Ok(())
     }
 
-    async fn cancel_expiry(&self, _hold_id: &HoldId) -> Result<(), Error> {
+    async fn cancel(&self, _deadline: &Deadline) -> Result<(), Error> {
         Ok(())
     }
 }
 
-/// The local server's scheduler: a tokio timer per hold that settles it at its expiry.
+/// For a function running without an event bus: events stay in the outbox.
+pub struct NoPublisher;
+
+#[async_trait]
+impl EventPublisher for NoPublisher {
+    async fn publish(&self, _events: &[DomainEvent]) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
+}
+
+/// The local server's bus: each event becomes a log line, which is where a developer looks.
+pub struct LogPublisher;
+
+#[async_trait]
+impl EventPublisher for LogPublisher {
+    async fn publish(&self, events: &[DomainEvent]) -> Result<Vec<String>, Error> {
+        for event in events {
+            tracing::info!(event_type = %event.event_type, detail = %event.detail, "domain event");
+        }
+        Ok(events.iter().map(|event| event.id.clone()).collect())
+    }
+}
+
+/// The local server's scheduler: a tokio timer per deadline that settles it when it passes.
 /// Timers die with the process; the sweeper settles what they leave behind.
 pub struct TimerScheduler {
     pool: MySqlPool,
+    publisher: Arc<dyn EventPublisher>,
 }
 
 impl TimerScheduler {
-    pub fn new(pool: MySqlPool) -> Self {
-        Self { pool }
+    pub fn new(pool: MySqlPool, publisher: Arc<dyn EventPublisher>) -> Self {
+        Self { pool, publisher }
     }
 }
 
-/// Expiry is judged by the database clock; a timer that wakes a little before it tries again.
+/// Deadlines are judged by the database clock; a timer that wakes a little early tries again.
 const EARLY_WAKE_RETRY: Duration = Duration::from_millis(50);
 const MAX_EARLY_WAKES: u32 = 100;
 
 #[async_trait]
-impl ExpiryScheduler for TimerScheduler {
-    async fn schedule_expiry(&self, hold: &Hold) -> Result<(), Error> {
-        let pool = self.pool.clone();
-        let hold_id = hold.hold_id.clone();
-        let delay = (hold.expires_at - chrono::Utc::now().naive_utc())
+impl DeadlineScheduler for TimerScheduler {
+    async fn schedule(&self, deadline: &Deadline, at: NaiveDateTime) -> Result<(), Error> {
+        let (pool, publisher, deadline) =
+            (self.pool.clone(), self.publisher.clone(), deadline.clone());
+        let delay = (at - chrono::Utc::now().naive_utc())
             .to_std()
             .unwrap_or_default();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             for _ in 0..MAX_EARLY_WAKES {
-                match stock::expire_hold(&pool, &hold_id).await {
+                let settled = match &deadline {
+                    Deadline::HoldExpiry(id) => {
+                        service::expire_hold(&pool, publisher.as_ref(), id).await
+                    }
+                    Deadline::OrderPayment(id) => {
+                        service::expire_order(&pool, publisher.as_ref(), id).await
+                    }
+                };
+                match settled {
                     Ok(ExpiryOutcome::NotYetDue) => tokio::time::sleep(EARLY_WAKE_RETRY).await,
                     Ok(outcome) => {
-                        tracing::debug!(%hold_id, ?outcome, "expiry timer fired");
+                        tracing::debug!(
+                            deadline = deadline.name(),
+                            ?outcome,
+                            "deadline timer fired"
+                        );
                         return;
                     }
                     Err(err) => {
-                        tracing::warn!(%hold_id, error = %err, "expiry timer failed; the sweeper will settle the hold");
+                        tracing::warn!(deadline = deadline.name(), error = %err, "deadline timer failed; the sweeper will settle it");
                         return;
                     }
                 }
@@ -88,8 +155,8 @@ impl ExpiryScheduler for TimerScheduler {
         Ok(())
     }
 
-    async fn cancel_expiry(&self, _hold_id: &HoldId) -> Result<(), Error> {
-        // A timer that fires on a redeemed hold finds nothing to do; cancelling buys nothing.
+    async fn cancel(&self, _deadline: &Deadline) -> Result<(), Error> {
+        // A timer that fires on a settled deadline finds nothing to do; cancelling buys nothing.
         Ok(())
     }
 }
@@ -100,6 +167,7 @@ impl ExpiryScheduler for TimerScheduler {
 pub struct InboxQueue {
     pool: MySqlPool,
     wakeup: Arc<Notify>,
+    drain_on_enqueue: Option<(RetryPolicy, Arc<dyn EventPublisher>)>,
 }
 
 impl InboxQueue {
@@ -107,11 +175,26 @@ impl InboxQueue {
         Self {
             pool,
             wakeup: Arc::new(Notify::new()),
+            drain_on_enqueue: None,
         }
     }
 
-    /// Resolves when an event was enqueued through this handle (or immediately if one was
-    /// enqueued since the last wait).
+    /// For a webhook function with no queue service and no worker: it applies what it just
+    /// queued before answering, and whatever cannot be applied yet waits in the inbox for the
+    /// sweeper's retries.
+    pub fn draining_on_enqueue(
+        pool: MySqlPool,
+        policy: RetryPolicy,
+        publisher: Arc<dyn EventPublisher>,
+    ) -> Self {
+        Self {
+            drain_on_enqueue: Some((policy, publisher)),
+            ..Self::new(pool)
+        }
+    }
+
+    /// Resolves when an event was enqueued through this handle (or at once if one was since
+    /// the last wait).
     pub async fn enqueued(&self) {
         self.wakeup.notified().await;
     }
@@ -130,6 +213,12 @@ impl PaymentQueue for InboxQueue {
         .execute(&self.pool)
         .await?;
         self.wakeup.notify_one();
+        if let Some((policy, publisher)) = &self.drain_on_enqueue
+            && let Err(err) = crate::inbox::drain(&self.pool, *policy, publisher.as_ref()).await
+        {
+            // Queued durably already: the sweeper delivers it.
+            tracing::warn!(error = %err, "could not apply the queued payment event now; the sweeper will");
+        }
         Ok(())
     }
 }

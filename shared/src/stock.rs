@@ -9,24 +9,31 @@
 //! The product row is the contended one, so it is always locked last, by the one conditional
 //! UPDATE that checks and moves stock, immediately followed by COMMIT.
 //!
-//! Expiry needs no job to be visible: an `active` hold whose `expires_at` has passed (by the
-//! database clock) is expired for every reader and every check. Settling it (`active` ->
-//! `expired`, units back to `available_stock`) is bookkeeping that the expiry trigger, the sweeper
-//! or a reservation that finds the counter short will do, whichever comes first.
+//! Deadlines need no job to take effect: an `active` hold whose `expires_at` has passed, or a
+//! `pending_payment` order whose `payment_due_at` has passed (by the database clock), is expired
+//! or cancelled for every reader and every check. Settling the row (units back to
+//! `available_stock`) is bookkeeping that its trigger, the sweeper, a reservation that finds the
+//! counter short or a late payment will do, whichever comes first.
+//!
+//! Every change worth telling other systems about writes its domain event to the outbox in the
+//! same transaction ([`crate::events`]); functions here return those events with their result.
 
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
+use serde::Serialize;
+use serde_json::json;
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
 
 use crate::db::retry_conflicts;
 use crate::error::{Error, is_duplicate_key};
+use crate::events::{self, Committed, DomainEvent, EventType};
 use crate::ids::{HoldId, OrderId, ProductId};
 use crate::model::{Hold, HoldStatus, Order, OrderStatus, Product};
 use crate::money::Cents;
 
-/// Settling works through a product's lapsed holds in batches of this many rows.
+/// Settling works through a product's lapsed holds and orders in batches of this many rows.
 const SETTLE_BATCH: usize = 500;
 /// A reservation that finds too little stock settles lapsed holds and tries again this often.
 const MAX_RESERVE_ATTEMPTS: u32 = 3;
@@ -76,31 +83,35 @@ pub async fn seed_demo_product(pool: &MySqlPool) -> Result<bool, Error> {
     }
 }
 
-/// One consistent statement: the counters and the lapsed holds they still count as reserved
-/// are read from the same snapshot at the same instant.
+/// One consistent statement: the counters, the lapsed holds they still count as reserved and the
+/// lapsed unpaid orders they still count as sold are read from one snapshot at one instant.
 pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Error> {
     let row = sqlx::query(
         "SELECT p.id, p.name, p.price_cents, p.total_stock, p.available_stock, p.reserved_stock, \
                 p.sold_stock, \
                 CAST((SELECT COALESCE(SUM(h.qty), 0) FROM holds h \
                       WHERE h.product_id = p.id AND h.status = 'active' \
-                        AND h.expires_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed \
+                        AND h.expires_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_holds, \
+                CAST((SELECT COALESCE(SUM(o.qty), 0) FROM orders o \
+                      WHERE o.product_id = p.id AND o.status = 'pending_payment' \
+                        AND o.payment_due_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_orders \
          FROM products p WHERE p.id = ?",
     )
     .bind(id.0)
     .fetch_optional(pool)
     .await?
     .ok_or(Error::ProductNotFound(id))?;
-    let lapsed: i64 = row.try_get("lapsed")?;
+    let lapsed_holds: i64 = row.try_get("lapsed_holds")?;
+    let lapsed_orders: i64 = row.try_get("lapsed_orders")?;
     let stored = |column: &str| row.try_get::<i32, _>(column).map(i64::from);
     Ok(Product {
         id: ProductId(row.try_get("id")?),
         name: row.try_get("name")?,
         price: Cents(row.try_get("price_cents")?),
         total_stock: stored("total_stock")?,
-        available_stock: stored("available_stock")? + lapsed,
-        reserved_stock: stored("reserved_stock")? - lapsed,
-        sold_stock: stored("sold_stock")?,
+        available_stock: stored("available_stock")? + lapsed_holds + lapsed_orders,
+        reserved_stock: stored("reserved_stock")? - lapsed_holds,
+        sold_stock: stored("sold_stock")? - lapsed_orders,
     })
 }
 
@@ -120,23 +131,25 @@ pub struct Reservation {
 
 /// Reserves `qty` units for `ttl`. The fast path is INSERT hold, then one conditional UPDATE of
 /// the product row that checks and reserves, then COMMIT: the product lock is held for one
-/// statement and the commit. Only when the counter is short does it settle lapsed holds of the
-/// product and look again, so a hold is refused only when unexpired holds and orders really
-/// leave too little.
+/// statement and the commit. Only when the counter is short does it settle the product's lapsed
+/// holds and unpaid orders and look again, so a hold is refused only when live holds and orders
+/// really leave too little. The events of what it settled on the way come back with the result;
+/// when it refuses, they stay in the outbox for the sweeper.
 pub async fn reserve(
     pool: &MySqlPool,
     request: &HoldRequest,
     ttl: Duration,
-) -> Result<Reservation, Error> {
+) -> Result<Committed<Reservation>, Error> {
     let mut attempts = 0;
+    let mut settled_events = Vec::new();
     loop {
         if let Some(reservation) =
             retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await?
         {
-            return Ok(reservation);
+            return Ok(Committed::new(reservation, settled_events));
         }
         attempts += 1;
-        settle_lapsed_holds(pool, request.product_id).await?;
+        settled_events.extend(settle_lapsed(pool, request.product_id).await?.events);
         let available = get_product(pool, request.product_id).await?.available_stock;
         if available < i64::from(request.qty) || attempts == MAX_RESERVE_ATTEMPTS {
             return Err(Error::InsufficientStock {
@@ -153,7 +166,7 @@ async fn try_reserve(
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Option<Reservation>, Error> {
-    let ttl = chrono::Duration::from_std(ttl).map_err(|err| Error::Config(err.to_string()))?;
+    let ttl = chrono_duration(ttl)?;
     let mut tx = pool.begin().await?;
     let now = db_now(&mut tx).await?;
     let hold = Hold {
@@ -255,11 +268,21 @@ pub struct Redemption {
 
 /// Turns a hold into an order exactly once: the hold row lock serialises concurrent redeems, the
 /// unique index on `orders.hold_id` backs it up, and every later redeem returns the same order.
-pub async fn redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Error> {
-    retry_conflicts("redeem", || try_redeem(pool, hold_id)).await
+/// The order must be paid within `payment_ttl`.
+pub async fn redeem(
+    pool: &MySqlPool,
+    hold_id: &HoldId,
+    payment_ttl: Duration,
+) -> Result<Committed<Redemption>, Error> {
+    let payment_ttl = chrono_duration(payment_ttl)?;
+    retry_conflicts("redeem", || try_redeem(pool, hold_id, payment_ttl)).await
 }
 
-async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Error> {
+async fn try_redeem(
+    pool: &MySqlPool,
+    hold_id: &HoldId,
+    payment_ttl: chrono::Duration,
+) -> Result<Committed<Redemption>, Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
         .bind(hold_id.as_str())
@@ -272,10 +295,10 @@ async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Er
         HoldStatus::Redeemed => {
             let order = fetch_order(&mut tx, "hold_id", hold_id.as_str()).await?;
             tx.commit().await?;
-            return Ok(Redemption {
+            return Ok(Committed::quiet(Redemption {
                 order,
                 created: false,
-            });
+            }));
         }
         HoldStatus::Expired => return Err(Error::HoldExpired),
         HoldStatus::Active => {}
@@ -294,10 +317,12 @@ async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Er
         amount: Cents(price).times(hold.qty),
         status: OrderStatus::PendingPayment,
         created_at: now,
+        payment_due_at: now + payment_ttl,
     };
     sqlx::query(
-        "INSERT INTO orders (id, hold_id, product_id, qty, amount_cents, status, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, 'pending_payment', ?, ?)",
+        "INSERT INTO orders (id, hold_id, product_id, qty, amount_cents, status, created_at, \
+                             payment_due_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, 'pending_payment', ?, ?, ?)",
     )
     .bind(order.order_id.as_str())
     .bind(order.hold_id.as_str())
@@ -305,6 +330,7 @@ async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Er
     .bind(order.qty)
     .bind(order.amount.0)
     .bind(now)
+    .bind(order.payment_due_at)
     .bind(now)
     .execute(&mut *tx)
     .await?;
@@ -313,6 +339,16 @@ async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Er
         .bind(hold_id.as_str())
         .execute(&mut *tx)
         .await?;
+    let event = events::record(
+        &mut tx,
+        EventType::OrderCreated,
+        json!({
+            "order_id": order.order_id, "hold_id": order.hold_id, "product_id": order.product_id,
+            "qty": order.qty, "amount": order.amount,
+            "payment_due_at": crate::model::to_rfc3339(&order.payment_due_at),
+        }),
+    )
+    .await?;
     move_stock(
         &mut tx,
         hold.product_id,
@@ -322,10 +358,13 @@ async fn try_redeem(pool: &MySqlPool, hold_id: &HoldId) -> Result<Redemption, Er
     )
     .await?;
     tx.commit().await?;
-    Ok(Redemption {
-        order,
-        created: true,
-    })
+    Ok(Committed::new(
+        Redemption {
+            order,
+            created: true,
+        },
+        vec![event],
+    ))
 }
 
 pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<Order, Error> {
@@ -333,47 +372,120 @@ pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<Order, Error> {
     fetch_order(&mut conn, "id", id.as_str()).await
 }
 
+const ORDER_SELECT: &str = "SELECT id, hold_id, product_id, qty, amount_cents, status, created_at, \
+                            payment_due_at, UTC_TIMESTAMP(3) AS db_now FROM orders";
+
 async fn fetch_order(
     conn: &mut sqlx::MySqlConnection,
     column: &'static str,
     value: &str,
 ) -> Result<Order, Error> {
-    let row = sqlx::query(&format!(
-        "SELECT id, hold_id, product_id, qty, amount_cents, status, created_at FROM orders WHERE {column} = ?"
-    ))
-    .bind(value)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::OrderNotFound)?;
+    let row = sqlx::query(&format!("{ORDER_SELECT} WHERE {column} = ?"))
+        .bind(value)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(Error::OrderNotFound)?;
+    order_from_row(&row)
+}
+
+fn order_from_row(row: &MySqlRow) -> Result<Order, Error> {
     let id: String = row.try_get("id")?;
     let hold_id: String = row.try_get("hold_id")?;
     let status: String = row.try_get("status")?;
+    let payment_due_at: NaiveDateTime = row.try_get("payment_due_at")?;
+    let db_now: NaiveDateTime = row.try_get("db_now")?;
     Ok(Order {
         order_id: OrderId::parse(&id).ok_or_else(|| corrupt("orders.id", &id))?,
         hold_id: HoldId::parse(&hold_id).ok_or_else(|| corrupt("orders.hold_id", &hold_id))?,
         product_id: ProductId(row.try_get("product_id")?),
         qty: row.try_get("qty")?,
         amount: Cents(row.try_get("amount_cents")?),
-        status: OrderStatus::from_db(&status),
+        status: OrderStatus::from_db(&status, payment_due_at <= db_now),
         created_at: row.try_get("created_at")?,
+        payment_due_at,
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Locks an order row for a change of its status (orders come before products in the lock order).
+pub(crate) async fn lock_order(
+    tx: &mut Transaction<'_, MySql>,
+    id: &OrderId,
+) -> Result<Option<(Order, StoredStatus)>, Error> {
+    let Some(row) = sqlx::query(&format!("{ORDER_SELECT} WHERE id = ? FOR UPDATE"))
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let stored = StoredStatus(row.try_get("status")?);
+    Ok(Some((order_from_row(&row)?, stored)))
+}
+
+/// What a row says, as opposed to what a reader sees (a lapsed row reads as settled).
+pub(crate) struct StoredStatus(pub String);
+
+impl StoredStatus {
+    pub(crate) fn is(&self, status: &str) -> bool {
+        self.0 == status
+    }
+}
+
+/// Cancels a locked pending order and returns its units to available.
+pub(crate) async fn cancel_order(
+    tx: &mut Transaction<'_, MySql>,
+    order: &Order,
+    reason: &'static str,
+) -> Result<DomainEvent, Error> {
+    sqlx::query(
+        "UPDATE orders SET status = 'cancelled', updated_at = UTC_TIMESTAMP(3) WHERE id = ?",
+    )
+    .bind(order.order_id.as_str())
+    .execute(&mut **tx)
+    .await?;
+    let event = events::record(
+        tx,
+        EventType::OrderCancelled,
+        order_event_detail(order, reason),
+    )
+    .await?;
+    move_stock(
+        tx,
+        order.product_id,
+        order.qty,
+        Counter::Sold,
+        Counter::Available,
+    )
+    .await?;
+    Ok(event)
+}
+
+pub(crate) fn order_event_detail(order: &Order, reason: &str) -> serde_json::Value {
+    json!({
+        "order_id": order.order_id, "hold_id": order.hold_id, "product_id": order.product_id,
+        "qty": order.qty, "amount": order.amount, "reason": reason,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpiryOutcome {
-    /// The hold was active and past its expiry: it is now expired and its units available.
+    /// The deadline had passed: the hold is now expired (or the order cancelled) and its units
+    /// available.
     Expired,
-    /// The trigger came early; the hold stays active (the sweeper or a later trigger settles it).
+    /// The trigger came early; nothing changed (the sweeper or a retry settles it later).
     NotYetDue,
-    /// Redeemed or expired before: nothing to do (a duplicate or late trigger).
+    /// Settled before (redeemed, paid, expired, cancelled): a duplicate or late trigger.
     AlreadySettled,
     NotFound,
 }
 
 /// Settles one hold if, and only if, it is active and past its expiry. Safe to run early, late,
 /// twice, concurrently, or after the hold was redeemed.
-pub async fn expire_hold(pool: &MySqlPool, hold_id: &HoldId) -> Result<ExpiryOutcome, Error> {
+pub async fn expire_hold(
+    pool: &MySqlPool,
+    hold_id: &HoldId,
+) -> Result<Committed<ExpiryOutcome>, Error> {
     retry_conflicts("expire_hold", || async {
         let mut tx = pool.begin().await?;
         let Some(row) = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
@@ -381,55 +493,126 @@ pub async fn expire_hold(pool: &MySqlPool, hold_id: &HoldId) -> Result<ExpiryOut
             .fetch_optional(&mut *tx)
             .await?
         else {
-            return Ok(ExpiryOutcome::NotFound);
+            return Ok(Committed::quiet(ExpiryOutcome::NotFound));
         };
         let stored: String = row.try_get("status")?;
         if stored != "active" {
-            return Ok(ExpiryOutcome::AlreadySettled);
+            return Ok(Committed::quiet(ExpiryOutcome::AlreadySettled));
         }
-        if hold_from_row(&row)?.status == HoldStatus::Active {
-            return Ok(ExpiryOutcome::NotYetDue);
+        let hold = hold_from_row(&row)?;
+        if hold.status == HoldStatus::Active {
+            return Ok(Committed::quiet(ExpiryOutcome::NotYetDue));
         }
-        let product_id = ProductId(row.try_get("product_id")?);
-        let qty: u32 = row.try_get("qty")?;
         sqlx::query(
             "UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id = ?",
         )
         .bind(hold_id.as_str())
         .execute(&mut *tx)
         .await?;
+        let event =
+            events::record(&mut tx, EventType::HoldExpired, hold_event_detail(&hold)).await?;
         move_stock(
             &mut tx,
-            product_id,
-            qty,
+            hold.product_id,
+            hold.qty,
             Counter::Reserved,
             Counter::Available,
         )
         .await?;
         tx.commit().await?;
-        Ok(ExpiryOutcome::Expired)
+        Ok(Committed::new(ExpiryOutcome::Expired, vec![event]))
     })
     .await
 }
 
-/// Settles every lapsed hold of one product; returns how many it settled.
-pub async fn settle_lapsed_holds(pool: &MySqlPool, product_id: ProductId) -> Result<u64, Error> {
-    let mut settled = 0;
-    loop {
-        let batch =
-            retry_conflicts("settle_lapsed_holds", || settle_batch(pool, product_id)).await?;
-        settled += batch as u64;
-        if batch < SETTLE_BATCH {
-            return Ok(settled);
+fn hold_event_detail(hold: &Hold) -> serde_json::Value {
+    json!({
+        "hold_id": hold.hold_id, "product_id": hold.product_id, "qty": hold.qty,
+        "expires_at": crate::model::to_rfc3339(&hold.expires_at),
+    })
+}
+
+/// Cancels one order if, and only if, it is still unpaid past its payment deadline. Safe to run
+/// early, late, twice, concurrently, or after the order was paid.
+pub async fn expire_order(
+    pool: &MySqlPool,
+    order_id: &OrderId,
+) -> Result<Committed<ExpiryOutcome>, Error> {
+    retry_conflicts("expire_order", || async {
+        let mut tx = pool.begin().await?;
+        let Some((order, stored)) = lock_order(&mut tx, order_id).await? else {
+            return Ok(Committed::quiet(ExpiryOutcome::NotFound));
+        };
+        if !stored.is("pending_payment") {
+            return Ok(Committed::quiet(ExpiryOutcome::AlreadySettled));
         }
+        if order.status == OrderStatus::PendingPayment {
+            return Ok(Committed::quiet(ExpiryOutcome::NotYetDue));
+        }
+        let event = cancel_order(&mut tx, &order, "payment_timeout").await?;
+        tx.commit().await?;
+        Ok(Committed::new(ExpiryOutcome::Expired, vec![event]))
+    })
+    .await
+}
+
+/// What one settlement run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Settlement {
+    pub holds_expired: u64,
+    pub orders_cancelled: u64,
+}
+
+impl Settlement {
+    fn add(&mut self, other: Settlement) {
+        self.holds_expired += other.holds_expired;
+        self.orders_cancelled += other.orders_cancelled;
     }
 }
 
-async fn settle_batch(pool: &MySqlPool, product_id: ProductId) -> Result<usize, Error> {
+/// Settles every lapsed hold and every unpaid order past its deadline of one product.
+pub async fn settle_lapsed(
+    pool: &MySqlPool,
+    product_id: ProductId,
+) -> Result<Committed<Settlement>, Error> {
+    let mut settlement = Settlement::default();
+    let mut events = Vec::new();
+    loop {
+        let batch = retry_conflicts("settle_lapsed_holds", || {
+            settle_hold_batch(pool, product_id)
+        })
+        .await?;
+        settlement.holds_expired += batch.len() as u64;
+        let done = batch.len() < SETTLE_BATCH;
+        events.extend(batch);
+        if done {
+            break;
+        }
+    }
+    loop {
+        let batch = retry_conflicts("settle_lapsed_orders", || {
+            settle_order_batch(pool, product_id)
+        })
+        .await?;
+        settlement.orders_cancelled += batch.len() as u64;
+        let done = batch.len() < SETTLE_BATCH;
+        events.extend(batch);
+        if done {
+            break;
+        }
+    }
+    Ok(Committed::new(settlement, events))
+}
+
+/// Returns one HoldExpired event per hold it settled.
+async fn settle_hold_batch(
+    pool: &MySqlPool,
+    product_id: ProductId,
+) -> Result<Vec<DomainEvent>, Error> {
     let mut tx = pool.begin().await?;
     // Index order (expires_at, id): every settler locks a product's holds in the same order.
     let lapsed = sqlx::query(
-        "SELECT id, qty FROM holds \
+        "SELECT id, product_id, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds \
          WHERE product_id = ? AND status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
          ORDER BY expires_at, id LIMIT ? FOR UPDATE",
     )
@@ -439,19 +622,27 @@ async fn settle_batch(pool: &MySqlPool, product_id: ProductId) -> Result<usize, 
     .await?;
     if lapsed.is_empty() {
         tx.rollback().await?;
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let mut units: u32 = 0;
+    let holds = lapsed
+        .iter()
+        .map(hold_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut settle = QueryBuilder::<MySql>::new(
         "UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id IN (",
     );
     let mut ids = settle.separated(", ");
-    for row in &lapsed {
-        units += row.try_get::<u32, _>("qty")?;
-        ids.push_bind(row.try_get::<String, _>("id")?);
+    for hold in &holds {
+        ids.push_bind(hold.hold_id.as_str());
     }
     settle.push(")");
     settle.build().execute(&mut *tx).await?;
+    let mut events = Vec::with_capacity(holds.len());
+    for hold in &holds {
+        events
+            .push(events::record(&mut tx, EventType::HoldExpired, hold_event_detail(hold)).await?);
+    }
+    let units = holds.iter().map(|hold| hold.qty).sum();
     move_stock(
         &mut tx,
         product_id,
@@ -461,21 +652,52 @@ async fn settle_batch(pool: &MySqlPool, product_id: ProductId) -> Result<usize, 
     )
     .await?;
     tx.commit().await?;
-    Ok(lapsed.len())
+    Ok(events)
 }
 
-/// Settles every lapsed hold of every product: the sweeper's job.
-pub async fn settle_all_lapsed_holds(pool: &MySqlPool) -> Result<u64, Error> {
+/// Returns one OrderCancelled event per order it cancelled.
+async fn settle_order_batch(
+    pool: &MySqlPool,
+    product_id: ProductId,
+) -> Result<Vec<DomainEvent>, Error> {
+    let mut tx = pool.begin().await?;
+    let lapsed = sqlx::query(&format!(
+        "{ORDER_SELECT} WHERE product_id = ? AND status = 'pending_payment' \
+         AND payment_due_at <= UTC_TIMESTAMP(3) ORDER BY payment_due_at, id LIMIT ? FOR UPDATE"
+    ))
+    .bind(product_id.0)
+    .bind(SETTLE_BATCH as u64)
+    .fetch_all(&mut *tx)
+    .await?;
+    if lapsed.is_empty() {
+        tx.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let mut events = Vec::with_capacity(lapsed.len());
+    for row in &lapsed {
+        events.push(cancel_order(&mut tx, &order_from_row(row)?, "payment_timeout").await?);
+    }
+    tx.commit().await?;
+    Ok(events)
+}
+
+/// Settles every lapsed hold and unpaid order of every product: the sweeper's job.
+pub async fn settle_all_lapsed(pool: &MySqlPool) -> Result<Committed<Settlement>, Error> {
     let products: Vec<u64> = sqlx::query_scalar(
-        "SELECT DISTINCT product_id FROM holds WHERE status = 'active' AND expires_at <= UTC_TIMESTAMP(3)",
+        "SELECT product_id FROM holds WHERE status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
+         UNION \
+         SELECT product_id FROM orders WHERE status = 'pending_payment' AND payment_due_at <= UTC_TIMESTAMP(3)",
     )
     .fetch_all(pool)
     .await?;
-    let mut settled = 0;
+    let mut settlement = Settlement::default();
+    let mut events = Vec::new();
     for product_id in products {
-        settled += settle_lapsed_holds(pool, ProductId(product_id)).await?;
+        let settled = settle_lapsed(pool, ProductId(product_id)).await?;
+        settlement.add(settled.value);
+        events.extend(settled.events);
     }
-    Ok(settled)
+    Ok(Committed::new(settlement, events))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -522,6 +744,10 @@ async fn db_now(tx: &mut Transaction<'_, MySql>) -> Result<NaiveDateTime, Error>
     Ok(sqlx::query_scalar("SELECT UTC_TIMESTAMP(3)")
         .fetch_one(&mut **tx)
         .await?)
+}
+
+fn chrono_duration(duration: Duration) -> Result<chrono::Duration, Error> {
+    chrono::Duration::from_std(duration).map_err(|err| Error::Config(err.to_string()))
 }
 
 fn corrupt(column: &str, value: &str) -> Error {

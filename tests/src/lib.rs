@@ -4,6 +4,7 @@
 
 pub mod routes;
 pub mod server;
+pub mod sqs_poller;
 pub mod testing;
 
 pub use server::{LocalServer, Options};

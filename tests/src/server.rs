@@ -9,8 +9,11 @@ use axum::body::Body as AxumBody;
 use axum::extract::State;
 use lambda_http::{Body, Request, RequestExt, Response};
 use secrecy::ExposeSecret;
-use shared::ports::{InboxQueue, TimerScheduler};
-use shared::{Config, Error, db, http, inbox, stock};
+use shared::ports::{
+    DeadlineScheduler, EventPublisher, InboxQueue, LogPublisher, NoScheduler, PaymentQueue,
+    TimerScheduler,
+};
+use shared::{Config, Error, adapters, db, http, inbox, stock};
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -24,7 +27,7 @@ const INBOX_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Expiry timers, the sweeper and the payment queue workers. Off only in tests that need a
+    /// Deadline timers, the sweeper and the payment queue workers. Off only in tests that need a
     /// server which accepts work but never processes it (as if it crashed right after answering).
     pub background_work: bool,
 }
@@ -68,12 +71,20 @@ impl LocalServer {
             tracing::info!("created demo product 1: 100 units at 50.00");
         }
 
-        let queue = InboxQueue::new(pool.clone());
-        let scheduler: Arc<dyn shared::ports::ExpiryScheduler> = if options.background_work {
-            Arc::new(TimerScheduler::new(pool.clone()))
-        } else {
-            Arc::new(shared::ports::NoScheduler)
+        // The AWS adapters when their variables are set, in-process ones otherwise.
+        let publisher: Arc<dyn EventPublisher> = adapters::aws_event_publisher(config)
+            .await?
+            .unwrap_or_else(|| Arc::new(LogPublisher));
+        let scheduler: Arc<dyn DeadlineScheduler> = match adapters::aws_scheduler(config).await? {
+            Some(aws) => aws,
+            None if options.background_work => {
+                Arc::new(TimerScheduler::new(pool.clone(), publisher.clone()))
+            }
+            None => Arc::new(NoScheduler),
         };
+        let inbox = InboxQueue::new(pool.clone());
+        let sqs = adapters::aws_payment_queue(config).await?;
+        let queue: Arc<dyn PaymentQueue> = sqs.clone().unwrap_or_else(|| Arc::new(inbox.clone()));
         let admin_token = config.require_admin_token()?;
         let handlers = Arc::new(Handlers {
             get_product: get_product::Deps { pool: pool.clone() },
@@ -84,6 +95,7 @@ impl LocalServer {
             create_hold: create_hold::Deps {
                 pool: pool.clone(),
                 scheduler: scheduler.clone(),
+                publisher: publisher.clone(),
                 hold_ttl: config.hold_ttl,
                 max_hold_qty: config.max_hold_qty,
             },
@@ -91,12 +103,14 @@ impl LocalServer {
             create_order: create_order::Deps {
                 pool: pool.clone(),
                 scheduler,
+                publisher: publisher.clone(),
+                payment_ttl: config.order_payment_ttl,
             },
             get_order: get_order::Deps { pool: pool.clone() },
             payment_webhook: payment_webhook::Deps {
                 secrets: config.require_webhook_secrets()?,
                 tolerance: config.webhook_tolerance,
-                queue: Arc::new(queue.clone()),
+                queue,
             },
         });
 
@@ -116,16 +130,36 @@ impl LocalServer {
         })];
         if options.background_work {
             let policy = config.payment_retry_policy();
-            for _ in 0..INBOX_WORKERS {
-                tasks.push(tokio::spawn(drain_inbox_forever(
-                    pool.clone(),
-                    queue.clone(),
-                    policy,
-                )));
+            match (&config.webhook_queue_url, sqs) {
+                (Some(queue_url), Some(_)) => {
+                    let client = aws_sdk_sqs::Client::new(shared::aws::sdk_config().await);
+                    let processor = payment_processor::Deps {
+                        pool: pool.clone(),
+                        publisher: publisher.clone(),
+                    };
+                    tasks.push(tokio::spawn(crate::sqs_poller::poll_forever(
+                        client,
+                        queue_url.clone(),
+                        processor,
+                    )));
+                }
+                _ => {
+                    for _ in 0..INBOX_WORKERS {
+                        let worker = drain_inbox_forever(
+                            pool.clone(),
+                            inbox.clone(),
+                            policy,
+                            publisher.clone(),
+                        );
+                        tasks.push(tokio::spawn(worker));
+                    }
+                }
             }
             let sweeper = sweeper::Deps {
                 pool: pool.clone(),
+                publisher,
                 payment_retry: policy,
+                republish_grace: shared::service::REPUBLISH_GRACE,
             };
             tasks.push(tokio::spawn(sweep_forever(sweeper, config.sweep_interval)));
         }
@@ -220,9 +254,14 @@ fn into_axum(response: Response<Body>) -> axum::response::Response {
     axum::response::Response::from_parts(parts, body)
 }
 
-async fn drain_inbox_forever(pool: MySqlPool, queue: InboxQueue, policy: inbox::RetryPolicy) {
+async fn drain_inbox_forever(
+    pool: MySqlPool,
+    queue: InboxQueue,
+    policy: inbox::RetryPolicy,
+    publisher: Arc<dyn EventPublisher>,
+) {
     loop {
-        if let Err(err) = inbox::drain(&pool, policy).await {
+        if let Err(err) = inbox::drain(&pool, policy, publisher.as_ref()).await {
             tracing::warn!(error = %err, "payment queue drain failed; retrying");
         }
         tokio::select! {

@@ -1,11 +1,13 @@
 //! Hold expiry: visible to every reader the instant it passes with no job run, then settled by
 //! the expiry trigger or the sweeper, each safe to run early, late, twice or after a redeem.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flash_sale_local::Options;
 use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants};
 use hold_expiry::ExpireHold;
+use shared::ports::NoPublisher;
 use shared::stock::ExpiryOutcome;
 
 const NO_BACKGROUND_WORK: Options = Options {
@@ -23,6 +25,7 @@ async fn stored_status(db: &TestDb, hold_id: &str) -> String {
 async fn expire(db: &TestDb, hold_id: &str) -> ExpiryOutcome {
     let deps = hold_expiry::Deps {
         pool: db.pool.clone(),
+        publisher: Arc::new(NoPublisher),
     };
     hold_expiry::handle(
         &deps,
@@ -116,6 +119,7 @@ async fn the_expiry_trigger_settles_only_a_lapsed_active_hold_and_is_safe_to_rep
     assert_eq!(expire(&db, &unknown).await, ExpiryOutcome::NotFound);
     let deps = hold_expiry::Deps {
         pool: db.pool.clone(),
+        publisher: Arc::new(NoPublisher),
     };
     let malformed = hold_expiry::handle(
         &deps,
@@ -142,7 +146,7 @@ async fn a_trigger_after_the_hold_was_redeemed_changes_nothing() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(expire(&db, hold_id).await, ExpiryOutcome::AlreadySettled);
     let sweep = sweeper::handle(&sweeper_deps(&db)).await.expect("sweep");
-    assert_eq!(sweep.holds_expired, 0);
+    assert_eq!(sweep.settled.holds_expired, 0);
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
     assert_eq!(
         (
@@ -156,7 +160,9 @@ async fn a_trigger_after_the_hold_was_redeemed_changes_nothing() {
 fn sweeper_deps(db: &TestDb) -> sweeper::Deps {
     sweeper::Deps {
         pool: db.pool.clone(),
+        publisher: Arc::new(NoPublisher),
         payment_retry: db.config(&[]).payment_retry_policy(),
+        republish_grace: Duration::ZERO,
     }
 }
 
@@ -191,11 +197,15 @@ async fn the_sweeper_settles_every_lapsed_hold_and_running_it_concurrently_is_sa
     );
     let settled: u64 = [a, b, c]
         .into_iter()
-        .map(|sweep| sweep.expect("sweep").holds_expired)
+        .map(|sweep| sweep.expect("sweep").settled.holds_expired)
         .sum();
     assert_eq!(settled, 20, "each lapsed hold settled exactly once");
     assert_eq!(
-        sweeper::handle(&deps).await.expect("sweep").holds_expired,
+        sweeper::handle(&deps)
+            .await
+            .expect("sweep")
+            .settled
+            .holds_expired,
         0
     );
 

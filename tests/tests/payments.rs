@@ -1,6 +1,7 @@
 //! The payment webhook and its queue: signatures, idempotency per event, the first terminal
 //! outcome winning, failures returning units, retries, dead letters and durability.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -10,6 +11,7 @@ use flash_sale_local::testing::{
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use shared::ports::NoPublisher;
 
 const SETTLED: Duration = Duration::from_secs(10);
 
@@ -312,6 +314,7 @@ async fn the_sqs_processor_fails_a_group_from_its_first_unapplied_message_on() {
 
     let deps = payment_processor::Deps {
         pool: db.pool.clone(),
+        publisher: Arc::new(NoPublisher),
     };
     let response = payment_processor::handle(&deps, batch)
         .await

@@ -7,26 +7,33 @@ use std::time::Duration;
 use serde::Deserialize;
 use shared::http::{self, Body, Request, Response};
 use shared::ids::ProductId;
-use shared::ports::{ExpiryScheduler, NoScheduler};
+use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher, NoScheduler};
+use shared::service::{self, Effects};
 use shared::stock::HoldRequest;
-use shared::{Config, Error, service};
+use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 pub struct Deps {
     pub pool: MySqlPool,
-    pub scheduler: Arc<dyn ExpiryScheduler>,
+    pub scheduler: Arc<dyn DeadlineScheduler>,
+    /// Events of holds this function settles on its slow path. The Lambda leaves them to the
+    /// sweeper rather than link an EventBridge client into the hottest function.
+    pub publisher: Arc<dyn EventPublisher>,
     pub hold_ttl: Duration,
     pub max_hold_qty: u32,
 }
 
 impl Deps {
-    pub fn from_env() -> Result<Self, Error> {
+    pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            scheduler: Arc::new(NoScheduler),
+            scheduler: adapters::aws_scheduler(&config)
+                .await?
+                .unwrap_or_else(|| Arc::new(NoScheduler)),
+            publisher: Arc::new(NoPublisher),
             hold_ttl: config.hold_ttl,
             max_hold_qty: config.max_hold_qty,
         })
@@ -69,13 +76,12 @@ async fn create_hold(deps: &Deps, request: &Request) -> Result<Response<Body>, E
         qty: body.qty,
         idempotency_key,
     };
-    let reservation = service::create_hold(
-        &deps.pool,
-        deps.scheduler.as_ref(),
-        &hold_request,
-        deps.hold_ttl,
-    )
-    .await?;
+    let effects = Effects {
+        scheduler: deps.scheduler.as_ref(),
+        publisher: deps.publisher.as_ref(),
+    };
+    let reservation =
+        service::create_hold(&deps.pool, effects, &hold_request, deps.hold_ttl).await?;
     let mut response = http::json(201, &reservation.hold);
     if reservation.replayed {
         response.headers_mut().insert(

@@ -1,25 +1,35 @@
 //! `POST /api/orders`: redeems a hold into an order exactly once; a repeat returns that order.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use shared::http::{self, Body, Request, Response};
 use shared::ids::HoldId;
-use shared::ports::{ExpiryScheduler, NoScheduler};
-use shared::{Config, Error, service};
+use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher, NoScheduler};
+use shared::service::{self, Effects};
+use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
 
 pub struct Deps {
     pub pool: MySqlPool,
-    pub scheduler: Arc<dyn ExpiryScheduler>,
+    pub scheduler: Arc<dyn DeadlineScheduler>,
+    pub publisher: Arc<dyn EventPublisher>,
+    pub payment_ttl: Duration,
 }
 
 impl Deps {
-    pub fn from_env() -> Result<Self, Error> {
+    pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            scheduler: Arc::new(NoScheduler),
+            scheduler: adapters::aws_scheduler(&config)
+                .await?
+                .unwrap_or_else(|| Arc::new(NoScheduler)),
+            publisher: adapters::aws_event_publisher(&config)
+                .await?
+                .unwrap_or_else(|| Arc::new(NoPublisher)),
+            payment_ttl: config.order_payment_ttl,
         })
     }
 }
@@ -37,7 +47,11 @@ async fn create_order(deps: &Deps, request: &Request) -> Result<Response<Body>, 
     let body: CreateOrder = http::body_json(request)?;
     // An id we could never have issued names no hold.
     let hold_id = HoldId::parse(&body.hold_id).ok_or(Error::HoldNotFound)?;
-    let redemption = service::create_order(&deps.pool, deps.scheduler.as_ref(), &hold_id).await?;
+    let effects = Effects {
+        scheduler: deps.scheduler.as_ref(),
+        publisher: deps.publisher.as_ref(),
+    };
+    let redemption = service::create_order(&deps.pool, effects, &hold_id, deps.payment_ttl).await?;
     let status = if redemption.created { 201 } else { 200 };
     Ok(http::json(status, &redemption.order))
 }

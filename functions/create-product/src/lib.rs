@@ -17,7 +17,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn from_env() -> Result<Self, Error> {
+    pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
         Ok(Self {
             admin_token: config.require_admin_token()?,

@@ -10,7 +10,7 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn from_env() -> Result<Self, Error> {
+    pub async fn from_env() -> Result<Self, Error> {
         Ok(Self {
             pool: shared::db::lambda_pool(&Config::from_env()?)?,
         })

@@ -1,20 +1,28 @@
 //! Settles one hold when its expiry trigger fires: `{"hold_id":"…"}`. Early, late, duplicate
 //! and already-redeemed deliveries are all safe; an early one leaves the hold active.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use shared::ids::HoldId;
-use shared::stock::{self, ExpiryOutcome};
-use shared::{Config, Error};
+use shared::ports::{EventPublisher, NoPublisher};
+use shared::stock::ExpiryOutcome;
+use shared::{Config, Error, adapters, service};
 use sqlx::MySqlPool;
 
 pub struct Deps {
     pub pool: MySqlPool,
+    pub publisher: Arc<dyn EventPublisher>,
 }
 
 impl Deps {
-    pub fn from_env() -> Result<Self, Error> {
+    pub async fn from_env() -> Result<Self, Error> {
+        let config = Config::from_env()?;
         Ok(Self {
-            pool: shared::db::lambda_pool(&Config::from_env()?)?,
+            pool: shared::db::lambda_pool(&config)?,
+            publisher: adapters::aws_event_publisher(&config)
+                .await?
+                .unwrap_or_else(|| Arc::new(NoPublisher)),
         })
     }
 }
@@ -33,7 +41,7 @@ pub struct ExpiryReport {
 pub async fn handle(deps: &Deps, input: ExpireHold) -> Result<ExpiryReport, Error> {
     let hold_id = HoldId::parse(&input.hold_id)
         .ok_or_else(|| Error::InvalidRequest(format!("{:?} is not a hold id", input.hold_id)))?;
-    let outcome = stock::expire_hold(&deps.pool, &hold_id).await?;
+    let outcome = service::expire_hold(&deps.pool, deps.publisher.as_ref(), &hold_id).await?;
     tracing::info!(%hold_id, ?outcome, "hold expiry trigger handled");
     Ok(ExpiryReport {
         hold_id: input.hold_id,

@@ -4,19 +4,27 @@
 
 use std::collections::HashSet;
 
+use std::sync::Arc;
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use shared::payments::{self, PaymentEvent};
-use shared::{Config, Error};
+use shared::payments::PaymentEvent;
+use shared::ports::{EventPublisher, NoPublisher};
+use shared::{Config, Error, adapters, service};
 use sqlx::MySqlPool;
 
 pub struct Deps {
     pub pool: MySqlPool,
+    pub publisher: Arc<dyn EventPublisher>,
 }
 
 impl Deps {
-    pub fn from_env() -> Result<Self, Error> {
+    pub async fn from_env() -> Result<Self, Error> {
+        let config = Config::from_env()?;
         Ok(Self {
-            pool: shared::db::lambda_pool(&Config::from_env()?)?,
+            pool: shared::db::lambda_pool(&config)?,
+            publisher: adapters::aws_event_publisher(&config)
+                .await?
+                .unwrap_or_else(|| Arc::new(NoPublisher)),
         })
     }
 }
@@ -36,7 +44,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
         }
         let body = message.body.as_deref().unwrap_or_default().as_bytes();
         let applied = match PaymentEvent::from_json(body) {
-            Ok(event) => payments::apply_payment(&deps.pool, &event)
+            Ok(event) => service::apply_payment(&deps.pool, deps.publisher.as_ref(), &event)
                 .await
                 .map(|_| ()),
             Err(err) => Err(err),

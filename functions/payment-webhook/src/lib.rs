@@ -7,8 +7,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use shared::http::{self, Body, Request, Response};
 use shared::payments::{self, PaymentEvent};
-use shared::ports::{InboxQueue, PaymentQueue};
-use shared::{Config, Error};
+use shared::ports::{InboxQueue, NoPublisher, PaymentQueue};
+use shared::{Config, Error, adapters};
 
 pub struct Deps {
     pub secrets: Vec<SecretString>,
@@ -17,12 +17,21 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn from_env() -> Result<Self, Error> {
+    pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
         Ok(Self {
             secrets: config.require_webhook_secrets()?,
             tolerance: config.webhook_tolerance,
-            queue: Arc::new(InboxQueue::new(shared::db::lambda_pool(&config)?)),
+            queue: match adapters::aws_payment_queue(&config).await? {
+                Some(sqs) => sqs,
+                // No queue service: queue durably in the database and apply at once; what cannot be
+                // applied yet is retried by the sweeper, which also publishes the events.
+                None => Arc::new(InboxQueue::draining_on_enqueue(
+                    shared::db::lambda_pool(&config)?,
+                    config.payment_retry_policy(),
+                    Arc::new(NoPublisher),
+                )),
+            },
         })
     }
 }

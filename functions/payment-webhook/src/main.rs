@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let deps = payment_webhook::Deps::from_env()?;
+    let deps = payment_webhook::Deps::from_env().await?;
     lambda_http::run(lambda_http::service_fn(|request| {
         payment_webhook::handle(&deps, request)
     }))

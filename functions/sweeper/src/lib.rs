@@ -1,39 +1,46 @@
-//! The periodic catch-all: settles every hold past its expiry that no trigger settled, and
-//! delivers payment events waiting in the inbox. Safe to run concurrently with everything.
+//! The periodic catch-all: settles every hold and unpaid order past its deadline that no trigger
+//! settled, delivers payment events waiting in the inbox and republishes events still in the
+//! outbox. Safe to run concurrently with everything, itself included.
 
-use serde::Serialize;
-use shared::inbox::{self, DrainReport, RetryPolicy};
-use shared::{Config, Error, stock};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::inbox::RetryPolicy;
+use shared::ports::{EventPublisher, NoPublisher};
+use shared::service::{self, SweepReport};
+use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
 
 pub struct Deps {
     pub pool: MySqlPool,
+    pub publisher: Arc<dyn EventPublisher>,
     pub payment_retry: RetryPolicy,
+    /// Events younger than this are left to the operation that wrote them.
+    pub republish_grace: Duration,
 }
 
 impl Deps {
-    pub fn from_env() -> Result<Self, Error> {
+    pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
+            publisher: adapters::aws_event_publisher(&config)
+                .await?
+                .unwrap_or_else(|| Arc::new(NoPublisher)),
             payment_retry: config.payment_retry_policy(),
+            republish_grace: service::REPUBLISH_GRACE,
         })
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct SweepReport {
-    pub holds_expired: u64,
-    pub payments: DrainReport,
-}
-
 pub async fn handle(deps: &Deps) -> Result<SweepReport, Error> {
-    let report = SweepReport {
-        holds_expired: stock::settle_all_lapsed_holds(&deps.pool).await?,
-        payments: inbox::drain(&deps.pool, deps.payment_retry).await?,
-    };
-    if report.holds_expired > 0 || report.payments != DrainReport::default() {
-        tracing::info!(?report, "sweep settled overdue work");
-    }
+    let report = service::sweep(
+        &deps.pool,
+        deps.publisher.as_ref(),
+        deps.payment_retry,
+        deps.republish_grace,
+    )
+    .await?;
+    tracing::info!(?report, "sweep done");
     Ok(report)
 }

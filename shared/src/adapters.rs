@@ -1,0 +1,76 @@
+//! Chooses each port's adapter from the configuration: the AWS one when its variables are set
+//! (and the function was built with its feature), otherwise `None`, and the caller picks its
+//! in-process fallback (a Lambda skips, the local server runs timers, workers and logs).
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::ports::{DeadlineScheduler, EventPublisher, PaymentQueue};
+
+pub async fn aws_scheduler(config: &Config) -> Result<Option<Arc<dyn DeadlineScheduler>>, Error> {
+    let Some(settings) = config.scheduler.clone() else {
+        return Ok(None);
+    };
+    #[cfg(feature = "aws-scheduler")]
+    {
+        let client = aws_sdk_scheduler::Client::new(crate::aws::sdk_config().await);
+        Ok(Some(Arc::new(
+            crate::aws::scheduler::EventBridgeScheduler::new(client, settings),
+        )))
+    }
+    #[cfg(not(feature = "aws-scheduler"))]
+    {
+        let _ = settings;
+        Err(not_built_with("HOLD_SCHEDULE_GROUP", "aws-scheduler"))
+    }
+}
+
+pub async fn aws_payment_queue(config: &Config) -> Result<Option<Arc<dyn PaymentQueue>>, Error> {
+    let Some(queue_url) = config.webhook_queue_url.clone() else {
+        return Ok(None);
+    };
+    #[cfg(feature = "aws-sqs")]
+    {
+        let client = aws_sdk_sqs::Client::new(crate::aws::sdk_config().await);
+        Ok(Some(Arc::new(crate::aws::sqs::SqsPaymentQueue::new(
+            client, queue_url,
+        ))))
+    }
+    #[cfg(not(feature = "aws-sqs"))]
+    {
+        let _ = queue_url;
+        Err(not_built_with("WEBHOOK_QUEUE_URL", "aws-sqs"))
+    }
+}
+
+pub async fn aws_event_publisher(
+    config: &Config,
+) -> Result<Option<Arc<dyn EventPublisher>>, Error> {
+    let Some(bus_name) = config.event_bus_name.clone() else {
+        return Ok(None);
+    };
+    #[cfg(feature = "aws-eventbridge")]
+    {
+        let client = aws_sdk_eventbridge::Client::new(crate::aws::sdk_config().await);
+        Ok(Some(Arc::new(
+            crate::aws::eventbridge::EventBridgePublisher::new(client, bus_name),
+        )))
+    }
+    #[cfg(not(feature = "aws-eventbridge"))]
+    {
+        let _ = bus_name;
+        Err(not_built_with("EVENT_BUS_NAME", "aws-eventbridge"))
+    }
+}
+
+#[cfg(not(all(
+    feature = "aws-scheduler",
+    feature = "aws-sqs",
+    feature = "aws-eventbridge"
+)))]
+fn not_built_with(variable: &str, feature: &str) -> Error {
+    Error::Config(format!(
+        "{variable} is set but this function was built without the `{feature}` feature"
+    ))
+}
