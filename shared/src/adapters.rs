@@ -4,62 +4,70 @@
 
 use std::sync::Arc;
 
+use crate::aws::SdkLoader;
 use crate::config::Config;
 use crate::error::Error;
 use crate::ports::{DeadlineScheduler, EventPublisher, PaymentQueue};
 
-pub async fn aws_scheduler(config: &Config) -> Result<Option<Arc<dyn DeadlineScheduler>>, Error> {
+pub async fn aws_scheduler(
+    config: &Config,
+    sdk: &SdkLoader,
+) -> Result<Option<Arc<dyn DeadlineScheduler>>, Error> {
     let Some(settings) = config.scheduler.clone() else {
         return Ok(None);
     };
     #[cfg(feature = "aws-scheduler")]
     {
-        let client = aws_sdk_scheduler::Client::new(crate::aws::sdk_config().await);
+        let client = aws_sdk_scheduler::Client::new(sdk.get().await);
         Ok(Some(Arc::new(
             crate::aws::scheduler::EventBridgeScheduler::new(client, settings),
         )))
     }
     #[cfg(not(feature = "aws-scheduler"))]
     {
-        let _ = settings;
+        let _ = (settings, sdk);
         Err(not_built_with("HOLD_SCHEDULE_GROUP", "aws-scheduler"))
     }
 }
 
-pub async fn aws_payment_queue(config: &Config) -> Result<Option<Arc<dyn PaymentQueue>>, Error> {
+pub async fn aws_payment_queue(
+    config: &Config,
+    sdk: &SdkLoader,
+) -> Result<Option<Arc<dyn PaymentQueue>>, Error> {
     let Some(queue_url) = config.webhook_queue_url.clone() else {
         return Ok(None);
     };
     #[cfg(feature = "aws-sqs")]
     {
-        let client = aws_sdk_sqs::Client::new(crate::aws::sdk_config().await);
+        let client = aws_sdk_sqs::Client::new(sdk.get().await);
         Ok(Some(Arc::new(crate::aws::sqs::SqsPaymentQueue::new(
             client, queue_url,
         ))))
     }
     #[cfg(not(feature = "aws-sqs"))]
     {
-        let _ = queue_url;
+        let _ = (queue_url, sdk);
         Err(not_built_with("WEBHOOK_QUEUE_URL", "aws-sqs"))
     }
 }
 
 pub async fn aws_event_publisher(
     config: &Config,
+    sdk: &SdkLoader,
 ) -> Result<Option<Arc<dyn EventPublisher>>, Error> {
     let Some(bus_name) = config.event_bus_name.clone() else {
         return Ok(None);
     };
     #[cfg(feature = "aws-eventbridge")]
     {
-        let client = aws_sdk_eventbridge::Client::new(crate::aws::sdk_config().await);
+        let client = aws_sdk_eventbridge::Client::new(sdk.get().await);
         Ok(Some(Arc::new(
             crate::aws::eventbridge::EventBridgePublisher::new(client, bus_name),
         )))
     }
     #[cfg(not(feature = "aws-eventbridge"))]
     {
-        let _ = bus_name;
+        let _ = (bus_name, sdk);
         Err(not_built_with("EVENT_BUS_NAME", "aws-eventbridge"))
     }
 }

@@ -9,6 +9,7 @@ use axum::body::Body as AxumBody;
 use axum::extract::State;
 use lambda_http::{Body, Request, RequestExt, Response};
 use secrecy::ExposeSecret;
+use shared::aws::SdkLoader;
 use shared::ports::{
     DeadlineScheduler, EventPublisher, InboxQueue, LogPublisher, NoScheduler, PaymentQueue,
     TimerScheduler,
@@ -25,17 +26,20 @@ const INBOX_WORKERS: usize = 2;
 /// How often an idle worker looks for events enqueued by another instance or now due for retry.
 const INBOX_POLL: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Deadline timers, the sweeper and the payment queue workers. Off only in tests that need a
     /// server which accepts work but never processes it (as if it crashed right after answering).
     pub background_work: bool,
+    /// The AWS SDK configuration for the AWS adapters; `None` loads it from the environment.
+    pub aws: Option<aws_config::SdkConfig>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             background_work: true,
+            aws: None,
         }
     }
 }
@@ -72,18 +76,23 @@ impl LocalServer {
         }
 
         // The AWS adapters when their variables are set, in-process ones otherwise.
-        let publisher: Arc<dyn EventPublisher> = adapters::aws_event_publisher(config)
+        let sdk = options
+            .aws
+            .clone()
+            .map_or_else(SdkLoader::from_env, SdkLoader::given);
+        let publisher: Arc<dyn EventPublisher> = adapters::aws_event_publisher(config, &sdk)
             .await?
             .unwrap_or_else(|| Arc::new(LogPublisher));
-        let scheduler: Arc<dyn DeadlineScheduler> = match adapters::aws_scheduler(config).await? {
-            Some(aws) => aws,
-            None if options.background_work => {
-                Arc::new(TimerScheduler::new(pool.clone(), publisher.clone()))
-            }
-            None => Arc::new(NoScheduler),
-        };
+        let scheduler: Arc<dyn DeadlineScheduler> =
+            match adapters::aws_scheduler(config, &sdk).await? {
+                Some(aws) => aws,
+                None if options.background_work => {
+                    Arc::new(TimerScheduler::new(pool.clone(), publisher.clone()))
+                }
+                None => Arc::new(NoScheduler),
+            };
         let inbox = InboxQueue::new(pool.clone());
-        let sqs = adapters::aws_payment_queue(config).await?;
+        let sqs = adapters::aws_payment_queue(config, &sdk).await?;
         let queue: Arc<dyn PaymentQueue> = sqs.clone().unwrap_or_else(|| Arc::new(inbox.clone()));
         let admin_token = config.require_admin_token()?;
         let handlers = Arc::new(Handlers {
@@ -132,7 +141,7 @@ impl LocalServer {
             let policy = config.payment_retry_policy();
             match (&config.webhook_queue_url, sqs) {
                 (Some(queue_url), Some(_)) => {
-                    let client = aws_sdk_sqs::Client::new(shared::aws::sdk_config().await);
+                    let client = aws_sdk_sqs::Client::new(sdk.get().await);
                     let processor = payment_processor::Deps {
                         pool: pool.clone(),
                         publisher: publisher.clone(),

@@ -10,9 +10,12 @@ use hold_expiry::ExpireHold;
 use shared::ports::NoPublisher;
 use shared::stock::ExpiryOutcome;
 
-const NO_BACKGROUND_WORK: Options = Options {
-    background_work: false,
-};
+fn no_background_work() -> Options {
+    Options {
+        background_work: false,
+        ..Options::default()
+    }
+}
 
 async fn stored_status(db: &TestDb, hold_id: &str) -> String {
     sqlx::query_scalar("SELECT CAST(status AS CHAR) FROM holds WHERE id = ?")
@@ -43,7 +46,7 @@ async fn a_lapsed_hold_stops_counting_for_readers_before_any_job_runs() {
     let db = TestDb::new().await;
     // No timers, no sweeper: nothing settles the hold.
     let server = db
-        .server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK)
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], no_background_work())
         .await;
     let api = Api::new(&server);
     let product = api.create_product(3, "50.00").await;
@@ -89,7 +92,7 @@ async fn a_lapsed_hold_stops_counting_for_readers_before_any_job_runs() {
 async fn the_expiry_trigger_settles_only_a_lapsed_active_hold_and_is_safe_to_repeat() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK)
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], no_background_work())
         .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "50.00").await;
@@ -135,7 +138,7 @@ async fn the_expiry_trigger_settles_only_a_lapsed_active_hold_and_is_safe_to_rep
 async fn a_trigger_after_the_hold_was_redeemed_changes_nothing() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK)
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], no_background_work())
         .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "50.00").await;
@@ -170,7 +173,7 @@ fn sweeper_deps(db: &TestDb) -> sweeper::Deps {
 async fn the_sweeper_settles_every_lapsed_hold_and_running_it_concurrently_is_safe() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("HOLD_TTL_SECONDS", "1")], NO_BACKGROUND_WORK)
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], no_background_work())
         .await;
     let api = Api::new(&server);
     let (first, second) = (
@@ -258,4 +261,213 @@ async fn the_local_servers_timer_settles_a_hold_at_its_expiry() {
     }
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
     assert_eq!(stock["available_stock"], 10);
+}
+
+async fn stored_order_status(db: &TestDb, order_id: &str) -> String {
+    sqlx::query_scalar("SELECT CAST(status AS CHAR) FROM orders WHERE id = ?")
+        .bind(order_id)
+        .fetch_one(&db.pool)
+        .await
+        .expect("order row")
+}
+
+async fn outbox_types(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_type FROM outbox_events ORDER BY created_at, event_type")
+        .fetch_all(&db.pool)
+        .await
+        .expect("outbox")
+}
+
+async fn expire_order(db: &TestDb, order_id: &str) -> ExpiryOutcome {
+    let deps = order_expiry::Deps {
+        pool: db.pool.clone(),
+        publisher: Arc::new(NoPublisher),
+    };
+    order_expiry::handle(
+        &deps,
+        order_expiry::ExpireOrder {
+            order_id: order_id.to_owned(),
+        },
+    )
+    .await
+    .expect("expiry runs")
+    .outcome
+}
+
+async fn unpaid_order(api: &Api, product: u64, qty: u32) -> String {
+    let (_, hold) = api.hold(product, qty).await;
+    let (status, order) = api.order(hold["hold_id"].as_str().expect("id")).await;
+    assert_eq!(status, 201, "{order}");
+    order["order_id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_order_is_cancelled_for_readers_the_moment_its_deadline_passes() {
+    let db = TestDb::new().await;
+    let server = db
+        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1")], no_background_work())
+        .await;
+    let api = Api::new(&server);
+    let product = api.create_product(5, "10.00").await;
+    let order_id = unpaid_order(&api, product, 5).await;
+    assert_eq!(api.product(product).await["sold_stock"], 5);
+    assert_eq!(api.hold(product, 1).await.0, 409);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        stored_order_status(&db, &order_id).await,
+        "pending_payment",
+        "no job has run"
+    );
+    assert_eq!(
+        api.get(&format!("/api/orders/{order_id}")).await.1["status"],
+        "cancelled"
+    );
+    let stock = api.product(product).await;
+    assert_eq!(
+        (
+            stock["available_stock"].as_i64(),
+            stock["sold_stock"].as_i64()
+        ),
+        (Some(5), Some(0)),
+        "{stock}"
+    );
+    // A reservation that needs those units settles the order itself.
+    assert_eq!(api.hold(product, 5).await.0, 201);
+    assert_eq!(stored_order_status(&db, &order_id).await, "cancelled");
+    assert_eq!(outbox_types(&db).await, ["OrderCreated", "OrderCancelled"]);
+    assert_stock_invariants(&db.pool, &api, product).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_deadline_trigger_cancels_only_an_unpaid_order_past_its_deadline() {
+    let db = TestDb::new().await;
+    let server = db
+        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1")], no_background_work())
+        .await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "10.00").await;
+    let unpaid = unpaid_order(&api, product, 2).await;
+    let paid = unpaid_order(&api, product, 3).await;
+    let apply = |key: &'static str, order_id: String| {
+        let pool = db.pool.clone();
+        async move {
+            let event = shared::payments::PaymentEvent {
+                idempotency_key: key.into(),
+                order_id: shared::ids::OrderId::parse(&order_id).expect("id"),
+                status: shared::payments::PaymentStatus::Paid,
+            };
+            shared::service::apply_payment(&pool, &NoPublisher, &event)
+                .await
+                .expect("applied")
+        }
+    };
+    assert_eq!(apply("evt_in_time", paid.clone()).await.as_str(), "paid");
+
+    assert_eq!(
+        expire_order(&db, &unpaid).await,
+        ExpiryOutcome::NotYetDue,
+        "early: nothing changes"
+    );
+    assert_eq!(stored_order_status(&db, &unpaid).await, "pending_payment");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(expire_order(&db, &unpaid).await, ExpiryOutcome::Expired);
+    assert_eq!(
+        expire_order(&db, &unpaid).await,
+        ExpiryOutcome::AlreadySettled
+    );
+    assert_eq!(
+        expire_order(&db, &paid).await,
+        ExpiryOutcome::AlreadySettled,
+        "a paid order is never cancelled"
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(expire_order(&db, &unknown).await, ExpiryOutcome::NotFound);
+
+    // The provider's success arrives after the deadline: recorded as a late payment, not applied.
+    assert_eq!(
+        apply("evt_late", unpaid.clone()).await.as_str(),
+        "refund_required"
+    );
+    assert_eq!(
+        api.get(&format!("/api/orders/{unpaid}")).await.1["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        api.get(&format!("/api/orders/{paid}")).await.1["status"],
+        "paid"
+    );
+    let types = outbox_types(&db).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "OrderCancelled").count(),
+        1,
+        "{types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|t| *t == "LatePayment").count(),
+        1,
+        "{types:?}"
+    );
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!(
+        (
+            stock["sold_stock"].as_i64(),
+            stock["available_stock"].as_i64()
+        ),
+        (Some(3), Some(7))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_paid_event_settles_the_lapsed_order_itself_and_asks_for_a_refund() {
+    let db = TestDb::new().await;
+    // No timer and no sweeper: the order is past its deadline but still stored as pending.
+    let server = db
+        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1")], no_background_work())
+        .await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "10.00").await;
+    let order_id = unpaid_order(&api, product, 4).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(stored_order_status(&db, &order_id).await, "pending_payment");
+
+    let event = shared::payments::PaymentEvent {
+        idempotency_key: "evt_too_late".into(),
+        order_id: shared::ids::OrderId::parse(&order_id).expect("id"),
+        status: shared::payments::PaymentStatus::Paid,
+    };
+    let outcome = shared::service::apply_payment(&db.pool, &NoPublisher, &event)
+        .await
+        .expect("applied");
+    assert_eq!(outcome.as_str(), "refund_required");
+    assert_eq!(stored_order_status(&db, &order_id).await, "cancelled");
+    let mut types = outbox_types(&db).await;
+    types.sort();
+    assert_eq!(types, ["LatePayment", "OrderCancelled", "OrderCreated"]);
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!(stock["available_stock"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_cancels_unpaid_orders_past_their_deadline() {
+    let db = TestDb::new().await;
+    let server = db
+        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1")], no_background_work())
+        .await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "10.00").await;
+    for _ in 0..3 {
+        unpaid_order(&api, product, 2).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = sweeper::handle(&sweeper_deps(&db)).await.expect("sweep");
+    assert_eq!(report.settled.orders_cancelled, 3);
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!(
+        (
+            stock["available_stock"].as_i64(),
+            stock["sold_stock"].as_i64()
+        ),
+        (Some(10), Some(0))
+    );
 }

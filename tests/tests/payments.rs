@@ -13,6 +13,13 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::ports::NoPublisher;
 
+fn no_background_work() -> Options {
+    Options {
+        background_work: false,
+        ..Options::default()
+    }
+}
+
 const SETTLED: Duration = Duration::from_secs(10);
 
 async fn ordered(api: &Api, product: u64, qty: u32) -> String {
@@ -154,14 +161,7 @@ async fn the_first_terminal_outcome_wins_and_later_conflicts_are_recorded() {
 async fn events_of_one_order_apply_in_the_order_they_arrived() {
     let db = TestDb::new().await;
     // Workers off while the events arrive, so both are queued before either is processed.
-    let intake = db
-        .server_with(
-            &[],
-            Options {
-                background_work: false,
-            },
-        )
-        .await;
+    let intake = db.server_with(&[], no_background_work()).await;
     let api = Api::new(&intake);
     let product = api.create_product(10, "20.00").await;
     let order_id = ordered(&api, product, 1).await;
@@ -180,14 +180,7 @@ async fn events_of_one_order_apply_in_the_order_they_arrived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_event_survives_a_crash_of_the_server_that_accepted_it() {
     let db = TestDb::new().await;
-    let crashing = db
-        .server_with(
-            &[],
-            Options {
-                background_work: false,
-            },
-        )
-        .await;
+    let crashing = db.server_with(&[], no_background_work()).await;
     let api = Api::new(&crashing);
     let product = api.create_product(10, "20.00").await;
     let order_id = ordered(&api, product, 1).await;
@@ -282,14 +275,7 @@ async fn unsigned_forged_and_stale_webhooks_are_refused_and_nothing_is_queued() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqs_processor_fails_a_group_from_its_first_unapplied_message_on() {
     let db = TestDb::new().await;
-    let server = db
-        .server_with(
-            &[],
-            Options {
-                background_work: false,
-            },
-        )
-        .await;
+    let server = db.server_with(&[], no_background_work()).await;
     let api = Api::new(&server);
     let product = api.create_product(10, "20.00").await;
     let known = ordered(&api, product, 1).await;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
 use shared::ids::HoldId;
 use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher, NoScheduler};
@@ -21,12 +22,13 @@ pub struct Deps {
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
+        let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            scheduler: adapters::aws_scheduler(&config)
+            scheduler: adapters::aws_scheduler(&config, &sdk)
                 .await?
                 .unwrap_or_else(|| Arc::new(NoScheduler)),
-            publisher: adapters::aws_event_publisher(&config)
+            publisher: adapters::aws_event_publisher(&config, &sdk)
                 .await?
                 .unwrap_or_else(|| Arc::new(NoPublisher)),
             payment_ttl: config.order_payment_ttl,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use shared::aws::SdkLoader;
 use shared::ids::HoldId;
 use shared::ports::{EventPublisher, NoPublisher};
 use shared::stock::ExpiryOutcome;
@@ -18,9 +19,10 @@ pub struct Deps {
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
+        let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            publisher: adapters::aws_event_publisher(&config)
+            publisher: adapters::aws_event_publisher(&config, &sdk)
                 .await?
                 .unwrap_or_else(|| Arc::new(NoPublisher)),
         })

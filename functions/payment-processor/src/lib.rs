@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use shared::aws::SdkLoader;
 use shared::payments::PaymentEvent;
 use shared::ports::{EventPublisher, NoPublisher};
 use shared::{Config, Error, adapters, service};
@@ -20,9 +21,10 @@ pub struct Deps {
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
+        let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            publisher: adapters::aws_event_publisher(&config)
+            publisher: adapters::aws_event_publisher(&config, &sdk)
                 .await?
                 .unwrap_or_else(|| Arc::new(NoPublisher)),
         })

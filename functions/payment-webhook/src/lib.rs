@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
 use shared::payments::{self, PaymentEvent};
 use shared::ports::{InboxQueue, NoPublisher, PaymentQueue};
@@ -19,10 +20,11 @@ pub struct Deps {
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
+        let sdk = SdkLoader::from_env();
         Ok(Self {
             secrets: config.require_webhook_secrets()?,
             tolerance: config.webhook_tolerance,
-            queue: match adapters::aws_payment_queue(&config).await? {
+            queue: match adapters::aws_payment_queue(&config, &sdk).await? {
                 Some(sqs) => sqs,
                 // No queue service: queue durably in the database and apply at once; what cannot be
                 // applied yet is retried by the sweeper, which also publishes the events.

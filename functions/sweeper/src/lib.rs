@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::aws::SdkLoader;
 use shared::inbox::RetryPolicy;
 use shared::ports::{EventPublisher, NoPublisher};
 use shared::service::{self, SweepReport};
@@ -22,9 +23,10 @@ pub struct Deps {
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
         let config = Config::from_env()?;
+        let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            publisher: adapters::aws_event_publisher(&config)
+            publisher: adapters::aws_event_publisher(&config, &sdk)
                 .await?
                 .unwrap_or_else(|| Arc::new(NoPublisher)),
             payment_retry: config.payment_retry_policy(),
