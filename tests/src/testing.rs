@@ -292,25 +292,6 @@ pub fn webhook_signature(body: &str) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_database_is_replaced_and_options_kept() {
-        assert_eq!(
-            super::with_database("mysql://root@127.0.0.1:3306/flash_sale", "t1"),
-            "mysql://root@127.0.0.1:3306/t1"
-        );
-        assert_eq!(
-            super::with_database("mysql://u:p@h/db?ssl-mode=disabled", "t2"),
-            "mysql://u:p@h/t2?ssl-mode=disabled"
-        );
-        assert_eq!(
-            super::with_database("mysql://root@127.0.0.1:3306", "t3"),
-            "mysql://root@127.0.0.1:3306/t3"
-        );
-    }
-}
-
 /// A local AWS emulator (`moto_server`, `pip install 'moto[server]'`) of one test's own, on a
 /// free loopback port; stopped when dropped.
 pub struct Moto {
@@ -365,5 +346,24 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_database_is_replaced_and_options_kept() {
+        assert_eq!(
+            super::with_database("mysql://root@127.0.0.1:3306/flash_sale", "t1"),
+            "mysql://root@127.0.0.1:3306/t1"
+        );
+        assert_eq!(
+            super::with_database("mysql://u:p@h/db?ssl-mode=disabled", "t2"),
+            "mysql://u:p@h/t2?ssl-mode=disabled"
+        );
+        assert_eq!(
+            super::with_database("mysql://root@127.0.0.1:3306", "t3"),
+            "mysql://root@127.0.0.1:3306/t3"
+        );
     }
 }
