@@ -21,6 +21,20 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), shared::Error> {
     let mut config = Config::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => {}
+        // For the functions under `cargo lambda watch`, which never migrate: ready the database, exit.
+        Some("migrate") => {
+            return flash_sale_local::server::prepare_database(&config)
+                .await
+                .map(drop);
+        }
+        Some(other) => {
+            return Err(shared::Error::Config(format!(
+                "unknown command {other:?}; use `serve` (default) or `migrate`"
+            )));
+        }
+    }
     // Locally a missing secret is generated and shown once, so the first run needs no setup.
     if config.admin_token.is_none() {
         let token = random_secret();

@@ -65,15 +65,7 @@ impl LocalServer {
     /// Creates the database if needed, migrates it, seeds the demo product when there is none,
     /// and starts serving on `config.listen_addr`.
     pub async fn start(config: &Config, options: Options) -> Result<Self, Error> {
-        db::create_database_if_missing(&config.database_url).await?;
-        let max_connections = config
-            .database_max_connections
-            .unwrap_or(shared::config::LOCAL_SERVER_CONNECTIONS);
-        let pool = db::connect(&config.database_url, max_connections).await?;
-        db::migrate(&pool).await?;
-        if stock::seed_demo_product(&pool).await? {
-            tracing::info!("created demo product 1: 100 units at 50.00");
-        }
+        let pool = prepare_database(config).await?;
 
         // The AWS adapters when their variables are set, in-process ones otherwise.
         let sdk = options
@@ -187,6 +179,20 @@ impl LocalServer {
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
+}
+
+/// Creates the database if needed, migrates it and seeds the demo product when there is none.
+pub async fn prepare_database(config: &Config) -> Result<MySqlPool, Error> {
+    db::create_database_if_missing(&config.database_url).await?;
+    let max_connections = config
+        .database_max_connections
+        .unwrap_or(shared::config::LOCAL_SERVER_CONNECTIONS);
+    let pool = db::connect(&config.database_url, max_connections).await?;
+    db::migrate(&pool).await?;
+    if stock::seed_demo_product(&pool).await? {
+        tracing::info!("created demo product 1: 100 units at 50.00");
+    }
+    Ok(pool)
 }
 
 impl Drop for LocalServer {
