@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::aws::SdkLoader;
 use crate::config::Config;
 use crate::error::Error;
-use crate::ports::{DeadlineScheduler, EventPublisher, PaymentQueue};
+use crate::ports::{DeadlineScheduler, EventPublisher, NoPublisher, NoScheduler, PaymentQueue};
 
 pub async fn aws_scheduler(
     config: &Config,
@@ -81,4 +81,24 @@ fn not_built_with(variable: &str, feature: &str) -> Error {
     Error::Config(format!(
         "{variable} is set but this function was built without the `{feature}` feature"
     ))
+}
+
+/// A Lambda's scheduler: Scheduler when configured, else none (the sweeper settles deadlines).
+pub async fn lambda_scheduler(
+    config: &Config,
+    sdk: &SdkLoader,
+) -> Result<Arc<dyn DeadlineScheduler>, Error> {
+    Ok(aws_scheduler(config, sdk)
+        .await?
+        .unwrap_or_else(|| Arc::new(NoScheduler)))
+}
+
+/// A Lambda's publisher: EventBridge when configured, else events wait in the outbox.
+pub async fn lambda_event_publisher(
+    config: &Config,
+    sdk: &SdkLoader,
+) -> Result<Arc<dyn EventPublisher>, Error> {
+    Ok(aws_event_publisher(config, sdk)
+        .await?
+        .unwrap_or_else(|| Arc::new(NoPublisher)))
 }

@@ -575,33 +575,45 @@ pub async fn settle_lapsed(
     pool: &MySqlPool,
     product_id: ProductId,
 ) -> Result<Committed<Settlement>, Error> {
-    let mut settlement = Settlement::default();
     let mut events = Vec::new();
+    let holds_expired = settle_in_batches(&mut events, "settle_lapsed_holds", || {
+        settle_hold_batch(pool, product_id)
+    })
+    .await?;
+    let orders_cancelled = settle_in_batches(&mut events, "settle_lapsed_orders", || {
+        settle_order_batch(pool, product_id)
+    })
+    .await?;
+    Ok(Committed::new(
+        Settlement {
+            holds_expired,
+            orders_cancelled,
+        },
+        events,
+    ))
+}
+
+/// Runs a batch transaction (one event per row it settled) until a batch comes back short;
+/// returns how many rows were settled.
+async fn settle_in_batches<F, Fut>(
+    events: &mut Vec<DomainEvent>,
+    operation: &'static str,
+    mut batch: F,
+) -> Result<u64, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<DomainEvent>, Error>>,
+{
+    let mut settled = 0;
     loop {
-        let batch = retry_conflicts("settle_lapsed_holds", || {
-            settle_hold_batch(pool, product_id)
-        })
-        .await?;
-        settlement.holds_expired += batch.len() as u64;
-        let done = batch.len() < SETTLE_BATCH;
-        events.extend(batch);
+        let settled_now = retry_conflicts(operation, &mut batch).await?;
+        settled += settled_now.len() as u64;
+        let done = settled_now.len() < SETTLE_BATCH;
+        events.extend(settled_now);
         if done {
-            break;
+            return Ok(settled);
         }
     }
-    loop {
-        let batch = retry_conflicts("settle_lapsed_orders", || {
-            settle_order_batch(pool, product_id)
-        })
-        .await?;
-        settlement.orders_cancelled += batch.len() as u64;
-        let done = batch.len() < SETTLE_BATCH;
-        events.extend(batch);
-        if done {
-            break;
-        }
-    }
-    Ok(Committed::new(settlement, events))
 }
 
 /// Returns one HoldExpired event per hold it settled.

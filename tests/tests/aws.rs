@@ -146,6 +146,18 @@ async fn scheduler_down_never_fails_a_hold_or_an_order() {
     assert_eq!(status, 201, "{order}");
 }
 
+async fn queue_arn(sqs: &Sqs, queue_url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("arn")
+}
+
 async fn fifo_queue_with_dead_letters(sqs: &Sqs, max_receive_count: u32) -> (String, String) {
     let dlq = sqs
         .create_queue()
@@ -155,16 +167,7 @@ async fn fifo_queue_with_dead_letters(sqs: &Sqs, max_receive_count: u32) -> (Str
         .await
         .expect("dlq");
     let dlq_url = dlq.queue_url().expect("url").to_owned();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("arn");
+    let dlq_arn = queue_arn(sqs, &dlq_url).await;
     let redrive =
         json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()});
     let queue = sqs
@@ -330,16 +333,7 @@ async fn bus_with_sink(moto: &Moto, bus: &str) -> (Sqs, String) {
         .await
         .expect("sink");
     let sink_url = sink.queue_url().expect("url").to_owned();
-    let sink_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&sink_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("arn");
+    let sink_arn = queue_arn(&sqs, &sink_url).await;
     events
         .put_rule()
         .name("everything")

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
 use shared::ids::ProductId;
-use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher, NoScheduler};
+use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher};
 use shared::service::{self, Effects};
 use shared::stock::HoldRequest;
 use shared::{Config, Error, adapters};
@@ -32,9 +32,7 @@ impl Deps {
         let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            scheduler: adapters::aws_scheduler(&config, &sdk)
-                .await?
-                .unwrap_or_else(|| Arc::new(NoScheduler)),
+            scheduler: adapters::lambda_scheduler(&config, &sdk).await?,
             publisher: Arc::new(NoPublisher),
             hold_ttl: config.hold_ttl,
             max_hold_qty: config.max_hold_qty,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
 use shared::ids::HoldId;
-use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher, NoScheduler};
+use shared::ports::{DeadlineScheduler, EventPublisher};
 use shared::service::{self, Effects};
 use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
@@ -25,12 +25,8 @@ impl Deps {
         let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            scheduler: adapters::aws_scheduler(&config, &sdk)
-                .await?
-                .unwrap_or_else(|| Arc::new(NoScheduler)),
-            publisher: adapters::aws_event_publisher(&config, &sdk)
-                .await?
-                .unwrap_or_else(|| Arc::new(NoPublisher)),
+            scheduler: adapters::lambda_scheduler(&config, &sdk).await?,
+            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
             payment_ttl: config.order_payment_ttl,
         })
     }

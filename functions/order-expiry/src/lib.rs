@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use shared::aws::SdkLoader;
 use shared::ids::OrderId;
-use shared::ports::{EventPublisher, NoPublisher};
+use shared::ports::EventPublisher;
 use shared::stock::ExpiryOutcome;
 use shared::{Config, Error, adapters, service};
 use sqlx::MySqlPool;
@@ -22,9 +22,7 @@ impl Deps {
         let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            publisher: adapters::aws_event_publisher(&config, &sdk)
-                .await?
-                .unwrap_or_else(|| Arc::new(NoPublisher)),
+            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use shared::aws::SdkLoader;
 use shared::payments::PaymentEvent;
-use shared::ports::{EventPublisher, NoPublisher};
+use shared::ports::EventPublisher;
 use shared::{Config, Error, adapters, service};
 use sqlx::MySqlPool;
 
@@ -24,9 +24,7 @@ impl Deps {
         let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            publisher: adapters::aws_event_publisher(&config, &sdk)
-                .await?
-                .unwrap_or_else(|| Arc::new(NoPublisher)),
+            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
         })
     }
 }

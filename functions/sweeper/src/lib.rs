@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shared::aws::SdkLoader;
 use shared::inbox::RetryPolicy;
-use shared::ports::{EventPublisher, NoPublisher};
+use shared::ports::EventPublisher;
 use shared::service::{self, SweepReport};
 use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
@@ -26,9 +26,7 @@ impl Deps {
         let sdk = SdkLoader::from_env();
         Ok(Self {
             pool: shared::db::lambda_pool(&config)?,
-            publisher: adapters::aws_event_publisher(&config, &sdk)
-                .await?
-                .unwrap_or_else(|| Arc::new(NoPublisher)),
+            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
             payment_retry: config.payment_retry_policy(),
             republish_grace: service::REPUBLISH_GRACE,
         })
