@@ -2,6 +2,7 @@
 //! `handle` functions the Lambdas run, plus the in-process expiry timers, the sweeper and the
 //! durable payment queue workers. Also the helpers the end-to-end tests share.
 
+pub mod bench;
 pub mod routes;
 pub mod server;
 pub mod sqs_poller;

@@ -103,7 +103,7 @@ impl Drop for TestDb {
 }
 
 /// `mysql://user@host:3306/anything?x=y` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
+pub(crate) fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(base, query)| (base, Some(query)));
