@@ -17,6 +17,8 @@ pub struct Product {
     pub available_stock: i64,
     pub reserved_stock: i64,
     pub sold_stock: i64,
+    /// How many rows the stock is split over (see `stock::reserve`).
+    pub stock_buckets: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,6 +33,9 @@ pub enum HoldStatus {
 pub struct Hold {
     pub hold_id: HoldId,
     pub product_id: ProductId,
+    /// The stock bucket its units are reserved in: internal.
+    #[serde(skip)]
+    pub bucket: u16,
     pub qty: u32,
     pub status: HoldStatus,
     #[serde(serialize_with = "rfc3339")]
@@ -50,6 +55,9 @@ pub struct Order {
     pub order_id: OrderId,
     pub hold_id: HoldId,
     pub product_id: ProductId,
+    /// The stock bucket its units are sold from: internal.
+    #[serde(skip)]
+    pub bucket: u16,
     pub qty: u32,
     pub amount: Cents,
     pub status: OrderStatus,

@@ -1,13 +1,14 @@
 //! The stock transactions. Each public function is one business operation that owns its
 //! transaction(s) from `begin()` to `commit()`.
 //!
-//! Invariant, enforced by a CHECK constraint as well: `available + reserved + sold = total`, none
-//! negative. Correctness comes from InnoDB row locks only, taken in one order everywhere:
+//! Invariant, enforced per bucket by a CHECK constraint as well: `available + reserved + sold =
+//! total`, none negative; a product's total is the sum of its buckets'. Correctness comes from InnoDB row locks only, taken in one order everywhere:
 //!
-//!   holds -> orders -> products
+//!   holds -> orders -> stock buckets (in bucket order when several)
 //!
-//! The product row is the contended one, so it is always locked last, by the one conditional
-//! UPDATE that checks and moves stock, immediately followed by COMMIT.
+//! A stock bucket row is the contended one, so it is always locked last, by the one conditional
+//! UPDATE that checks and moves stock, immediately followed by COMMIT. A product's stock may be
+//! split over several buckets so that concurrent holds lock different rows.
 //!
 //! Deadlines need no job to take effect: an `active` hold whose `expires_at` has passed, or a
 //! `pending_payment` order whose `payment_due_at` has passed (by the database clock), is expired
@@ -35,60 +36,106 @@ use crate::money::Cents;
 
 /// Settling works through a product's lapsed holds and orders in batches of this many rows.
 const SETTLE_BATCH: usize = 500;
-/// A reservation that finds too little stock settles lapsed holds and tries again this often.
-const MAX_RESERVE_ATTEMPTS: u32 = 3;
+/// The most rows a product's stock may be split over.
+pub const MAX_STOCK_BUCKETS: u16 = 64;
 
 pub struct NewProduct {
     pub name: String,
     pub price: Cents,
     pub stock: u32,
+    /// Rows the stock is spread over (1..=MAX_STOCK_BUCKETS): more buckets, less lock contention
+    /// on a hot product.
+    pub buckets: u16,
+}
+
+/// The stock of each bucket: as even as possible, the first ones taking the remainder.
+fn split_stock(stock: u32, buckets: u16) -> Vec<u32> {
+    let buckets = u32::from(buckets.max(1));
+    (0..buckets)
+        .map(|i| stock / buckets + u32::from(i < stock % buckets))
+        .collect()
 }
 
 pub async fn create_product(pool: &MySqlPool, new: &NewProduct) -> Result<Product, Error> {
+    let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO products (name, price_cents, total_stock, available_stock, created_at) \
+        "INSERT INTO products (name, price_cents, total_stock, stock_buckets, created_at) \
          VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3))",
     )
     .bind(&new.name)
     .bind(new.price.0)
     .bind(new.stock)
-    .bind(new.stock)
-    .execute(pool)
+    .bind(new.buckets)
+    .execute(&mut *tx)
     .await?;
+    let id = ProductId(inserted.last_insert_id());
+    insert_buckets(&mut tx, id, new.stock, new.buckets).await?;
+    tx.commit().await?;
     Ok(Product {
-        id: ProductId(inserted.last_insert_id()),
+        id,
         name: new.name.clone(),
         price: new.price,
         total_stock: i64::from(new.stock),
         available_stock: i64::from(new.stock),
         reserved_stock: 0,
         sold_stock: 0,
+        stock_buckets: new.buckets,
     })
+}
+
+async fn insert_buckets(
+    tx: &mut Transaction<'_, MySql>,
+    product_id: ProductId,
+    stock: u32,
+    buckets: u16,
+) -> Result<(), Error> {
+    let mut insert = QueryBuilder::<MySql>::new(
+        "INSERT INTO stock_buckets (product_id, bucket, total_stock, available_stock) ",
+    );
+    insert.push_values(
+        split_stock(stock, buckets).into_iter().enumerate(),
+        |mut row, (bucket, units)| {
+            row.push_bind(product_id.0)
+                .push_bind(bucket as u16)
+                .push_bind(units)
+                .push_bind(units);
+        },
+    );
+    insert.build().execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Creates product 1 (100 units at 50.00) when there is no product at all. Instances starting
 /// together race on the primary key; the losers see a duplicate and do nothing.
 pub async fn seed_demo_product(pool: &MySqlPool) -> Result<bool, Error> {
+    let mut tx = pool.begin().await?;
     let seeded = sqlx::query(
-        "INSERT INTO products (id, name, price_cents, total_stock, available_stock, created_at) \
-         SELECT 1, 'Demo product', 5000, 100, 100, UTC_TIMESTAMP(3) FROM DUAL \
+        "INSERT INTO products (id, name, price_cents, total_stock, stock_buckets, created_at) \
+         SELECT 1, 'Demo product', 5000, 100, 1, UTC_TIMESTAMP(3) FROM DUAL \
          WHERE NOT EXISTS (SELECT 1 FROM products)",
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await;
     match seeded {
-        Ok(done) => Ok(done.rows_affected() == 1),
+        Ok(done) if done.rows_affected() == 1 => {
+            insert_buckets(&mut tx, ProductId(1), 100, 1).await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
         Err(err) if is_duplicate_key(&err) => Ok(false),
         Err(err) => Err(err.into()),
     }
 }
 
-/// One consistent statement: the counters, the lapsed holds they still count as reserved and the
-/// lapsed unpaid orders they still count as sold are read from one snapshot at one instant.
+/// One consistent statement: the bucket counters, the lapsed holds they still count as reserved
+/// and the lapsed unpaid orders they still count as sold, from one snapshot at one instant.
 pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Error> {
     let row = sqlx::query(
-        "SELECT p.id, p.name, p.price_cents, p.total_stock, p.available_stock, p.reserved_stock, \
-                p.sold_stock, \
+        "SELECT p.id, p.name, p.price_cents, p.total_stock, p.stock_buckets, \
+                CAST((SELECT SUM(b.available_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS available, \
+                CAST((SELECT SUM(b.reserved_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS reserved, \
+                CAST((SELECT SUM(b.sold_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS sold, \
                 CAST((SELECT COALESCE(SUM(h.qty), 0) FROM holds h \
                       WHERE h.product_id = p.id AND h.status = 'active' \
                         AND h.expires_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_holds, \
@@ -101,17 +148,17 @@ pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Err
     .fetch_optional(pool)
     .await?
     .ok_or(Error::ProductNotFound(id))?;
-    let lapsed_holds: i64 = row.try_get("lapsed_holds")?;
-    let lapsed_orders: i64 = row.try_get("lapsed_orders")?;
-    let stored = |column: &str| row.try_get::<i32, _>(column).map(i64::from);
+    let sum = |column: &str| row.try_get::<i64, _>(column);
+    let (lapsed_holds, lapsed_orders) = (sum("lapsed_holds")?, sum("lapsed_orders")?);
     Ok(Product {
         id: ProductId(row.try_get("id")?),
         name: row.try_get("name")?,
         price: Cents(row.try_get("price_cents")?),
-        total_stock: stored("total_stock")?,
-        available_stock: stored("available_stock")? + lapsed_holds + lapsed_orders,
-        reserved_stock: stored("reserved_stock")? - lapsed_holds,
-        sold_stock: stored("sold_stock")? - lapsed_orders,
+        total_stock: i64::from(row.try_get::<i32, _>("total_stock")?),
+        available_stock: sum("available")? + lapsed_holds + lapsed_orders,
+        reserved_stock: sum("reserved")? - lapsed_holds,
+        sold_stock: sum("sold")? - lapsed_orders,
+        stock_buckets: row.try_get("stock_buckets")?,
     })
 }
 
@@ -129,93 +176,215 @@ pub struct Reservation {
     pub replayed: bool,
 }
 
-/// Reserves `qty` units for `ttl`. The fast path is INSERT hold, then one conditional UPDATE of
-/// the product row that checks and reserves, then COMMIT: the product lock is held for one
-/// statement and the commit. Only when the counter is short does it settle the product's lapsed
-/// holds and unpaid orders and look again, so a hold is refused only when live holds and orders
-/// really leave too little. The events of what it settled on the way come back with the result;
-/// when it refuses, they stay in the outbox for the sweeper.
+/// Reserves `qty` units for `ttl`.
+///
+/// The fast path is INSERT hold, then one conditional UPDATE of one stock bucket that checks and
+/// reserves, then COMMIT: a bucket row is locked for one statement and the commit. The bucket is
+/// picked at random so concurrent holds on a split product lock different rows; a bucket short of
+/// units makes the same transaction try the next ones (an UPDATE whose condition fails takes no
+/// lock at READ COMMITTED). Only when no bucket has `qty` does it take the slow path: settle the
+/// product's lapsed holds and unpaid orders, then lock all buckets (in bucket order) and, if their
+/// sum is enough, consolidate units into one bucket and reserve there. So a hold is refused only
+/// when the product as a whole has too few units. The events of what it settled come back with
+/// the result; when it refuses, they stay in the outbox for the sweeper.
 pub async fn reserve(
     pool: &MySqlPool,
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Committed<Reservation>, Error> {
-    let mut attempts = 0;
-    let mut settled_events = Vec::new();
-    loop {
-        if let Some(reservation) =
-            retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await?
-        {
-            return Ok(Committed::new(reservation, settled_events));
-        }
-        attempts += 1;
-        settled_events.extend(settle_lapsed(pool, request.product_id).await?.events);
-        let available = get_product(pool, request.product_id).await?.available_stock;
-        if available < i64::from(request.qty) || attempts == MAX_RESERVE_ATTEMPTS {
-            return Err(Error::InsufficientStock {
-                requested: request.qty,
-                available,
-            });
-        }
+    if let Some(reservation) =
+        retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await?
+    {
+        return Ok(Committed::quiet(reservation));
+    }
+    let settled = settle_lapsed(pool, request.product_id).await?;
+    let reservation = retry_conflicts("reserve_consolidating", || {
+        reserve_consolidating(pool, request, ttl)
+    })
+    .await?;
+    Ok(Committed::new(reservation, settled.events))
+}
+
+/// The product's bucket count and the database clock, in one round trip outside any lock.
+async fn buckets_and_now(
+    tx: &mut Transaction<'_, MySql>,
+    product_id: ProductId,
+) -> Result<(u16, NaiveDateTime), Error> {
+    let row =
+        sqlx::query("SELECT stock_buckets, UTC_TIMESTAMP(3) AS db_now FROM products WHERE id = ?")
+            .bind(product_id.0)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(Error::ProductNotFound(product_id))?;
+    Ok((row.try_get("stock_buckets")?, row.try_get("db_now")?))
+}
+
+/// Starts a hold: the row, in `bucket`, not yet backed by stock.
+async fn insert_hold(
+    tx: &mut Transaction<'_, MySql>,
+    request: &HoldRequest,
+    bucket: u16,
+    now: NaiveDateTime,
+    ttl: Duration,
+) -> Result<Result<Hold, ()>, Error> {
+    let hold = Hold {
+        hold_id: HoldId::generate(),
+        product_id: request.product_id,
+        bucket,
+        qty: request.qty,
+        status: HoldStatus::Active,
+        expires_at: now + chrono_duration(ttl)?,
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO holds (id, product_id, bucket, qty, status, idempotency_key, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
+    )
+    .bind(hold.hold_id.as_str())
+    .bind(hold.product_id.0)
+    .bind(bucket)
+    .bind(hold.qty)
+    .bind(request.idempotency_key.as_deref())
+    .bind(now)
+    .bind(hold.expires_at)
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => Ok(Ok(hold)),
+        // The key's unique index made us wait for the first request with it, which committed.
+        Err(err) if request.idempotency_key.is_some() && is_duplicate_key(&err) => Ok(Err(())),
+        Err(err) => Err(err.into()),
     }
 }
 
-/// `None` when the product's counter has too few units (or the product does not exist).
+/// `None` when no bucket has `qty` units on its own.
 async fn try_reserve(
     pool: &MySqlPool,
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Option<Reservation>, Error> {
-    let ttl = chrono_duration(ttl)?;
     let mut tx = pool.begin().await?;
-    let now = db_now(&mut tx).await?;
-    let hold = Hold {
-        hold_id: HoldId::generate(),
-        product_id: request.product_id,
-        qty: request.qty,
-        status: HoldStatus::Active,
-        expires_at: now + ttl,
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO holds (id, product_id, qty, status, idempotency_key, created_at, expires_at) \
-         VALUES (?, ?, ?, 'active', ?, ?, ?)",
-    )
-    .bind(hold.hold_id.as_str())
-    .bind(hold.product_id.0)
-    .bind(hold.qty)
-    .bind(request.idempotency_key.as_deref())
-    .bind(now)
-    .bind(hold.expires_at)
-    .execute(&mut *tx)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        // The key's unique index made us wait for the first request with it, which committed.
-        Err(err) if request.idempotency_key.is_some() && is_duplicate_key(&err) => {
-            tx.rollback().await?;
-            return replay(pool, request).await.map(Some);
-        }
-        Err(err) => return Err(err.into()),
-    }
-    let reserved = sqlx::query(
-        "UPDATE products SET available_stock = available_stock - ?, reserved_stock = reserved_stock + ? \
-         WHERE id = ? AND available_stock >= ?",
-    )
-    .bind(hold.qty)
-    .bind(hold.qty)
-    .bind(hold.product_id.0)
-    .bind(hold.qty)
-    .execute(&mut *tx)
-    .await?;
-    if reserved.rows_affected() == 0 {
+    let (buckets, now) = buckets_and_now(&mut tx, request.product_id).await?;
+    let first = fastrand::u16(..buckets.max(1));
+    let Ok(mut hold) = insert_hold(&mut tx, request, first, now, ttl).await? else {
         tx.rollback().await?;
-        return Ok(None);
+        return replay(pool, request).await.map(Some);
+    };
+    for offset in 0..buckets {
+        let bucket = (first + offset) % buckets;
+        let reserved = sqlx::query(
+            "UPDATE stock_buckets SET available_stock = available_stock - ?, reserved_stock = reserved_stock + ? \
+             WHERE product_id = ? AND bucket = ? AND available_stock >= ?",
+        )
+        .bind(hold.qty)
+        .bind(hold.qty)
+        .bind(hold.product_id.0)
+        .bind(bucket)
+        .bind(hold.qty)
+        .execute(&mut *tx)
+        .await?;
+        if reserved.rows_affected() == 1 {
+            if bucket != first {
+                sqlx::query("UPDATE holds SET bucket = ? WHERE id = ?")
+                    .bind(bucket)
+                    .bind(hold.hold_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                hold.bucket = bucket;
+            }
+            tx.commit().await?;
+            return Ok(Some(Reservation {
+                hold,
+                replayed: false,
+            }));
+        }
     }
+    tx.rollback().await?;
+    Ok(None)
+}
+
+/// The slow path: every bucket locked in bucket order, units gathered into the fullest bucket
+/// (totals move with them, so each bucket still adds up), the hold reserved there.
+async fn reserve_consolidating(
+    pool: &MySqlPool,
+    request: &HoldRequest,
+    ttl: Duration,
+) -> Result<Reservation, Error> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT bucket, available_stock FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE",
+    )
+    .bind(request.product_id.0)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Err(Error::ProductNotFound(request.product_id));
+    }
+    let mut buckets = Vec::with_capacity(rows.len());
+    for row in &rows {
+        buckets.push((
+            row.try_get::<u16, _>("bucket")?,
+            i64::from(row.try_get::<i32, _>("available_stock")?),
+        ));
+    }
+    let available: i64 = buckets.iter().map(|(_, units)| units).sum();
+    let qty = i64::from(request.qty);
+    if available < qty {
+        tx.rollback().await?;
+        return Err(Error::InsufficientStock {
+            requested: request.qty,
+            available,
+        });
+    }
+    let (target, mut gathered) = buckets
+        .iter()
+        .copied()
+        .max_by_key(|(_, units)| *units)
+        .unwrap_or((0, 0));
+    for (donor, units) in buckets
+        .iter()
+        .copied()
+        .filter(|(bucket, _)| *bucket != target)
+    {
+        if gathered >= qty {
+            break;
+        }
+        let moved = units.min(qty - gathered);
+        if moved == 0 {
+            continue;
+        }
+        for (bucket, delta) in [(donor, -moved), (target, moved)] {
+            sqlx::query(
+                "UPDATE stock_buckets SET available_stock = available_stock + ?, total_stock = total_stock + ? \
+                 WHERE product_id = ? AND bucket = ?",
+            )
+            .bind(delta)
+            .bind(delta)
+            .bind(request.product_id.0)
+            .bind(bucket)
+            .execute(&mut *tx)
+            .await?;
+        }
+        gathered += moved;
+    }
+    let now = db_now(&mut tx).await?;
+    let Ok(hold) = insert_hold(&mut tx, request, target, now, ttl).await? else {
+        tx.rollback().await?;
+        return replay(pool, request).await;
+    };
+    move_stock(
+        &mut tx,
+        hold.product_id,
+        target,
+        hold.qty,
+        Counter::Available,
+        Counter::Reserved,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(Some(Reservation {
+    Ok(Reservation {
         hold,
         replayed: false,
-    }))
+    })
 }
 
 async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, Error> {
@@ -234,7 +403,7 @@ async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, 
 }
 
 const HOLD_SELECT: &str =
-    "SELECT id, product_id, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds";
+    "SELECT id, product_id, bucket, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds";
 
 fn hold_from_row(row: &MySqlRow) -> Result<Hold, Error> {
     let id: String = row.try_get("id")?;
@@ -244,6 +413,7 @@ fn hold_from_row(row: &MySqlRow) -> Result<Hold, Error> {
     Ok(Hold {
         hold_id: HoldId::parse(&id).ok_or_else(|| corrupt("holds.id", &id))?,
         product_id: ProductId(row.try_get("product_id")?),
+        bucket: row.try_get("bucket")?,
         qty: row.try_get("qty")?,
         status: HoldStatus::from_db(&status, expires_at <= db_now),
         expires_at,
@@ -313,6 +483,7 @@ async fn try_redeem(
         order_id: OrderId::generate(),
         hold_id: hold.hold_id.clone(),
         product_id: hold.product_id,
+        bucket: hold.bucket,
         qty: hold.qty,
         amount: Cents(price).times(hold.qty),
         status: OrderStatus::PendingPayment,
@@ -320,13 +491,14 @@ async fn try_redeem(
         payment_due_at: now + payment_ttl,
     };
     sqlx::query(
-        "INSERT INTO orders (id, hold_id, product_id, qty, amount_cents, status, created_at, \
+        "INSERT INTO orders (id, hold_id, product_id, bucket, qty, amount_cents, status, created_at, \
                              payment_due_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, 'pending_payment', ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, 'pending_payment', ?, ?, ?)",
     )
     .bind(order.order_id.as_str())
     .bind(order.hold_id.as_str())
     .bind(order.product_id.0)
+    .bind(order.bucket)
     .bind(order.qty)
     .bind(order.amount.0)
     .bind(now)
@@ -352,6 +524,7 @@ async fn try_redeem(
     move_stock(
         &mut tx,
         hold.product_id,
+        hold.bucket,
         hold.qty,
         Counter::Reserved,
         Counter::Sold,
@@ -372,7 +545,7 @@ pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<Order, Error> {
     fetch_order(&mut conn, "id", id.as_str()).await
 }
 
-const ORDER_SELECT: &str = "SELECT id, hold_id, product_id, qty, amount_cents, status, created_at, \
+const ORDER_SELECT: &str = "SELECT id, hold_id, product_id, bucket, qty, amount_cents, status, created_at, \
                             payment_due_at, UTC_TIMESTAMP(3) AS db_now FROM orders";
 
 async fn fetch_order(
@@ -398,6 +571,7 @@ fn order_from_row(row: &MySqlRow) -> Result<Order, Error> {
         order_id: OrderId::parse(&id).ok_or_else(|| corrupt("orders.id", &id))?,
         hold_id: HoldId::parse(&hold_id).ok_or_else(|| corrupt("orders.hold_id", &hold_id))?,
         product_id: ProductId(row.try_get("product_id")?),
+        bucket: row.try_get("bucket")?,
         qty: row.try_get("qty")?,
         amount: Cents(row.try_get("amount_cents")?),
         status: OrderStatus::from_db(&status, payment_due_at <= db_now),
@@ -452,6 +626,7 @@ pub(crate) async fn cancel_order(
     move_stock(
         tx,
         order.product_id,
+        order.bucket,
         order.qty,
         Counter::Sold,
         Counter::Available,
@@ -514,6 +689,7 @@ pub async fn expire_hold(
         move_stock(
             &mut tx,
             hold.product_id,
+            hold.bucket,
             hold.qty,
             Counter::Reserved,
             Counter::Available,
@@ -624,7 +800,7 @@ async fn settle_hold_batch(
     let mut tx = pool.begin().await?;
     // Index order (expires_at, id): every settler locks a product's holds in the same order.
     let lapsed = sqlx::query(
-        "SELECT id, product_id, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds \
+        "SELECT id, product_id, bucket, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds \
          WHERE product_id = ? AND status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
          ORDER BY expires_at, id LIMIT ? FOR UPDATE",
     )
@@ -654,15 +830,22 @@ async fn settle_hold_batch(
         events
             .push(events::record(&mut tx, EventType::HoldExpired, hold_event_detail(hold)).await?);
     }
-    let units = holds.iter().map(|hold| hold.qty).sum();
-    move_stock(
-        &mut tx,
-        product_id,
-        units,
-        Counter::Reserved,
-        Counter::Available,
-    )
-    .await?;
+    // One update per bucket, in bucket order: the lock order among a product's buckets.
+    let mut units_by_bucket = std::collections::BTreeMap::<u16, u32>::new();
+    for hold in &holds {
+        *units_by_bucket.entry(hold.bucket).or_default() += hold.qty;
+    }
+    for (bucket, units) in units_by_bucket {
+        move_stock(
+            &mut tx,
+            product_id,
+            bucket,
+            units,
+            Counter::Reserved,
+            Counter::Available,
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(events)
 }
@@ -729,21 +912,23 @@ impl Counter {
     }
 }
 
-/// Moves units between two counters of a product: the last lock of every transaction.
+/// Moves units between two counters of one stock bucket: the last lock of every transaction.
 pub(crate) async fn move_stock(
     tx: &mut Transaction<'_, MySql>,
     product_id: ProductId,
+    bucket: u16,
     qty: u32,
     from: Counter,
     to: Counter,
 ) -> Result<(), Error> {
     let (from, to) = (from.column(), to.column());
     let moved = sqlx::query(&format!(
-        "UPDATE products SET {from} = {from} - ?, {to} = {to} + ? WHERE id = ?"
+        "UPDATE stock_buckets SET {from} = {from} - ?, {to} = {to} + ? WHERE product_id = ? AND bucket = ?"
     ))
     .bind(qty)
     .bind(qty)
     .bind(product_id.0)
+    .bind(bucket)
     .execute(&mut **tx)
     .await?;
     if moved.rows_affected() != 1 {

@@ -76,6 +76,8 @@ pub struct RunConfig {
     pub duration: Duration,
     /// Products of the `spread` scenario.
     pub products: usize,
+    /// Stock buckets of every product the run creates.
+    pub buckets: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +172,7 @@ async fn run_on(bench_db: &BenchDb, config: &RunConfig) -> Result<RunResult, Str
             name: "Bench item".into(),
             price: Cents(1000),
             stock: AMPLE_STOCK,
+            buckets: config.buckets,
         };
         product_ids.push(
             stock::create_product(pool, &new)
@@ -376,7 +379,10 @@ async fn seed_hold(pool: &MySqlPool, product: ProductId) -> String {
     let attempt = async {
         let mut tx = pool.begin().await?;
         let row =
-            sqlx::query("SELECT total_stock, sold_stock FROM products WHERE id = ? FOR UPDATE")
+            sqlx::query(
+                "SELECT p.total_stock, CAST((SELECT SUM(sold_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS sold_stock \
+                 FROM products p WHERE p.id = ? FOR UPDATE",
+            )
                 .bind(product.0)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -388,13 +394,17 @@ async fn seed_hold(pool: &MySqlPool, product: ProductId) -> String {
         .fetch_one(&mut *tx)
         .await?;
         let available = i64::from(row.try_get::<i32, _>("total_stock")?)
-            - i64::from(row.try_get::<i32, _>("sold_stock")?)
+            - row.try_get::<i64, _>("sold_stock")?
             - held;
         if available < 1 {
             tx.rollback().await?;
             return Ok::<_, sqlx::Error>("insufficient_stock");
         }
-        sqlx::query("UPDATE products SET available_stock = available_stock - 1, reserved_stock = reserved_stock + 1 WHERE id = ?")
+        // The seed kept its counters on the product row; ours live in its (single) stock bucket.
+        sqlx::query(
+            "UPDATE stock_buckets SET available_stock = available_stock - 1, reserved_stock = reserved_stock + 1 \
+             WHERE product_id = ? AND bucket = 0",
+        )
             .bind(product.0)
             .execute(&mut *tx)
             .await?;
@@ -445,7 +455,12 @@ async fn audit(
     let mut held_total = 0;
     for product in products {
         let row = sqlx::query(
-            "SELECT p.total_stock, p.available_stock, p.reserved_stock, p.sold_stock, \
+            "SELECT CAST(p.total_stock AS SIGNED) AS total_stock, \
+               CAST((SELECT SUM(total_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS bucket_total, \
+               CAST((SELECT SUM(available_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS available_stock, \
+               CAST((SELECT SUM(reserved_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS reserved_stock, \
+               CAST((SELECT SUM(sold_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS sold_stock, \
+               CAST((SELECT MIN(LEAST(available_stock, reserved_stock, sold_stock)) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS lowest, \
                CAST((SELECT COALESCE(SUM(qty), 0) FROM holds WHERE product_id = p.id AND status = 'active') AS SIGNED) AS held, \
                CAST((SELECT COALESCE(SUM(qty), 0) FROM orders WHERE product_id = p.id AND status <> 'cancelled') AS SIGNED) AS ordered \
              FROM products p WHERE p.id = ?",
@@ -454,28 +469,26 @@ async fn audit(
         .fetch_one(pool)
         .await
         .map_err(|err| err.to_string())?;
-        let counter = |name: &str| {
-            row.try_get::<i32, _>(name)
-                .map(i64::from)
-                .map_err(|err| err.to_string())
-        };
-        let sum = |name: &str| row.try_get::<i64, _>(name).map_err(|err| err.to_string());
+        let column = |name: &str| row.try_get::<i64, _>(name).map_err(|err| err.to_string());
         let (total, available, reserved, sold) = (
-            counter("total_stock")?,
-            counter("available_stock")?,
-            counter("reserved_stock")?,
-            counter("sold_stock")?,
+            column("total_stock")?,
+            column("available_stock")?,
+            column("reserved_stock")?,
+            column("sold_stock")?,
         );
-        if total != available + reserved + sold || available < 0 || reserved < 0 || sold < 0 {
+        if total != available + reserved + sold
+            || total != column("bucket_total")?
+            || column("lowest")? < 0
+        {
             return Err(format!(
-                "product {product}: {available} + {reserved} + {sold} != {total}"
+                "product {product}: {available} + {reserved} + {sold} != {total}, or a bucket below zero"
             ));
         }
-        if reserved != sum("held")? || sold != sum("ordered")? {
+        if reserved != column("held")? || sold != column("ordered")? {
             return Err(format!(
                 "product {product}: reserved {reserved} vs holds {}, sold {sold} vs orders {}",
-                sum("held")?,
-                sum("ordered")?
+                column("held")?,
+                column("ordered")?
             ));
         }
         held_total += reserved + sold;

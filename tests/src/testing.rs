@@ -230,8 +230,9 @@ impl Api {
 }
 
 /// Checks a product's stock the way an auditor would. Through the API: the counters add up and
-/// none is negative. In the database, in one statement (one snapshot): the stored reserved
-/// counter is exactly the units of active holds, sold exactly the units of orders not cancelled.
+/// none is negative. In the database, in one statement (one snapshot): the buckets' totals add up
+/// to the product's, their reserved counters are exactly the units of active holds, their sold
+/// counters exactly the units of orders not cancelled.
 pub async fn assert_stock_invariants(pool: &MySqlPool, api: &Api, product_id: u64) -> Value {
     let product = api.product(product_id).await;
     let count = |name: &str| product[name].as_i64().expect("counter");
@@ -251,7 +252,10 @@ pub async fn assert_stock_invariants(pool: &MySqlPool, api: &Api, product_id: u6
         "no counter is negative: {product}"
     );
     let row = sqlx::query(
-        "SELECT p.reserved_stock, p.sold_stock, \
+        "SELECT CAST((SELECT SUM(reserved_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS reserved_stock, \
+           CAST((SELECT SUM(sold_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS sold_stock, \
+           CAST((SELECT SUM(total_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS bucket_total, \
+           CAST(p.total_stock AS SIGNED) AS total_stock, \
            CAST((SELECT COALESCE(SUM(qty), 0) FROM holds WHERE product_id = p.id AND status = 'active') AS SIGNED) AS held, \
            CAST((SELECT COALESCE(SUM(qty), 0) FROM orders WHERE product_id = p.id AND status <> 'cancelled') AS SIGNED) AS ordered \
          FROM products p WHERE p.id = ?",
@@ -260,21 +264,25 @@ pub async fn assert_stock_invariants(pool: &MySqlPool, api: &Api, product_id: u6
     .fetch_one(pool)
     .await
     .expect("audit query");
-    let stored = |name: &str| row.try_get::<i32, _>(name).map(i64::from).expect("column");
-    let rows = |name: &str| row.try_get::<i64, _>(name).expect("column");
+    let column = |name: &str| row.try_get::<i64, _>(name).expect("column");
     assert_eq!(
-        stored("reserved_stock"),
-        rows("held"),
-        "reserved counter equals active holds: {product}"
+        column("bucket_total"),
+        column("total_stock"),
+        "buckets add up to the product: {product}"
     );
     assert_eq!(
-        stored("sold_stock"),
-        rows("ordered"),
-        "sold counter equals live orders: {product}"
+        column("reserved_stock"),
+        column("held"),
+        "reserved counters equal active holds: {product}"
+    );
+    assert_eq!(
+        column("sold_stock"),
+        column("ordered"),
+        "sold counters equal live orders: {product}"
     );
     assert_eq!(
         sold,
-        rows("ordered"),
+        column("ordered"),
         "sold as shown equals live orders: {product}"
     );
     product

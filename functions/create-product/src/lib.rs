@@ -4,7 +4,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use shared::http::{self, Body, Request, Response};
 use shared::money::Cents;
-use shared::stock::{self, NewProduct};
+use shared::stock::{self, MAX_STOCK_BUCKETS, NewProduct};
 use shared::{Config, Error};
 use sqlx::MySqlPool;
 
@@ -35,6 +35,13 @@ struct CreateProduct {
     name: String,
     price: String,
     stock: u32,
+    /// Rows the stock is split over, for a product that will be hot (default 1).
+    #[serde(default = "one_bucket")]
+    stock_buckets: u16,
+}
+
+fn one_bucket() -> u16 {
+    1
 }
 
 async fn create_product(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
@@ -59,10 +66,16 @@ async fn create_product(deps: &Deps, request: &Request) -> Result<Response<Body>
             "stock must be from 0 to {MAX_STOCK}"
         )));
     }
+    if body.stock_buckets < 1 || body.stock_buckets > MAX_STOCK_BUCKETS {
+        return Err(Error::InvalidRequest(format!(
+            "stock_buckets must be from 1 to {MAX_STOCK_BUCKETS}"
+        )));
+    }
     let new = NewProduct {
         name: name.to_owned(),
         price,
         stock: body.stock,
+        buckets: body.stock_buckets,
     };
     Ok(http::json(
         201,

@@ -1,7 +1,7 @@
 //! `flash-sale-bench`: throughput and latency of the hot paths on this machine, each run on a
 //! fresh database against the server in `DATABASE_URL`, each ending with an invariant audit.
 //!
-//!   flash-sale-bench <scenario> [--clients N] [--seconds S] [--runs R] [--products M]
+//!   flash-sale-bench <scenario> [--clients N] [--seconds S] [--runs R] [--products M] [--buckets B]
 //!   flash-sale-bench sweep [--seconds S] [--runs R] [--chart PATH]
 //!   flash-sale-bench all [--smoke]
 //!
@@ -32,6 +32,7 @@ struct Args {
     seconds: f64,
     runs: usize,
     products: usize,
+    buckets: u16,
     chart: PathBuf,
     smoke: bool,
 }
@@ -47,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 10.0,
         runs: 1,
         products: 16,
+        buckets: 1,
         chart: PathBuf::from("target/flash-sale-bench.png"),
         smoke: false,
     };
@@ -61,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = number(value()?)?,
             "--runs" => args.runs = number(value()?)? as usize,
             "--products" => args.products = number(value()?)? as usize,
+            "--buckets" => args.buckets = number(value()?)? as u16,
             "--chart" => args.chart = PathBuf::from(value()?),
             "--smoke" => args.smoke = true,
             other => return Err(format!("unknown option {other}")),
@@ -129,6 +132,7 @@ async fn run() -> Result<bool, String> {
             clients,
             duration: Duration::from_secs_f64(args.seconds),
             products: args.products,
+            buckets: args.buckets,
         };
         let mut runs = Vec::new();
         for _ in 0..args.runs {
