@@ -198,6 +198,12 @@ pub async fn reserve(
         return Ok(Committed::quiet(reservation));
     }
     let settled = settle_lapsed(pool, request.product_id).await?;
+    // Sold out is the common case here in a flash sale: refuse from a plain read, so refusals
+    // never lock every bucket; only a hold that can be served takes the consolidation locks.
+    let available = get_product(pool, request.product_id).await?.available_stock;
+    if available < i64::from(request.qty) {
+        return Err(Error::InsufficientStock { requested: request.qty, available });
+    }
     let reservation = retry_conflicts("reserve_consolidating", || {
         reserve_consolidating(pool, request, ttl)
     })

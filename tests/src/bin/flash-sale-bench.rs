@@ -4,10 +4,12 @@
 //!   flash-sale-bench <scenario> [--clients N] [--seconds S] [--runs R] [--products M] [--buckets B]
 //!   flash-sale-bench sweep [--seconds S] [--runs R] [--chart PATH]
 //!   flash-sale-bench all [--smoke]
+//!   flash-sale-bench init [--functions DIR] [--runs R]
 //!
 //! Scenarios: hot-hold, hot-hold-direct, seed-baseline, flow, spread, read. `sweep` runs the
 //! first three at 1, 8, 32, 64, 128 and 256 clients and charts them; `all` runs every scenario
-//! and a sweep. `--runs R` reports the median (by throughput) of R runs. `--smoke` makes
+//! and a sweep. `init` times each function binary in DIR (default target/release) from start to
+//! ready, and prints its size. `--runs R` reports the median (by throughput) of R runs. `--smoke` makes
 //! everything tiny: it proves the bench works and its audits pass, it measures nothing.
 //! Exits non-zero when an audit fails or any request ended in a 5xx or a transport error.
 
@@ -34,6 +36,7 @@ struct Args {
     products: usize,
     buckets: u16,
     chart: PathBuf,
+    functions: PathBuf,
     smoke: bool,
 }
 
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         products: 16,
         buckets: 1,
         chart: PathBuf::from("target/flash-sale-bench.png"),
+        functions: PathBuf::from("target/release"),
         smoke: false,
     };
     while let Some(flag) = raw.next() {
@@ -65,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
             "--products" => args.products = number(value()?)? as usize,
             "--buckets" => args.buckets = number(value()?)? as u16,
             "--chart" => args.chart = PathBuf::from(value()?),
+            "--functions" => args.functions = PathBuf::from(value()?),
             "--smoke" => args.smoke = true,
             other => return Err(format!("unknown option {other}")),
         }
@@ -94,6 +99,9 @@ async fn run() -> Result<bool, String> {
     let args = parse_args()?;
     let server_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
+    if args.command == "init" {
+        return init_times(&args, &server_url).await;
+    }
     let sweep_clients: &[usize] = if args.smoke {
         &SMOKE_CLIENTS
     } else {
@@ -179,6 +187,23 @@ async fn run() -> Result<bool, String> {
         }
         Ok(false)
     }
+}
+
+/// Median start-to-ready time and size of every function binary in `args.functions`.
+async fn init_times(args: &Args, database_url: &str) -> Result<bool, String> {
+    println!("{:<18} {:>10} {:>14}", "function", "size MB", "init ms (p50)");
+    for function in bench::FUNCTIONS {
+        let binary = args.functions.join(function);
+        let size = std::fs::metadata(&binary).map_err(|err| format!("{}: {err}", binary.display()))?.len();
+        let mut times = Vec::new();
+        for _ in 0..args.runs.max(5) {
+            times.push(bench::init_time(&binary, database_url).await?);
+        }
+        times.sort();
+        let median = times[times.len() / 2];
+        println!("{:<18} {:>10.2} {:>14.2}", function, size as f64 / 1e6, median.as_secs_f64() * 1000.0);
+    }
+    Ok(true)
 }
 
 fn sweep(clients: &[usize]) -> Vec<(Scenario, usize, bool)> {
