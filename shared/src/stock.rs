@@ -202,7 +202,10 @@ pub async fn reserve(
     // never lock every bucket; only a hold that can be served takes the consolidation locks.
     let available = get_product(pool, request.product_id).await?.available_stock;
     if available < i64::from(request.qty) {
-        return Err(Error::InsufficientStock { requested: request.qty, available });
+        return Err(Error::InsufficientStock {
+            requested: request.qty,
+            available,
+        });
     }
     let reservation = retry_conflicts("reserve_consolidating", || {
         reserve_consolidating(pool, request, ttl)

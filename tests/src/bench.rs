@@ -641,12 +641,23 @@ pub const FUNCTIONS: [&str; 11] = [
 pub async fn init_time(binary: &std::path::Path, database_url: &str) -> Result<Duration, String> {
     use tokio::io::AsyncReadExt;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|err| err.to_string())?;
-    let runtime_api = listener.local_addr().map_err(|err| err.to_string())?.to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|err| err.to_string())?;
+    let runtime_api = listener
+        .local_addr()
+        .map_err(|err| err.to_string())?
+        .to_string();
     let started = Instant::now();
     let mut child = tokio::process::Command::new(binary)
         .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
-        .env("AWS_LAMBDA_FUNCTION_NAME", binary.file_name().and_then(|n| n.to_str()).unwrap_or("function"))
+        .env(
+            "AWS_LAMBDA_FUNCTION_NAME",
+            binary
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("function"),
+        )
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("DATABASE_URL", database_url)
@@ -671,6 +682,9 @@ pub async fn init_time(binary: &std::path::Path, database_url: &str) -> Result<D
         Ok(Ok(request)) if request.contains("/runtime/invocation/next") => Ok(elapsed),
         Ok(Ok(request)) => Err(format!("unexpected first request: {request:?}")),
         Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!("{} never asked for work within 10 s", binary.display())),
+        Err(_) => Err(format!(
+            "{} never asked for work within 10 s",
+            binary.display()
+        )),
     }
 }

@@ -191,17 +191,27 @@ async fn run() -> Result<bool, String> {
 
 /// Median start-to-ready time and size of every function binary in `args.functions`.
 async fn init_times(args: &Args, database_url: &str) -> Result<bool, String> {
-    println!("{:<18} {:>10} {:>14}", "function", "size MB", "init ms (p50)");
+    println!(
+        "{:<18} {:>10} {:>14}",
+        "function", "size MB", "init ms (p50)"
+    );
     for function in bench::FUNCTIONS {
         let binary = args.functions.join(function);
-        let size = std::fs::metadata(&binary).map_err(|err| format!("{}: {err}", binary.display()))?.len();
+        let size = std::fs::metadata(&binary)
+            .map_err(|err| format!("{}: {err}", binary.display()))?
+            .len();
         let mut times = Vec::new();
         for _ in 0..args.runs.max(5) {
             times.push(bench::init_time(&binary, database_url).await?);
         }
         times.sort();
         let median = times[times.len() / 2];
-        println!("{:<18} {:>10.2} {:>14.2}", function, size as f64 / 1e6, median.as_secs_f64() * 1000.0);
+        println!(
+            "{:<18} {:>10.2} {:>14.2}",
+            function,
+            size as f64 / 1e6,
+            median.as_secs_f64() * 1000.0
+        );
     }
     Ok(true)
 }
