@@ -100,15 +100,22 @@ impl EventPublisher for LogPublisher {
 }
 
 /// The local server's scheduler: a tokio timer per deadline that settles it when it passes.
-/// Timers die with the process; the sweeper settles what they leave behind.
+/// Timers end with the scheduler (each holds a connection pool, which must not outlive the
+/// server) and with the process; the sweeper settles what they leave behind.
 pub struct TimerScheduler {
     pool: MySqlPool,
     publisher: Arc<dyn EventPublisher>,
+    /// Dropped with the scheduler, which every timer notices at once.
+    alive: tokio::sync::watch::Sender<()>,
 }
 
 impl TimerScheduler {
     pub fn new(pool: MySqlPool, publisher: Arc<dyn EventPublisher>) -> Self {
-        Self { pool, publisher }
+        Self {
+            pool,
+            publisher,
+            alive: tokio::sync::watch::channel(()).0,
+        }
     }
 }
 
@@ -124,8 +131,12 @@ impl DeadlineScheduler for TimerScheduler {
         let delay = (at - chrono::Utc::now().naive_utc())
             .to_std()
             .unwrap_or_default();
+        let mut alive = self.alive.subscribe();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = alive.changed() => return,
+            }
             for _ in 0..MAX_EARLY_WAKES {
                 let settled = match &deadline {
                     Deadline::HoldExpiry(id) => {

@@ -220,3 +220,44 @@ async fn a_random_mix_of_clients_keeps_every_invariant() {
     );
     assert!(!expected.is_empty(), "the mix made some orders");
 }
+
+/// Pending expiry timers must not keep a stopped server's connections open (they would exhaust
+/// the database's connection limit as servers come and go).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_server_releases_its_database_connections_despite_pending_timers() {
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let product = api.create_product(100, "1.00").await;
+    let statuses: Vec<u16> = join_all((0..40).map(|_| {
+        let api = api.clone();
+        async move { api.hold(product, 1).await.0 }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 201));
+    let connections = || async {
+        let open: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = ?")
+                .bind(&db.name)
+                .fetch_one(&db.pool)
+                .await
+                .expect("processlist");
+        open
+    };
+    assert!(
+        connections().await > 8,
+        "the server opened more connections than the test's own pool holds"
+    );
+
+    drop(server);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // At most the test's own pool (8) remains.
+    while connections().await > 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections still open",
+            connections().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
