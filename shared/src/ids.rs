@@ -15,6 +15,16 @@ impl fmt::Display for ProductId {
     }
 }
 
+/// The longest idempotency key stored (a client's `Idempotency-Key`, a provider's event key).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// An idempotency key we accept: 1 to 255 printable ASCII characters, compared exactly.
+pub fn is_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+        && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 macro_rules! random_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -67,6 +77,16 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.as_str().len() >= 16);
         assert_eq!(HoldId::parse(a.as_str()), Some(a));
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_ascii_up_to_255() {
+        assert!(is_idempotency_key("evt_1Q2w3E"));
+        assert!(is_idempotency_key(&"k".repeat(255)));
+        for bad in ["", " ", "a b", "ключ", "tab\t"] {
+            assert!(!is_idempotency_key(bad), "{bad:?}");
+        }
+        assert!(!is_idempotency_key(&"k".repeat(256)));
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! flash-sale's domain: configuration, the stock transactions, payments, and the ports through
 //! which side effects leave the process. Nothing here depends on Lambda except [`http`].
 
+#[cfg(any(
+    feature = "aws-scheduler",
+    feature = "aws-sqs",
+    feature = "aws-eventbridge"
+))]
 pub mod adapters;
 #[cfg(any(
     feature = "aws-scheduler",

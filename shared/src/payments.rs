@@ -11,12 +11,9 @@ use sqlx::MySqlPool;
 use crate::db::retry_conflicts;
 use crate::error::{Error, is_duplicate_key};
 use crate::events::{self, Committed, EventType};
-use crate::ids::OrderId;
+use crate::ids::{MAX_IDEMPOTENCY_KEY_LEN, OrderId, is_idempotency_key};
 use crate::model::OrderStatus;
 use crate::stock;
-
-/// The longest idempotency key we store (the column's width).
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,11 +57,7 @@ impl PaymentEvent {
             status: PaymentStatus,
         }
         let body: Body = crate::json::parse(body)?;
-        let key = &body.idempotency_key;
-        if key.is_empty()
-            || key.len() > MAX_IDEMPOTENCY_KEY_LEN
-            || !key.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if !is_idempotency_key(&body.idempotency_key) {
             return Err(Error::InvalidRequest(format!(
                 "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
             )));

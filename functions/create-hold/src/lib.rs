@@ -7,14 +7,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
-use shared::ids::ProductId;
+use shared::ids::{MAX_IDEMPOTENCY_KEY_LEN, ProductId, is_idempotency_key};
 use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher};
 use shared::service::{self, Effects};
 use shared::stock::HoldRequest;
 use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
-
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 pub struct Deps {
     pub pool: MySqlPool,
@@ -54,10 +52,7 @@ struct CreateHold {
 async fn create_hold(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
     let idempotency_key = http::header(request, "idempotency-key")
         .map(|key| {
-            let valid = !key.is_empty()
-                && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
-                && key.bytes().all(|b| b.is_ascii_graphic());
-            valid.then(|| key.to_owned()).ok_or_else(|| {
+            is_idempotency_key(key).then(|| key.to_owned()).ok_or_else(|| {
                 Error::InvalidRequest(format!(
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
                 ))
