@@ -57,7 +57,6 @@ struct Handlers {
 /// A running server; dropping it stops the listener and every background task at once.
 pub struct LocalServer {
     addr: SocketAddr,
-    pool: MySqlPool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -165,19 +164,11 @@ impl LocalServer {
             tasks.push(tokio::spawn(sweep_forever(sweeper, config.sweep_interval)));
         }
         tracing::info!(%addr, database = %redacted(&config.database_url), "flash-sale local server listening on http://{addr}");
-        Ok(Self { addr, pool, tasks })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+        Ok(Self { addr, tasks })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    pub fn pool(&self) -> &MySqlPool {
-        &self.pool
     }
 }
 
