@@ -4,10 +4,36 @@
 
 use std::sync::Arc;
 
+use sqlx::MySqlPool;
+
 use crate::aws::SdkLoader;
 use crate::config::Config;
 use crate::error::Error;
 use crate::ports::{DeadlineScheduler, EventPublisher, NoPublisher, NoScheduler, PaymentQueue};
+
+/// A Lambda container's database pool: with the credentials of `DATABASE_SECRET_ARN` when it is
+/// set (read here at cold start, and again every few minutes for rotations), otherwise from
+/// `DATABASE_URL`.
+pub async fn lambda_pool(config: &Config, sdk: &SdkLoader) -> Result<MySqlPool, Error> {
+    let Some(secret) = &config.database_secret else {
+        let options = crate::db::connect_options(&config.database_url)?;
+        return Ok(crate::db::lambda_pool(config, options));
+    };
+    #[cfg(feature = "aws-secrets")]
+    {
+        use crate::aws::secrets;
+        let client = aws_sdk_secretsmanager::Client::new(sdk.get().await);
+        let options = secrets::connect_options(&client, secret).await?;
+        let pool = crate::db::lambda_pool(config, options);
+        secrets::keep_fresh(pool.clone(), client, secret.clone(), secrets::REFRESH_EVERY);
+        Ok(pool)
+    }
+    #[cfg(not(feature = "aws-secrets"))]
+    {
+        let _ = (secret, sdk);
+        Err(not_built_with("DATABASE_SECRET_ARN", "aws-secrets"))
+    }
+}
 
 pub async fn aws_scheduler(
     config: &Config,
@@ -75,7 +101,8 @@ pub async fn aws_event_publisher(
 #[cfg(not(all(
     feature = "aws-scheduler",
     feature = "aws-sqs",
-    feature = "aws-eventbridge"
+    feature = "aws-eventbridge",
+    feature = "aws-secrets"
 )))]
 fn not_built_with(variable: &str, feature: &str) -> Error {
     Error::Config(format!(

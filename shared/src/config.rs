@@ -1,9 +1,11 @@
 //! Every environment variable the service reads, its default, validated once at start-up.
 //! The names here are the names in README.md and template.yaml.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use sqlx::mysql::MySqlSslMode;
 
 use crate::error::Error;
 
@@ -22,10 +24,28 @@ pub struct SchedulerSettings {
     pub order_expiry_arn: Option<String>,
 }
 
+/// Where a deployed function's database credentials are: a Secrets Manager secret holding
+/// `{"username","password"}` (the form of RDS's managed master secret), read at cold start and
+/// again every few minutes (rotations); the connection goes to `host` (the RDS Proxy endpoint).
+#[derive(Debug, Clone)]
+pub struct DatabaseSecret {
+    pub arn: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    /// `disabled`, `preferred`, `required`, `verify_ca` or `verify_identity` (the default: RDS
+    /// Proxy's certificate is publicly trusted and names its endpoint).
+    pub ssl_mode: MySqlSslMode,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DATABASE_URL`: may carry a password, so it is kept secret and never logged.
     pub database_url: SecretString,
+    /// `DATABASE_SECRET_ARN`, `DATABASE_HOST`, `DATABASE_PORT` (3306), `DATABASE_NAME`
+    /// (`flash_sale`), `DATABASE_SSL_MODE` (`verify_identity`): when set, the functions connect
+    /// with this secret's credentials instead of `DATABASE_URL`.
+    pub database_secret: Option<DatabaseSecret>,
     /// `LISTEN_ADDR`: where the local server listens.
     pub listen_addr: String,
     /// `HOLD_TTL_SECONDS`: how long a hold reserves its units.
@@ -103,7 +123,30 @@ impl Config {
                 ));
             }
         };
+        let database_secret = match (get("DATABASE_SECRET_ARN"), get("DATABASE_HOST")) {
+            (Some(arn), Some(host)) => Some(DatabaseSecret {
+                arn,
+                host,
+                port: number("DATABASE_PORT", 3306, 1, 65_535)? as u16,
+                database: get("DATABASE_NAME").unwrap_or_else(|| "flash_sale".to_owned()),
+                ssl_mode: match get("DATABASE_SSL_MODE") {
+                    None => MySqlSslMode::VerifyIdentity,
+                    Some(mode) => MySqlSslMode::from_str(&mode).map_err(|_| {
+                        Error::Config(format!(
+                            "DATABASE_SSL_MODE must be disabled, preferred, required, verify_ca or verify_identity, got {mode:?}"
+                        ))
+                    })?,
+                },
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "DATABASE_SECRET_ARN and DATABASE_HOST go together: set both or neither".into(),
+                ));
+            }
+        };
         Ok(Self {
+            database_secret,
             order_payment_ttl: Duration::from_secs(number(
                 "ORDER_PAYMENT_TTL_SECONDS",
                 900,
@@ -213,6 +256,31 @@ mod tests {
             ("holds", None)
         );
         assert_eq!(full.order_payment_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn the_database_secret_needs_its_host_and_defaults_to_verified_tls() {
+        assert!(config(&[]).expect("valid").database_secret.is_none());
+        let arn = "arn:aws:secretsmanager:eu-west-1:1:secret:db";
+        assert!(config(&[("DATABASE_SECRET_ARN", arn)]).is_err());
+        let secret = config(&[("DATABASE_SECRET_ARN", arn), ("DATABASE_HOST", "proxy")])
+            .expect("valid")
+            .database_secret
+            .expect("set");
+        assert_eq!(
+            (secret.arn.as_str(), secret.host.as_str(), secret.port),
+            (arn, "proxy", 3306)
+        );
+        assert_eq!(secret.database, "flash_sale");
+        assert!(matches!(secret.ssl_mode, MySqlSslMode::VerifyIdentity));
+        assert!(
+            config(&[
+                ("DATABASE_SECRET_ARN", arn),
+                ("DATABASE_HOST", "proxy"),
+                ("DATABASE_SSL_MODE", "sometimes"),
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -5,19 +5,32 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor};
 
 use crate::error::Error;
 
 /// A lock wait longer than this is a fault, not contention: fail the statement and retry or 503.
+/// Row locks (`innodb_lock_wait_timeout`) and metadata locks (`lock_wait_timeout`) alike.
 const LOCK_WAIT_TIMEOUT_SECONDS: u32 = 5;
-/// How long a request waits for a pooled connection before answering 503.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server stops any statement running longer than this: a runaway query must not hold a
+/// connection (and its locks) for minutes. Twice the lock wait, so a statement waiting on a lock
+/// ends as a lock-wait timeout, which is retried, rather than as a statement timeout, which is not.
+/// MariaDB bounds every statement (`max_statement_time`), MySQL 8 only read-only SELECTs
+/// (`max_execution_time`); there writes are bounded by the lock waits alone.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a pooled connection — for a free one, or for connecting, which
+/// sqlx retries with backoff while the server refuses connections — before answering 503. The
+/// bound of an outage's answers: a client (or API Gateway, which gives up after 29 s) hears
+/// "retry later" within ~3 s instead of waiting on a database that is not there.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an instance waits for another one's migration before giving up.
 const MIGRATION_LOCK_WAIT_SECONDS: u32 = 120;
-/// Deadlocks and lock-wait timeouts are retried this many times inside the operation.
+/// Deadlocks and lock-wait timeouts are retried this many times inside the operation…
 const MAX_CONFLICT_RETRIES: u32 = 5;
+/// …but no new attempt starts once the operation has run this long: five lock-wait timeouts in a
+/// row would otherwise keep a request for over 25 s, past what a client waits.
+const CONFLICT_RETRY_BUDGET: Duration = Duration::from_secs(10);
 
 pub fn connect_options(database_url: &SecretString) -> Result<MySqlConnectOptions, Error> {
     let options = MySqlConnectOptions::from_str(database_url.expose_secret())
@@ -26,7 +39,7 @@ pub fn connect_options(database_url: &SecretString) -> Result<MySqlConnectOption
     Ok(options.disable_statement_logging())
 }
 
-/// A pool whose every connection runs at READ COMMITTED with a bounded lock wait.
+/// A pool whose every connection runs at READ COMMITTED with bounded lock waits and statements.
 ///
 /// READ COMMITTED: correctness comes from row locks and conditional updates, never from snapshot
 /// repeatability, and it spares us REPEATABLE READ's gap locks on the holds indexes, which would
@@ -39,14 +52,53 @@ pub fn pool_options(max_connections: u32) -> MySqlPoolOptions {
             Box::pin(async move {
                 conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                     .await?;
+                let server = Server::of(conn).await?;
                 conn.execute(
-                    format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECONDS}")
+                    server
+                        .session_timeouts(LOCK_WAIT_TIMEOUT_SECONDS, STATEMENT_TIMEOUT)
                         .as_str(),
                 )
                 .await?;
                 Ok(())
             })
         })
+}
+
+/// The two servers name their statement timeout differently (and MySQL rejects MariaDB's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    MariaDb,
+    MySql,
+}
+
+impl Server {
+    async fn of(conn: &mut MySqlConnection) -> Result<Self, sqlx::Error> {
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Self::from_version(&version))
+    }
+
+    /// `10.11.6-MariaDB-0+deb12u1`, `8.0.36`, `8.0.mysql_aurora.3.05.2`.
+    fn from_version(version: &str) -> Self {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            Self::MariaDb
+        } else {
+            Self::MySql
+        }
+    }
+
+    /// The session's lock waits and statement time limit; a zero `statement` means none.
+    fn session_timeouts(self, lock_wait_seconds: u32, statement: Duration) -> String {
+        let statement = match self {
+            Self::MariaDb => format!("max_statement_time = {}", statement.as_secs_f64()),
+            Self::MySql => format!("max_execution_time = {}", statement.as_millis()),
+        };
+        format!(
+            "SET SESSION innodb_lock_wait_timeout = {lock_wait_seconds}, \
+             lock_wait_timeout = {lock_wait_seconds}, {statement}"
+        )
+    }
 }
 
 pub async fn connect(
@@ -81,10 +133,27 @@ pub async fn create_database_if_missing(database_url: &SecretString) -> Result<(
 ///
 /// sqlx serialises migrators with `GET_LOCK(…, -1)`, which MySQL 8 takes as "wait forever" but
 /// MariaDB answers at once with NULL, holding no lock: so we take a lock of our own, with a
-/// bounded wait, on the connection the migrator then uses.
+/// bounded wait, on the connection the migrator then uses. That connection lifts the pool's
+/// statement and lock-wait limits (waiting for the lock and altering a table may take long), so
+/// it is closed afterwards instead of going back to the pool.
 pub async fn migrate(pool: &MySqlPool) -> Result<(), Error> {
-    const LOCK: &str = "CONCAT('flash-sale-migrate:', DATABASE())";
     let mut conn = pool.acquire().await?;
+    let migrated = migrate_on(&mut conn).await;
+    if let Err(err) = conn.close().await {
+        tracing::warn!(error = %err, "could not close the migration connection");
+    }
+    migrated
+}
+
+async fn migrate_on(conn: &mut MySqlConnection) -> Result<(), Error> {
+    const LOCK: &str = "CONCAT('flash-sale-migrate:', DATABASE())";
+    let server = Server::of(conn).await?;
+    conn.execute(
+        server
+            .session_timeouts(MIGRATION_LOCK_WAIT_SECONDS, Duration::ZERO)
+            .as_str(),
+    )
+    .await?;
     let locked: Option<i64> = sqlx::query_scalar(&format!(
         "SELECT CAST(GET_LOCK({LOCK}, {MIGRATION_LOCK_WAIT_SECONDS}) AS SIGNED)"
     ))
@@ -104,7 +173,8 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), Error> {
 }
 
 /// Runs a whole transaction again when it lost a deadlock or timed out waiting for a lock,
-/// a bounded number of times with jittered backoff; any other outcome is returned as it is.
+/// a bounded number of times with jittered backoff and only within [`CONFLICT_RETRY_BUDGET`];
+/// any other outcome is returned as it is.
 pub(crate) async fn retry_conflicts<T, F, Fut>(
     operation: &'static str,
     mut run: F,
@@ -113,10 +183,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    let started = tokio::time::Instant::now();
     let mut attempt = 0;
     loop {
         match run().await {
-            Err(err) if err.is_retryable_conflict() && attempt < MAX_CONFLICT_RETRIES => {
+            Err(err)
+                if err.is_retryable_conflict()
+                    && attempt < MAX_CONFLICT_RETRIES
+                    && started.elapsed() < CONFLICT_RETRY_BUDGET =>
+            {
                 attempt += 1;
                 let backoff = Duration::from_millis(fastrand::u64(1..=10 * u64::from(attempt)));
                 tracing::warn!(operation, attempt, error = %err, "lock conflict; retrying transaction");
@@ -129,10 +204,47 @@ where
 
 /// A Lambda container's pool: one connection (a container serves one request at a time),
 /// opened on first use so a database that is briefly down makes requests answer 503 instead
-/// of failing the container's start.
-pub fn lambda_pool(config: &crate::Config) -> Result<MySqlPool, Error> {
+/// of failing the container's start. `shared::adapters::lambda_pool` picks the options: the
+/// database secret's, or `DATABASE_URL`'s.
+pub fn lambda_pool(config: &crate::Config, options: MySqlConnectOptions) -> MySqlPool {
     let max = config
         .database_max_connections
         .unwrap_or(crate::config::LAMBDA_CONNECTIONS);
-    Ok(pool_options(max).connect_lazy_with(connect_options(&config.database_url)?))
+    pool_options(max).connect_lazy_with(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_is_told_apart_by_its_version() {
+        assert_eq!(
+            Server::from_version("10.11.6-MariaDB-0+deb12u1"),
+            Server::MariaDb
+        );
+        assert_eq!(Server::from_version("8.0.36"), Server::MySql);
+        assert_eq!(
+            Server::from_version("8.0.mysql_aurora.3.05.2"),
+            Server::MySql
+        );
+    }
+
+    #[test]
+    fn each_server_gets_its_own_statement_timeout_in_its_own_unit() {
+        let mariadb = Server::MariaDb.session_timeouts(5, Duration::from_secs(10));
+        assert!(
+            mariadb.contains("innodb_lock_wait_timeout = 5"),
+            "{mariadb}"
+        );
+        assert!(mariadb.contains("max_statement_time = 10"), "{mariadb}");
+        let mysql = Server::MySql.session_timeouts(5, Duration::from_secs(10));
+        assert!(mysql.contains("max_execution_time = 10000"), "{mysql}");
+        assert!(
+            Server::MySql
+                .session_timeouts(120, Duration::ZERO)
+                .ends_with("max_execution_time = 0")
+        );
+        assert!(STATEMENT_TIMEOUT.as_secs() >= 2 * u64::from(LOCK_WAIT_TIMEOUT_SECONDS));
+    }
 }

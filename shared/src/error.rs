@@ -35,6 +35,8 @@ pub enum Error {
     Config(String),
     #[error("payment queue unavailable: {0}")]
     QueueUnavailable(String),
+    #[error("the request ran past its {0:?} deadline")]
+    DeadlineExceeded(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("database error: {0}")]
@@ -57,7 +59,7 @@ impl Error {
             Self::HoldExpired => 410,
             Self::PayloadTooLarge { .. } => 413,
             Self::IdempotencyKeyReused => 422,
-            Self::QueueUnavailable(_) => 503,
+            Self::QueueUnavailable(_) | Self::DeadlineExceeded(_) => 503,
             Self::Database(err) if is_transient(err) => 503,
             Self::Config(_) | Self::Internal(_) | Self::Database(_) | Self::Migrate(_) => 500,
         }
@@ -78,14 +80,11 @@ impl Error {
             Self::InsufficientStock { .. } => "insufficient_stock",
             Self::HoldExpired => "hold_expired",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::QueueUnavailable(_) | Self::Database(_) if self.status() == 503 => {
-                "service_unavailable"
+            Self::QueueUnavailable(_) | Self::DeadlineExceeded(_) => "service_unavailable",
+            Self::Database(_) if self.status() == 503 => "service_unavailable",
+            Self::Config(_) | Self::Internal(_) | Self::Database(_) | Self::Migrate(_) => {
+                "internal_error"
             }
-            Self::Config(_)
-            | Self::Internal(_)
-            | Self::QueueUnavailable(_)
-            | Self::Database(_)
-            | Self::Migrate(_) => "internal_error",
         }
     }
 
@@ -119,6 +118,11 @@ pub(crate) fn is_duplicate_key(err: &sqlx::Error) -> bool {
 }
 
 /// The database is unreachable or overloaded, not wrong: the client should retry later.
+///
+/// Losing the server shows as `Io` (the socket closed or reset mid-statement) or, when it does
+/// not come back within the acquire timeout, `PoolTimedOut`: sqlx keeps retrying refused
+/// connections until then. A connect that fails otherwise (too many connections, shutting down)
+/// returns the server's error at once, and so does a statement on a connection killed under it.
 fn is_transient(err: &sqlx::Error) -> bool {
     matches!(
         err,
@@ -127,15 +131,26 @@ fn is_transient(err: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_)
-    ) || mysql_error_number(err).is_some_and(|n| {
-        // lock wait timeout, deadlock (after our retries), too many connections, server shutdown,
-        // connection killed, lost connection, read-only (failover in progress)
-        matches!(
-            n,
-            1205 | 1213 | 1040 | 1053 | 1927 | 2006 | 2013 | 1290 | 1836
-        )
-    })
+    ) || mysql_error_number(err).is_some_and(|n| TRANSIENT_SERVER_ERRORS.contains(&n))
 }
+
+/// Server error numbers that say "not now" rather than "wrong".
+const TRANSIENT_SERVER_ERRORS: &[u16] = &[
+    ER_LOCK_WAIT_TIMEOUT, // still waiting after our retries
+    ER_LOCK_DEADLOCK,     // still losing after our retries
+    1040,                 // ER_CON_COUNT_ERROR: too many connections
+    1203,                 // ER_TOO_MANY_USER_CONNECTIONS
+    1053,                 // ER_SERVER_SHUTDOWN: shutdown in progress
+    1317,                 // ER_QUERY_INTERRUPTED: the statement was killed
+    1927,                 // ER_CONNECTION_KILLED (MariaDB): the connection was killed
+    1969,                 // ER_STATEMENT_TIMEOUT (MariaDB): max_statement_time exceeded
+    3024,                 // ER_QUERY_TIMEOUT (MySQL): max_execution_time exceeded
+    4031,                 // ER_CLIENT_INTERACTION_TIMEOUT (MySQL): closed by the server as idle
+    2006,                 // CR_SERVER_GONE_ERROR and CR_SERVER_LOST: client codes,
+    2013,                 // in case something in between relays them
+    1290,                 // ER_OPTION_PREVENTS_STATEMENT: read-only, a failover in progress
+    1836,                 // ER_READ_ONLY_MODE
+];
 
 #[cfg(test)]
 mod tests {
@@ -154,6 +169,15 @@ mod tests {
         let err = Error::Database(sqlx::Error::PoolTimedOut);
         assert_eq!(err.status(), 503);
         assert_eq!(err.code(), "service_unavailable");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(Error::Database(sqlx::Error::Io(reset)).status(), 503);
+    }
+
+    #[test]
+    fn killed_connections_and_statement_timeouts_are_transient() {
+        for number in [1927, 1317, 1969, 3024, 1053] {
+            assert!(TRANSIENT_SERVER_ERRORS.contains(&number), "{number}");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! HTTP function and the local server answer through these helpers, so every response, errors
 //! included, has the same JSON shape.
 
+use std::time::Duration;
+
 use lambda_http::http::{HeaderValue, StatusCode, header};
 pub use lambda_http::{Body, Request, RequestExt, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -44,13 +46,30 @@ pub fn error(err: &Error) -> Response<Body> {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    if matches!(err, Error::Unauthorized) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     response
 }
 
-/// What every HTTP handler returns: outcomes a client should see are responses, never `Err`.
-pub fn respond(
-    result: Result<Response<Body>, Error>,
+/// The longest an HTTP request runs before it is answered 503: the bound on what the database's
+/// own timeouts cannot stop, a server that stops answering on an open connection (frozen, a
+/// network black hole, a failover caught mid-statement). Above the 3 s wait for a connection plus
+/// the 5 s lock wait, so those end by their own errors first; below API Gateway's 29 s. A
+/// request cut off may still have committed: a client repeating it with its Idempotency-Key
+/// gets that result.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(9);
+
+/// What every HTTP handler returns: runs the handler's work within [`REQUEST_DEADLINE`]; the
+/// outcomes a client should see are responses, never `Err`.
+pub async fn respond(
+    work: impl Future<Output = Result<Response<Body>, Error>>,
 ) -> Result<Response<Body>, lambda_http::Error> {
+    let result = tokio::time::timeout(REQUEST_DEADLINE, work)
+        .await
+        .unwrap_or(Err(Error::DeadlineExceeded(REQUEST_DEADLINE)));
     Ok(result.unwrap_or_else(|err| error(&err)))
 }
 

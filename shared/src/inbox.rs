@@ -8,7 +8,8 @@ use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
 
 use crate::error::Error;
 use crate::ids::OrderId;
-use crate::payments::{self, PaymentEvent, PaymentStatus};
+use crate::metrics;
+use crate::payments::{PaymentEvent, PaymentStatus};
 use crate::ports::EventPublisher;
 
 /// A delivery not finished within this time (the worker crashed) is delivered again.
@@ -133,9 +134,8 @@ async fn process(
         event,
         receive_count,
     } = delivery;
-    match payments::apply_payment(pool, &event).await {
-        Ok(applied) => {
-            applied.publish(pool, publisher).await;
+    match crate::service::apply_payment(pool, publisher, &event).await {
+        Ok(_) => {
             sqlx::query("UPDATE payment_inbox SET state = 'done', last_error = NULL WHERE id = ?")
                 .bind(id)
                 .execute(pool)
@@ -157,6 +157,7 @@ async fn process(
                 .execute(pool)
                 .await?;
             report.dead_lettered += 1;
+            metrics::count(metrics::PAYMENTS_DEAD_LETTERED, 1);
         }
         Err(err) => {
             let delay = policy.delay_after(receive_count);

@@ -4,13 +4,15 @@
 #[cfg(any(
     feature = "aws-scheduler",
     feature = "aws-sqs",
-    feature = "aws-eventbridge"
+    feature = "aws-eventbridge",
+    feature = "aws-secrets"
 ))]
 pub mod adapters;
 #[cfg(any(
     feature = "aws-scheduler",
     feature = "aws-sqs",
-    feature = "aws-eventbridge"
+    feature = "aws-eventbridge",
+    feature = "aws-secrets"
 ))]
 pub mod aws;
 pub mod config;
@@ -27,6 +29,7 @@ pub mod model;
 pub mod money;
 pub mod payments;
 pub mod ports;
+pub mod reconcile;
 pub mod service;
 pub mod stock;
 

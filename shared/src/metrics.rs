@@ -1,17 +1,79 @@
 //! Metrics as CloudWatch Embedded Metric Format lines on stdout: Lambda ships stdout to
 //! CloudWatch Logs, which turns each line into a metric, with no API call and no agent.
+//!
+//! The names below are the whole set: template.yaml's dashboard and alarms use the same ones.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
 pub const NAMESPACE: &str = "flash-sale";
 
-pub fn count(metric: &str, value: u64) {
-    println!("{}", emf_line(metric, value));
+/// A hold was created (not a replay of an Idempotency-Key).
+pub const HOLDS_CREATED: &str = "HoldsCreated";
+/// A hold was refused for want of stock (409).
+pub const HOLDS_REFUSED: &str = "HoldsRefused";
+/// A hold was redeemed into a new order.
+pub const ORDERS_CREATED: &str = "OrdersCreated";
+/// A payment event settled its order (paid, or failed and cancelled).
+pub const PAYMENTS_APPLIED: &str = "PaymentsApplied";
+/// A payment event changed nothing: a repeat, or its order had settled already.
+pub const PAYMENTS_IGNORED: &str = "PaymentsIgnored";
+/// `paid` for an order already cancelled: the money must go back.
+pub const REFUNDS_REQUIRED: &str = "RefundsRequired";
+/// A payment event was given up on after its retry budget.
+pub const PAYMENTS_DEAD_LETTERED: &str = "PaymentsDeadLettered";
+/// Milliseconds from a hold's or order's deadline to the trigger that settled it.
+pub const EXPIRY_LAG: &str = "ExpiryLag";
+/// Holds and orders the sweeper settled because no trigger had.
+pub const SWEEPER_SETTLED: &str = "SweeperSettled";
+/// A deadline trigger could not be scheduled (the sweeper covers for it).
+pub const DEADLINE_SCHEDULE_FAILED: &str = "DeadlineScheduleFailed";
+/// Stock buckets (or product totals) whose counters differ from their rows, per reconciliation.
+pub const STOCK_DRIFT: &str = "StockDrift";
+/// Buckets a reconciliation asked to repair did repair.
+pub const STOCK_DRIFT_REPAIRED: &str = "StockDriftRepaired";
+
+/// Every name above: what the template's dashboard and alarms may refer to.
+pub const ALL: &[&str] = &[
+    HOLDS_CREATED,
+    HOLDS_REFUSED,
+    ORDERS_CREATED,
+    PAYMENTS_APPLIED,
+    PAYMENTS_IGNORED,
+    REFUNDS_REQUIRED,
+    PAYMENTS_DEAD_LETTERED,
+    EXPIRY_LAG,
+    SWEEPER_SETTLED,
+    DEADLINE_SCHEDULE_FAILED,
+    STOCK_DRIFT,
+    STOCK_DRIFT_REPAIRED,
+];
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Stops printing metric lines in this process: for the benchmark, whose load would print
+/// thousands a second among its own output.
+pub fn disable() {
+    ENABLED.store(false, Ordering::Relaxed);
 }
 
-fn emf_line(metric: &str, value: u64) -> serde_json::Value {
+pub fn count(metric: &str, value: u64) {
+    emit(metric, "Count", value);
+}
+
+pub fn milliseconds(metric: &str, value: u64) {
+    emit(metric, "Milliseconds", value);
+}
+
+fn emit(metric: &str, unit: &str, value: u64) {
+    if ENABLED.load(Ordering::Relaxed) {
+        println!("{}", emf_line(metric, unit, value));
+    }
+}
+
+fn emf_line(metric: &str, unit: &str, value: u64) -> serde_json::Value {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -22,7 +84,7 @@ fn emf_line(metric: &str, value: u64) -> serde_json::Value {
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [["Function"]],
-                "Metrics": [{"Name": metric, "Unit": "Count"}],
+                "Metrics": [{"Name": metric, "Unit": unit}],
             }],
         },
         "Function": function,
@@ -33,12 +95,13 @@ fn emf_line(metric: &str, value: u64) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn a_count_is_an_emf_document_naming_its_metric() {
-        let line = super::emf_line("DeadlineScheduleFailed", 1);
-        assert_eq!(line["DeadlineScheduleFailed"], 1);
+    fn a_metric_is_an_emf_document_naming_its_metric_and_unit() {
+        let line = super::emf_line(super::EXPIRY_LAG, "Milliseconds", 1250);
+        assert_eq!(line["ExpiryLag"], 1250);
         let definition = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(definition["Namespace"], "flash-sale");
-        assert_eq!(definition["Metrics"][0]["Name"], "DeadlineScheduleFailed");
+        assert_eq!(definition["Metrics"][0]["Name"], "ExpiryLag");
+        assert_eq!(definition["Metrics"][0]["Unit"], "Milliseconds");
         assert!(line["_aws"]["Timestamp"].as_u64().is_some_and(|t| t > 0));
     }
 }

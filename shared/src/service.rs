@@ -14,6 +14,7 @@ use crate::inbox::{self, DrainReport, RetryPolicy};
 use crate::metrics;
 use crate::payments::{self, PaymentEvent, PaymentOutcome};
 use crate::ports::{Deadline, DeadlineScheduler, EventPublisher};
+use crate::reconcile;
 use crate::stock::{self, ExpiryOutcome, HoldRequest, Redemption, Reservation, Settlement};
 
 /// The side-effect adapters an operation may need.
@@ -29,12 +30,26 @@ pub async fn create_hold(
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Reservation, Error> {
-    let reservation = stock::reserve(pool, request, ttl)
-        .await?
-        .publish(pool, effects.publisher)
-        .await;
-    if !reservation.replayed {
-        let hold = &reservation.hold;
+    let reservation = match stock::reserve(pool, request, ttl).await {
+        Ok(committed) => committed.publish(pool, effects.publisher).await,
+        Err(
+            err @ Error::InsufficientStock {
+                requested,
+                available,
+            },
+        ) => {
+            metrics::count(metrics::HOLDS_REFUSED, 1);
+            tracing::info!(product_id = %request.product_id, requested, available, "hold refused: not enough stock");
+            return Err(err);
+        }
+        Err(err) => return Err(err),
+    };
+    let hold = &reservation.hold;
+    if reservation.replayed {
+        tracing::info!(hold_id = %hold.hold_id, "hold replayed for its Idempotency-Key");
+    } else {
+        metrics::count(metrics::HOLDS_CREATED, 1);
+        tracing::info!(hold_id = %hold.hold_id, product_id = %hold.product_id, qty = hold.qty, "hold created");
         schedule(
             effects.scheduler,
             Deadline::HoldExpiry(hold.hold_id.clone()),
@@ -55,8 +70,12 @@ pub async fn create_order(
         .await?
         .publish(pool, effects.publisher)
         .await;
-    if redemption.created {
-        let order = &redemption.order;
+    let order = &redemption.order;
+    if !redemption.created {
+        tracing::info!(order_id = %order.order_id, %hold_id, "order returned again for its redeemed hold");
+    } else {
+        metrics::count(metrics::ORDERS_CREATED, 1);
+        tracing::info!(order_id = %order.order_id, %hold_id, qty = order.qty, "order created");
         schedule(
             effects.scheduler,
             Deadline::OrderPayment(order.order_id.clone()),
@@ -98,10 +117,18 @@ pub async fn apply_payment(
     publisher: &dyn EventPublisher,
     event: &PaymentEvent,
 ) -> Result<PaymentOutcome, Error> {
-    Ok(payments::apply_payment(pool, event)
+    let outcome = payments::apply_payment(pool, event)
         .await?
         .publish(pool, publisher)
-        .await)
+        .await;
+    let metric = match outcome {
+        PaymentOutcome::Applied(_) => metrics::PAYMENTS_APPLIED,
+        PaymentOutcome::Duplicate | PaymentOutcome::IgnoredTerminal(_) => metrics::PAYMENTS_IGNORED,
+        PaymentOutcome::RefundRequired => metrics::REFUNDS_REQUIRED,
+    };
+    metrics::count(metric, 1);
+    tracing::info!(order_id = %event.order_id, idempotency_key = %event.idempotency_key, outcome = outcome.as_str(), "payment event applied");
+    Ok(outcome)
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -110,13 +137,16 @@ pub struct SweepReport {
     pub settled: Settlement,
     pub payments: DrainReport,
     pub events_republished: usize,
+    /// Stock buckets whose counters disagree with their holds and orders (reported, not repaired).
+    pub stock_drift: usize,
 }
 
 /// How long after writing an event the sweeper considers it missed by its own operation.
 pub const REPUBLISH_GRACE: Duration = Duration::from_secs(5);
 
 /// The periodic catch-all: settles every passed deadline, delivers payment events waiting in
-/// the inbox and publishes events their operation failed to publish.
+/// the inbox, publishes events their operation failed to publish, and checks the stock counters
+/// against their rows.
 pub async fn sweep(
     pool: &MySqlPool,
     publisher: &dyn EventPublisher,
@@ -127,13 +157,19 @@ pub async fn sweep(
         value: settled,
         events,
     } = stock::settle_all_lapsed(pool).await?;
+    metrics::count(
+        metrics::SWEEPER_SETTLED,
+        settled.holds_expired + settled.orders_cancelled,
+    );
     events::publish(pool, publisher, &events).await;
     let payments = inbox::drain(pool, payment_retry, publisher).await?;
     let events_republished = events::publish_pending(pool, publisher, republish_grace).await?;
+    let reconciliation = reconcile::reconcile(pool, None, false).await?;
     Ok(SweepReport {
         settled,
         payments,
         events_republished,
+        stock_drift: reconciliation.unresolved(),
     })
 }
 
@@ -143,7 +179,7 @@ async fn schedule(
     at: chrono::NaiveDateTime,
 ) {
     if let Err(err) = scheduler.schedule(&deadline, at).await {
-        metrics::count("DeadlineScheduleFailed", 1);
+        metrics::count(metrics::DEADLINE_SCHEDULE_FAILED, 1);
         tracing::error!(deadline = deadline.name(), error = %err, "could not schedule a deadline trigger; the sweeper will settle it");
     }
 }

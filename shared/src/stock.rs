@@ -705,6 +705,8 @@ pub async fn expire_hold(
         )
         .await?;
         tx.commit().await?;
+        record_expiry_lag(hold.expires_at);
+        tracing::info!(hold_id = %hold.hold_id, product_id = %hold.product_id, qty = hold.qty, "hold expired");
         Ok(Committed::new(ExpiryOutcome::Expired, vec![event]))
     })
     .await
@@ -736,9 +738,17 @@ pub async fn expire_order(
         }
         let event = cancel_order(&mut tx, &order, "payment_timeout").await?;
         tx.commit().await?;
+        record_expiry_lag(order.payment_due_at);
+        tracing::info!(order_id = %order.order_id, hold_id = %order.hold_id, "order cancelled: payment deadline passed");
         Ok(Committed::new(ExpiryOutcome::Expired, vec![event]))
     })
     .await
+}
+
+/// How late a deadline trigger settled its hold or order (by this process's clock).
+fn record_expiry_lag(deadline: NaiveDateTime) {
+    let lag = (chrono::Utc::now().naive_utc() - deadline).num_milliseconds();
+    crate::metrics::milliseconds(crate::metrics::EXPIRY_LAG, lag.max(0) as u64);
 }
 
 /// What one settlement run did.

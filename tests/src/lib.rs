@@ -3,6 +3,8 @@
 //! durable payment queue workers. Also the helpers the end-to-end tests share.
 
 pub mod bench;
+pub mod mariadb;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod sqs_poller;

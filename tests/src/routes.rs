@@ -30,12 +30,15 @@ pub enum Match {
         route: Route,
         params: Vec<(String, String)>,
     },
-    MethodNotAllowed,
+    /// The path exists with these methods only (the `Allow` header of the 405).
+    MethodNotAllowed {
+        allowed: Vec<Method>,
+    },
     NotFound,
 }
 
 pub fn find(method: &Method, path: &str) -> Match {
-    let mut path_matched = false;
+    let mut allowed = Vec::new();
     for (route_method, pattern, route) in ROUTES {
         let Some(params) = match_path(pattern, path) else {
             continue;
@@ -46,17 +49,17 @@ pub fn find(method: &Method, path: &str) -> Match {
                 params,
             };
         }
-        path_matched = true;
+        allowed.push(route_method.clone());
     }
-    if path_matched {
-        Match::MethodNotAllowed
-    } else {
+    if allowed.is_empty() {
         Match::NotFound
+    } else {
+        Match::MethodNotAllowed { allowed }
     }
 }
 
 /// `{name}` matches one non-empty segment; everything else must be equal.
-fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
     let mut pattern_segments = pattern.split('/');
     let mut path_segments = path.split('/');
     let mut params = Vec::new();
@@ -107,9 +110,16 @@ mod tests {
     fn wrong_methods_and_unknown_paths_are_told_apart() {
         assert_eq!(
             find(&Method::DELETE, "/api/products/7"),
-            Match::MethodNotAllowed
+            Match::MethodNotAllowed {
+                allowed: vec![Method::GET]
+            }
         );
-        assert_eq!(find(&Method::GET, "/api/holds"), Match::MethodNotAllowed);
+        assert_eq!(
+            find(&Method::GET, "/api/holds"),
+            Match::MethodNotAllowed {
+                allowed: vec![Method::POST]
+            }
+        );
         assert_eq!(find(&Method::GET, "/api/products/"), Match::NotFound);
         assert_eq!(find(&Method::GET, "/api/products/7/extra"), Match::NotFound);
         assert_eq!(find(&Method::GET, "/"), Match::NotFound);

@@ -18,6 +18,7 @@ use shared::{Config, Error, adapters, db, http, inbox, stock};
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::routes::{self, Match, Route};
 
@@ -136,6 +137,7 @@ impl LocalServer {
                     let processor = payment_processor::Deps {
                         pool: pool.clone(),
                         publisher: publisher.clone(),
+                        max_attempts: config.payment_max_attempts,
                     };
                     tasks.push(tokio::spawn(crate::sqs_poller::poll_forever(
                         client,
@@ -194,10 +196,46 @@ impl Drop for LocalServer {
     }
 }
 
-/// Turns the HTTP request into the API Gateway request the Lambda would receive (path
-/// parameters included) and hands it to that route's `handle`.
+/// Every request runs in a span carrying its request id (the client's `X-Request-Id` when it
+/// sent a sane one, a new UUID otherwise), so each log line of the request names it, as the
+/// Lambda runtime's span names `requestId`; the response returns the id.
 async fn dispatch(
     State(handlers): State<Arc<Handlers>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path()
+    );
+    let started = std::time::Instant::now();
+    let mut response = route(handlers, request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request done"
+        );
+    });
+    if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Turns the HTTP request into the API Gateway request the Lambda would receive (path
+/// parameters included) and hands it to that route's `handle`.
+async fn route(
+    handlers: Arc<Handlers>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
     let (parts, body) = request.into_parts();
@@ -206,10 +244,23 @@ async fn dispatch(
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
         }),
-        Match::MethodNotAllowed => http::error(&Error::MethodNotAllowed {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-        }),
+        Match::MethodNotAllowed { allowed } => {
+            let mut response = http::error(&Error::MethodNotAllowed {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+            });
+            let allow = allowed
+                .iter()
+                .map(|method| method.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(allow) = lambda_http::http::HeaderValue::from_str(&allow) {
+                response
+                    .headers_mut()
+                    .insert(lambda_http::http::header::ALLOW, allow);
+            }
+            response
+        }
         // Read one byte past the limit at most: enough for the handler to refuse it with 413.
         Match::Found { route, params } => {
             match axum::body::to_bytes(body, http::MAX_BODY_BYTES + 1).await {

@@ -2,10 +2,12 @@
 //! client that speaks the contract.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use shared::ports::{EventPublisher, NoPublisher};
 use shared::{Config, db};
 use sqlx::{MySqlPool, Row};
 
@@ -48,16 +50,26 @@ impl TestDb {
 
     /// The configuration a local server on this database runs with; `vars` override it.
     pub fn config(&self, vars: &[(&str, &str)]) -> Config {
-        let mut all: HashMap<String, String> = HashMap::from([
-            ("DATABASE_URL".into(), self.url.expose_secret().to_owned()),
-            ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
-            ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
-            ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
-            ("PAYMENT_RETRY_BASE_MS".into(), "50".into()),
-            ("SWEEP_INTERVAL_SECONDS".into(), "1".into()),
-        ]);
-        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Config::from_lookup(|name| all.get(name).cloned()).expect("valid test configuration")
+        test_config(self.url.expose_secret(), vars)
+    }
+
+    /// The sweeper's handler on this database, as its Lambda builds it, republishing at once.
+    pub fn sweeper(&self, publisher: Arc<dyn EventPublisher>) -> sweeper::Deps {
+        sweeper::Deps {
+            pool: self.pool.clone(),
+            publisher,
+            payment_retry: self.config(&[]).payment_retry_policy(),
+            republish_grace: std::time::Duration::ZERO,
+        }
+    }
+
+    /// The SQS payment processor's handler on this database, as its Lambda builds it.
+    pub fn payment_processor(&self) -> payment_processor::Deps {
+        payment_processor::Deps {
+            pool: self.pool.clone(),
+            publisher: Arc::new(NoPublisher),
+            max_attempts: self.config(&[]).payment_max_attempts,
+        }
     }
 
     pub async fn server(&self, vars: &[(&str, &str)]) -> LocalServer {
@@ -102,8 +114,106 @@ impl Drop for TestDb {
     }
 }
 
+/// The configuration a local server on `database_url` runs with in the tests (the tests'
+/// secrets, an ephemeral port, fast retries and sweeps); `vars` override it.
+pub fn test_config(database_url: &str, vars: &[(&str, &str)]) -> Config {
+    let mut all: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), database_url.to_owned()),
+        ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+        ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
+        ("PAYMENT_RETRY_BASE_MS".into(), "50".into()),
+        ("SWEEP_INTERVAL_SECONDS".into(), "1".into()),
+    ]);
+    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_lookup(|name| all.get(name).cloned()).expect("valid test configuration")
+}
+
+/// A MariaDB user with a password, allowed into one test database only; dropped on drop.
+pub struct PasswordUser {
+    pub name: String,
+    pub password: String,
+    admin_url: SecretString,
+    admin: sqlx::MySqlPool,
+}
+
+/// Where a TCP client may come from, as MariaDB matches it: each gets the same account.
+const USER_HOSTS: [&str; 3] = ["%", "localhost", "127.0.0.1"];
+
+impl PasswordUser {
+    pub async fn create(db: &TestDb) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let user = Self {
+            name: format!("fs_user_{}", &suffix[..12]),
+            password: format!("pw{}", &suffix[12..]),
+            admin_url: db.url.clone(),
+            admin: db.pool.clone(),
+        };
+        user.for_each_host(|account| {
+            format!("CREATE USER {account} IDENTIFIED BY '{}'", user.password)
+        })
+        .await;
+        user.for_each_host(|account| format!("GRANT ALL ON `{}`.* TO {account}", db.name))
+            .await;
+        user
+    }
+
+    /// The test database's URL as this user, with `password`.
+    pub fn url(&self, db: &TestDb, password: &str) -> String {
+        let admin = self.admin_url.expose_secret();
+        let authority = admin
+            .split_once("://")
+            .map_or(admin, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or(authority);
+        with_database(
+            &format!("mysql://{}:{password}@{host}/x", self.name),
+            &db.name,
+        )
+    }
+
+    pub async fn set_password(&self, password: &str) {
+        self.for_each_host(|account| format!("ALTER USER {account} IDENTIFIED BY '{password}'"))
+            .await;
+    }
+
+    async fn for_each_host(&self, statement: impl Fn(&str) -> String) {
+        for host in USER_HOSTS {
+            let account = format!("'{}'@'{host}'", self.name);
+            sqlx::query(&statement(&account))
+                .execute(&self.admin)
+                .await
+                .unwrap_or_else(|err| panic!("{}: {err}", statement(&account)));
+        }
+    }
+}
+
+impl Drop for PasswordUser {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // As TestDb's drop: this runtime is blocked right here, so a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let pool = db::connect(&url, 1).await.ok()?;
+                for host in USER_HOSTS {
+                    let drop_user = format!("DROP USER IF EXISTS '{name}'@'{host}'");
+                    sqlx::query(&drop_user).execute(&pool).await.ok()?;
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
 /// `mysql://user@host:3306/anything?x=y` with its database replaced by `name`.
-pub(crate) fn with_database(url: &str, name: &str) -> String {
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(base, query)| (base, Some(query)));
@@ -115,7 +225,8 @@ pub(crate) fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-/// A client of the HTTP contract: every call answers `(status, JSON body)`.
+/// A client of the HTTP contract: every call answers `(status, JSON body)`, checked against
+/// `openapi.yaml`.
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
@@ -156,12 +267,28 @@ impl Api {
         self.send(request).await
     }
 
+    /// Every answer must be one `openapi.yaml` documents for the request (see
+    /// `openapi::Spec::check`): a test that gets anything else fails here, whatever it asserts.
     async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.send().await.expect("the server answers");
+        let request = request.build().expect("a valid request");
+        let (method, path) = (request.method().clone(), request.url().path().to_owned());
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .expect("the server answers");
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = response.text().await.expect("a body");
         let json = serde_json::from_str(&body)
             .unwrap_or_else(|_| panic!("status {status}: body is not JSON: {body:?}"));
+        if let Err(problems) =
+            crate::openapi::SPEC.check(method.as_str(), &path, status, &headers, &json)
+        {
+            panic!(
+                "{method} {path} answered {status}, which openapi.yaml does not allow: {problems}\nbody: {json}"
+            );
+        }
         (status, json)
     }
 

@@ -464,12 +464,7 @@ async fn events_the_bus_refused_stay_in_the_outbox_until_the_sweeper_publishes_t
         EventBridge::new(&moto.sdk_config().await),
         "flash-sale".into(),
     );
-    let sweeper = sweeper::Deps {
-        pool: db.pool.clone(),
-        publisher: Arc::new(bus),
-        payment_retry: db.config(&[]).payment_retry_policy(),
-        republish_grace: Duration::ZERO,
-    };
+    let sweeper = db.sweeper(Arc::new(bus));
     let report = sweeper::handle(&sweeper).await.expect("sweep");
     assert_eq!(report.events_republished, 1);
     let events = delivered(&sqs, &sink_url, 1).await;

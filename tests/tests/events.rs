@@ -245,10 +245,7 @@ async fn queue_and_trigger_events() {
     let db = seeded().await;
     let batch: SqsEvent =
         serde_json::from_str(event!("payment-processor.batch")).expect("an SQS event");
-    let deps = payment_processor::Deps {
-        pool: db.pool.clone(),
-        publisher: Arc::new(NoPublisher),
-    };
+    let deps = db.payment_processor();
     let response = payment_processor::handle(&deps, batch)
         .await
         .expect("handled");
@@ -306,12 +303,24 @@ async fn queue_and_trigger_events() {
     // The sweeper ignores what its schedule sends, but the sample must be a valid scheduled event.
     let _: aws_lambda_events::event::eventbridge::EventBridgeEvent<Value> =
         serde_json::from_str(event!("sweeper.scheduled")).expect("a scheduled event");
-    let deps = sweeper::Deps {
-        pool: db.pool.clone(),
-        publisher: Arc::new(NoPublisher),
-        payment_retry: db.config(&[]).payment_retry_policy(),
-        republish_grace: Duration::ZERO,
-    };
+    let deps = db.sweeper(Arc::new(NoPublisher));
     let report = sweeper::handle(&deps).await.expect("swept");
     assert_eq!(report.settled.holds_expired, 0);
+}
+
+#[tokio::test]
+async fn reconcile_events() {
+    let db = seeded().await;
+    let deps = reconcile::Deps {
+        pool: db.pool.clone(),
+    };
+    for sample in [event!("reconcile.check"), event!("reconcile.repair")] {
+        let input: reconcile::Request = serde_json::from_str(sample).expect("a reconcile request");
+        let report = reconcile::handle(&deps, input).await.expect("reconciled");
+        assert_eq!(report.buckets_checked, 1, "the demo product's one bucket");
+        assert_eq!(report.unresolved(), 0);
+    }
+    let repair: reconcile::Request =
+        serde_json::from_str(event!("reconcile.repair")).expect("a reconcile request");
+    assert!(repair.repair);
 }

@@ -148,7 +148,9 @@ async fn a_trigger_after_the_hold_was_redeemed_changes_nothing() {
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(expire(&db, hold_id).await, ExpiryOutcome::AlreadySettled);
-    let sweep = sweeper::handle(&sweeper_deps(&db)).await.expect("sweep");
+    let sweep = sweeper::handle(&db.sweeper(Arc::new(NoPublisher)))
+        .await
+        .expect("sweep");
     assert_eq!(sweep.settled.holds_expired, 0);
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
     assert_eq!(
@@ -158,15 +160,6 @@ async fn a_trigger_after_the_hold_was_redeemed_changes_nothing() {
         ),
         (Some(4), Some(6))
     );
-}
-
-fn sweeper_deps(db: &TestDb) -> sweeper::Deps {
-    sweeper::Deps {
-        pool: db.pool.clone(),
-        publisher: Arc::new(NoPublisher),
-        payment_retry: db.config(&[]).payment_retry_policy(),
-        republish_grace: Duration::ZERO,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -192,7 +185,7 @@ async fn the_sweeper_settles_every_lapsed_hold_and_running_it_concurrently_is_sa
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, live) = api.hold(second, 5).await;
 
-    let deps = sweeper_deps(&db);
+    let deps = db.sweeper(Arc::new(NoPublisher));
     let (a, b, c) = tokio::join!(
         sweeper::handle(&deps),
         sweeper::handle(&deps),
@@ -460,7 +453,9 @@ async fn the_sweeper_cancels_unpaid_orders_past_their_deadline() {
         unpaid_order(&api, product, 2).await;
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let report = sweeper::handle(&sweeper_deps(&db)).await.expect("sweep");
+    let report = sweeper::handle(&db.sweeper(Arc::new(NoPublisher)))
+        .await
+        .expect("sweep");
     assert_eq!(report.settled.orders_cancelled, 3);
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
     assert_eq!(

@@ -1,7 +1,6 @@
 //! The payment webhook and its queue: signatures, idempotency per event, the first terminal
 //! outcome winning, failures returning units, retries, dead letters and durability.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -11,7 +10,6 @@ use flash_sale_local::testing::{
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use shared::ports::NoPublisher;
 
 fn no_background_work() -> Options {
     Options {
@@ -298,10 +296,7 @@ async fn the_sqs_processor_fails_a_group_from_its_first_unapplied_message_on() {
     ]}))
     .expect("an SQS event");
 
-    let deps = payment_processor::Deps {
-        pool: db.pool.clone(),
-        publisher: Arc::new(NoPublisher),
-    };
+    let deps = db.payment_processor();
     let response = payment_processor::handle(&deps, batch)
         .await
         .expect("batch handled");

@@ -29,7 +29,7 @@ impl Deps {
         let config = Config::from_env()?;
         let sdk = SdkLoader::from_env();
         Ok(Self {
-            pool: shared::db::lambda_pool(&config)?,
+            pool: adapters::lambda_pool(&config, &sdk).await?,
             scheduler: adapters::lambda_scheduler(&config, &sdk).await?,
             publisher: Arc::new(NoPublisher),
             hold_ttl: config.hold_ttl,
@@ -39,13 +39,14 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond(create_hold(deps, &request).await)
+    http::respond(create_hold(deps, &request)).await
 }
 
 #[derive(Deserialize)]
 struct CreateHold {
+    #[serde(deserialize_with = "shared::json::whole_number")]
     product_id: u64,
-    #[serde(alias = "quantity")]
+    #[serde(alias = "quantity", deserialize_with = "shared::json::whole_number")]
     qty: u32,
 }
 

@@ -24,7 +24,7 @@ impl Deps {
         let config = Config::from_env()?;
         let sdk = SdkLoader::from_env();
         Ok(Self {
-            pool: shared::db::lambda_pool(&config)?,
+            pool: adapters::lambda_pool(&config, &sdk).await?,
             scheduler: adapters::lambda_scheduler(&config, &sdk).await?,
             publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
             payment_ttl: config.order_payment_ttl,
@@ -33,7 +33,7 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond(create_order(deps, &request).await)
+    http::respond(create_order(deps, &request)).await
 }
 
 #[derive(Deserialize)]

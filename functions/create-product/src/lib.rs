@@ -2,10 +2,11 @@
 
 use secrecy::SecretString;
 use serde::Deserialize;
+use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
 use shared::money::Cents;
 use shared::stock::{self, MAX_STOCK_BUCKETS, NewProduct};
-use shared::{Config, Error};
+use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -21,22 +22,26 @@ impl Deps {
         let config = Config::from_env()?;
         Ok(Self {
             admin_token: config.require_admin_token()?,
-            pool: shared::db::lambda_pool(&config)?,
+            pool: adapters::lambda_pool(&config, &SdkLoader::from_env()).await?,
         })
     }
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond(create_product(deps, &request).await)
+    http::respond(create_product(deps, &request)).await
 }
 
 #[derive(Deserialize)]
 struct CreateProduct {
     name: String,
     price: String,
+    #[serde(deserialize_with = "shared::json::whole_number")]
     stock: u32,
     /// Rows the stock is split over, for a product that will be hot (default 1).
-    #[serde(default = "one_bucket")]
+    #[serde(
+        default = "one_bucket",
+        deserialize_with = "shared::json::whole_number"
+    )]
     stock_buckets: u16,
 }
 

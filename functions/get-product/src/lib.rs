@@ -1,8 +1,9 @@
 //! `GET /api/products/{id}`: a product with its stock as of this instant.
 
+use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
 use shared::ids::ProductId;
-use shared::{Config, Error, stock};
+use shared::{Config, Error, adapters, stock};
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -11,14 +12,15 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
+        let config = Config::from_env()?;
         Ok(Self {
-            pool: shared::db::lambda_pool(&Config::from_env()?)?,
+            pool: adapters::lambda_pool(&config, &SdkLoader::from_env()).await?,
         })
     }
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond(get_product(deps, &request).await)
+    http::respond(get_product(deps, &request)).await
 }
 
 async fn get_product(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {

@@ -21,7 +21,7 @@ impl Deps {
         let config = Config::from_env()?;
         let sdk = SdkLoader::from_env();
         Ok(Self {
-            pool: shared::db::lambda_pool(&config)?,
+            pool: adapters::lambda_pool(&config, &sdk).await?,
             publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
         })
     }

@@ -10,12 +10,15 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use shared::aws::SdkLoader;
 use shared::payments::PaymentEvent;
 use shared::ports::EventPublisher;
-use shared::{Config, Error, adapters, service};
+use shared::{Config, Error, adapters, metrics, service};
 use sqlx::MySqlPool;
 
 pub struct Deps {
     pub pool: MySqlPool,
     pub publisher: Arc<dyn EventPublisher>,
+    /// The queue's `maxReceiveCount` (`PAYMENT_MAX_ATTEMPTS`): a message failing its last
+    /// delivery goes to the dead-letter queue.
+    pub max_attempts: u32,
 }
 
 impl Deps {
@@ -23,8 +26,9 @@ impl Deps {
         let config = Config::from_env()?;
         let sdk = SdkLoader::from_env();
         Ok(Self {
-            pool: shared::db::lambda_pool(&config)?,
+            pool: adapters::lambda_pool(&config, &sdk).await?,
             publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
+            max_attempts: config.payment_max_attempts,
         })
     }
 }
@@ -35,25 +39,39 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
     for message in event.records {
         let message_id = message.message_id.clone().unwrap_or_default();
         let group = message.attributes.get("MessageGroupId").cloned();
-        if group
+        let receive_count: u32 = message
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1);
+        let failed = if group
             .as_ref()
             .is_some_and(|group| failed_groups.contains(group))
         {
-            response.batch_item_failures.push(failure(message_id));
-            continue;
-        }
-        let body = message.body.as_deref().unwrap_or_default().as_bytes();
-        let applied = match PaymentEvent::from_json(body) {
-            Ok(event) => service::apply_payment(&deps.pool, deps.publisher.as_ref(), &event)
-                .await
-                .map(|_| ()),
-            Err(err) => Err(err),
+            Err(Error::Internal(
+                "an earlier message of its group failed in this batch".into(),
+            ))
+        } else {
+            match PaymentEvent::from_json(message.body.as_deref().unwrap_or_default().as_bytes()) {
+                Ok(event) => service::apply_payment(&deps.pool, deps.publisher.as_ref(), &event)
+                    .await
+                    .map(drop),
+                Err(err) => Err(err),
+            }
         };
-        if let Err(err) = applied {
-            tracing::warn!(%message_id, ?group, error = %err, "payment message not applied; SQS will redeliver it");
-            failed_groups.extend(group);
-            response.batch_item_failures.push(failure(message_id));
+        let Err(err) = failed else {
+            continue;
+        };
+        // A failed last delivery, the message's own or one held back behind its group, goes to
+        // the dead-letter queue.
+        if receive_count >= deps.max_attempts {
+            metrics::count(metrics::PAYMENTS_DEAD_LETTERED, 1);
+            tracing::error!(%message_id, ?group, receive_count, error = %err, "payment message failed its last delivery; SQS moves it to the dead-letter queue");
+        } else {
+            tracing::warn!(%message_id, ?group, receive_count, error = %err, "payment message not applied; SQS will redeliver it");
         }
+        failed_groups.extend(group);
+        response.batch_item_failures.push(failure(message_id));
     }
     Ok(response)
 }

@@ -29,7 +29,7 @@ impl Deps {
                 // No queue service: queue durably in the database and apply at once; what cannot be
                 // applied yet is retried by the sweeper, which also publishes the events.
                 None => Arc::new(InboxQueue::draining_on_enqueue(
-                    shared::db::lambda_pool(&config)?,
+                    adapters::lambda_pool(&config, &sdk).await?,
                     config.payment_retry_policy(),
                     Arc::new(NoPublisher),
                 )),
@@ -39,7 +39,7 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond(receive(deps, &request).await)
+    http::respond(receive(deps, &request)).await
 }
 
 async fn receive(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {

@@ -5,6 +5,8 @@
 pub mod eventbridge;
 #[cfg(feature = "aws-scheduler")]
 pub mod scheduler;
+#[cfg(feature = "aws-secrets")]
+pub mod secrets;
 #[cfg(feature = "aws-sqs")]
 pub mod sqs;
 

@@ -1,5 +1,9 @@
 //! `flash-sale-local`: the whole API on one machine. Needs only a MySQL 8 or MariaDB server at
 //! `DATABASE_URL`; creates the database, migrates it and seeds a demo product.
+//!
+//! `flash-sale-local [serve]` serves; `migrate` readies the database and exits; `reconcile
+//! [--repair] [--product ID]` checks the stock counters against the holds and orders, prints the
+//! report and exits 1 while drift remains.
 
 use std::process::ExitCode;
 
@@ -9,9 +13,9 @@ use shared::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    lambda_http::tracing::init_default_subscriber();
+    init_logging();
     match run().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             tracing::error!(error = %err, "flash-sale-local could not start");
             ExitCode::FAILURE
@@ -19,19 +23,35 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), shared::Error> {
+/// JSON lines, as the functions log in Lambda (`LoggingConfig: LogFormat: JSON`), with the
+/// request's span (its request id) on every line; `AWS_LAMBDA_LOG_FORMAT=text` for plain text.
+/// `RUST_LOG` sets the level (default `info`).
+fn init_logging() {
+    use lambda_http::tracing::subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    let logs = fmt().with_env_filter(filter).with_target(false);
+    if text {
+        logs.init();
+    } else {
+        logs.json().init();
+    }
+}
+
+async fn run() -> Result<ExitCode, shared::Error> {
     let mut config = Config::from_env()?;
-    match std::env::args().nth(1).as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
         None | Some("serve") => {}
         // For the functions under `cargo lambda watch`, which never migrate: ready the database, exit.
         Some("migrate") => {
-            return flash_sale_local::server::prepare_database(&config)
-                .await
-                .map(drop);
+            flash_sale_local::server::prepare_database(&config).await?;
+            return Ok(ExitCode::SUCCESS);
         }
+        Some("reconcile") => return reconcile(&config, &args[1..]).await,
         Some(other) => {
             return Err(shared::Error::Config(format!(
-                "unknown command {other:?}; use `serve` (default) or `migrate`"
+                "unknown command {other:?}; use `serve` (default), `migrate` or `reconcile [--repair] [--product ID]`"
             )));
         }
     }
@@ -52,7 +72,26 @@ async fn run() -> Result<(), shared::Error> {
         .await
         .map_err(|err| shared::Error::Internal(format!("cannot wait for Ctrl-C: {err}")))?;
     tracing::info!("shutting down");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status 0: no drift left; 1: drift remains; 2: a usage error.
+async fn reconcile(config: &Config, args: &[String]) -> Result<ExitCode, shared::Error> {
+    let Some(request) = reconcile_request(args) else {
+        tracing::error!("usage: flash-sale-local reconcile [--repair] [--product ID]");
+        return Ok(ExitCode::from(2));
+    };
+    let deps = reconcile::Deps {
+        pool: shared::db::connect(&config.database_url, 1).await?,
+    };
+    let report = reconcile::handle(&deps, request).await?;
+    // One JSON line, like everything else the binary prints.
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    Ok(if report.unresolved() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn random_secret() -> String {
@@ -61,4 +100,17 @@ fn random_secret() -> String {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
+}
+
+fn reconcile_request(args: &[String]) -> Option<reconcile::Request> {
+    let mut request = reconcile::Request::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--repair" => request.repair = true,
+            "--product" => request.product_id = Some(args.next()?.parse().ok()?),
+            _ => return None,
+        }
+    }
+    Some(request)
 }

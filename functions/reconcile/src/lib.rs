@@ -1,0 +1,54 @@
+//! On-demand reconciliation (`aws lambda invoke --payload '{"repair":true}'`): recomputes every
+//! stock bucket's counters from its holds and orders, reports drift (error log + `StockDrift`
+//! metric) and repairs it only when the payload asks. The sweeper runs the same check, without
+//! repair, every time it runs.
+
+use serde::Deserialize;
+use shared::aws::SdkLoader;
+use shared::ids::ProductId;
+use shared::reconcile::{self, ReconcileReport};
+use shared::{Config, Error, adapters};
+use sqlx::MySqlPool;
+
+pub struct Deps {
+    pub pool: MySqlPool,
+}
+
+impl Deps {
+    pub async fn from_env() -> Result<Self, Error> {
+        let config = Config::from_env()?;
+        Ok(Self {
+            pool: adapters::lambda_pool(&config, &SdkLoader::from_env()).await?,
+        })
+    }
+}
+
+/// The invocation payload; `{}` checks every product and repairs nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Set drifted counters to what the holds and orders say.
+    #[serde(default)]
+    pub repair: bool,
+    /// Only this product.
+    #[serde(default)]
+    pub product_id: Option<u64>,
+}
+
+pub async fn handle(deps: &Deps, request: Request) -> Result<ReconcileReport, Error> {
+    let report = reconcile::reconcile(
+        &deps.pool,
+        request.product_id.map(ProductId),
+        request.repair,
+    )
+    .await?;
+    tracing::info!(
+        buckets_checked = report.buckets_checked,
+        drifted = report.drifted.len(),
+        totals_drifted = report.totals_drifted.len(),
+        unresolved = report.unresolved(),
+        repair = request.repair,
+        "reconciliation done"
+    );
+    Ok(report)
+}

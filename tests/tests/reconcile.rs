@@ -1,0 +1,279 @@
+//! Reconciliation: counters corrupted on purpose are found (by the on-demand check, the sweeper
+//! and `flash-sale-local reconcile`), reported, left alone unless repair is asked for, and then
+//! repaired to exactly what the holds and orders say.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flash_sale_local::Options;
+use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use shared::ports::NoPublisher;
+use shared::reconcile::Counters;
+
+/// A product of 10 units: one active hold of 2, one order of 3, so reserved 2, sold 3.
+async fn product_with_a_hold_and_an_order(api: &Api) -> u64 {
+    let product = api.create_product(10, "5.00").await;
+    let (status, _) = api.hold(product, 2).await;
+    assert_eq!(status, 201);
+    let (status, hold) = api.hold(product, 3).await;
+    assert_eq!(status, 201);
+    let (status, _) = api.order(hold["hold_id"].as_str().expect("hold id")).await;
+    assert_eq!(status, 201);
+    product
+}
+
+/// What a bug that forgot to release a reservation would leave: one unit moved from available
+/// to reserved with no hold behind it (the CHECK constraint still holds: the row adds up).
+async fn leak_a_reservation(db: &TestDb, product: u64) {
+    sqlx::query(
+        "UPDATE stock_buckets SET available_stock = available_stock - 1, reserved_stock = reserved_stock + 1 WHERE product_id = ?",
+    )
+    .bind(product)
+    .execute(&db.pool)
+    .await
+    .expect("corrupt a counter");
+}
+
+async fn stored(db: &TestDb, product: u64) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT CAST(available_stock AS SIGNED), CAST(reserved_stock AS SIGNED), CAST(sold_stock AS SIGNED) FROM stock_buckets WHERE product_id = ?",
+    )
+    .bind(product)
+    .fetch_one(&db.pool)
+    .await
+    .expect("counters")
+}
+
+fn quiet() -> Options {
+    Options {
+        background_work: false,
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn drift_is_reported_left_alone_and_repaired_only_when_asked() {
+    let db = TestDb::new().await;
+    let server = db.server_with(&[], quiet()).await;
+    let api = Api::new(&server);
+    let product = product_with_a_hold_and_an_order(&api).await;
+    let clean = shared::reconcile::reconcile(&db.pool, None, false)
+        .await
+        .expect("reconciled");
+    assert!(clean.drifted.is_empty(), "{clean:?}");
+    assert_eq!(
+        clean.buckets_checked, 2,
+        "the demo product's and this one's"
+    );
+
+    leak_a_reservation(&db, product).await;
+    let report = shared::reconcile::reconcile(&db.pool, None, false)
+        .await
+        .expect("reconciled");
+    assert_eq!(report.drifted.len(), 1, "{report:?}");
+    let drift = &report.drifted[0];
+    assert_eq!((drift.product_id, drift.bucket), (product, 0));
+    assert_eq!(
+        drift.stored,
+        Counters {
+            available_stock: 4,
+            reserved_stock: 3,
+            sold_stock: 3
+        }
+    );
+    assert_eq!(
+        drift.expected,
+        Counters {
+            available_stock: 5,
+            reserved_stock: 2,
+            sold_stock: 3
+        }
+    );
+    assert!(!drift.repaired);
+    assert_eq!(report.unresolved(), 1);
+    assert_eq!(
+        stored(&db, product).await,
+        (4, 3, 3),
+        "a check repairs nothing"
+    );
+
+    let repaired =
+        shared::reconcile::reconcile(&db.pool, Some(shared::ids::ProductId(product)), true)
+            .await
+            .expect("repaired");
+    assert!(repaired.drifted[0].repaired, "{repaired:?}");
+    assert_eq!(repaired.unresolved(), 0);
+    assert_eq!(stored(&db, product).await, (5, 2, 3));
+    assert_stock_invariants(&db.pool, &api, product).await;
+    let after = shared::reconcile::reconcile(&db.pool, None, false)
+        .await
+        .expect("reconciled");
+    assert!(after.drifted.is_empty(), "{after:?}");
+}
+
+#[tokio::test]
+async fn more_units_held_than_exist_is_reported_but_never_written() {
+    let db = TestDb::new().await;
+    let server = db.server_with(&[], quiet()).await;
+    let api = Api::new(&server);
+    let product = product_with_a_hold_and_an_order(&api).await;
+    // A hold whose quantity was edited past the product's total: no counters can express it.
+    sqlx::query("UPDATE holds SET qty = 50 WHERE product_id = ? AND status = 'active'")
+        .bind(product)
+        .execute(&db.pool)
+        .await
+        .expect("corrupt a hold");
+    let report = shared::reconcile::reconcile(&db.pool, None, true)
+        .await
+        .expect("reconciled");
+    assert_eq!(report.drifted.len(), 1, "{report:?}");
+    assert!(!report.drifted[0].repairable());
+    assert!(!report.drifted[0].repaired);
+    assert_eq!(report.unresolved(), 1);
+    assert_eq!(stored(&db, product).await, (5, 2, 3), "left as it was");
+}
+
+#[tokio::test]
+async fn the_sweeper_reports_drift_without_repairing_it() {
+    let db = TestDb::new().await;
+    let server = db.server_with(&[], quiet()).await;
+    let api = Api::new(&server);
+    let product = product_with_a_hold_and_an_order(&api).await;
+    leak_a_reservation(&db, product).await;
+    let deps = db.sweeper(Arc::new(NoPublisher));
+    let report = sweeper::handle(&deps).await.expect("swept");
+    assert_eq!(report.stock_drift, 1);
+    assert_eq!(stored(&db, product).await, (4, 3, 3));
+}
+
+/// `flash-sale-local reconcile`: the report on stdout, the drift as an error log line and a
+/// `StockDrift` metric line, exit status 1 while drift remains; `--repair` fixes it and exits 0.
+#[tokio::test]
+async fn the_reconcile_command_reports_then_repairs() {
+    let db = TestDb::new().await;
+    let server = db.server_with(&[], quiet()).await;
+    let api = Api::new(&server);
+    let product = product_with_a_hold_and_an_order(&api).await;
+    leak_a_reservation(&db, product).await;
+
+    let run = |args: &'static [&'static str]| {
+        let url = db.url.expose_secret().to_owned();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_flash-sale-local"))
+                .arg("reconcile")
+                .args(args)
+                .env("DATABASE_URL", url)
+                .env("RUST_LOG", "info")
+                .env_remove("AWS_LAMBDA_LOG_FORMAT")
+                .output()
+                .await
+                .expect("run flash-sale-local reconcile")
+        }
+    };
+    let checked = run(&[]).await;
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(1), "{stdout}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["fields"]["product_id"] == product
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("drifted"))),
+        "an error log line names the product: {stdout}"
+    );
+    assert!(
+        lines.iter().any(|l| l["StockDrift"] == 1
+            && l["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] == "StockDrift"),
+        "a StockDrift metric line: {stdout}"
+    );
+    let report = lines
+        .iter()
+        .find(|l| l.get("buckets_checked").is_some())
+        .unwrap_or_else(|| panic!("a report line: {stdout}"));
+    assert_eq!(report["drifted"][0]["product_id"], product, "{report}");
+    assert_eq!(report["drifted"][0]["repaired"], false, "{report}");
+    assert_eq!(stored(&db, product).await, (4, 3, 3));
+
+    let repaired = run(&["--repair"]).await;
+    let stdout = String::from_utf8_lossy(&repaired.stdout);
+    assert_eq!(repaired.status.code(), Some(0), "{stdout}");
+    assert_eq!(stored(&db, product).await, (5, 2, 3));
+    assert_stock_invariants(&db.pool, &api, product).await;
+
+    let bad = run(&["--product"]).await;
+    assert_eq!(bad.status.code(), Some(2), "a usage error is not drift");
+}
+
+/// The check takes no lock, so it must never see drift that is not there, and a repair (under
+/// the bucket locks) must never write over live work: reconciliation runs in a loop while clients
+/// hold, order and let holds lapse on a split product, and the sweeper settles them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconciling_under_load_never_reports_false_drift_nor_breaks_the_stock() {
+    let db = TestDb::new().await;
+    let server = db.server(&[("HOLD_TTL_SECONDS", "1")]).await;
+    let api = Api::new(&server);
+    let body =
+        serde_json::json!({"name": "Hot", "price": "5.00", "stock": 300, "stock_buckets": 4});
+    let (status, product) = api
+        .post_raw(
+            "/api/admin/products",
+            body.to_string(),
+            &[(
+                "authorization",
+                &format!("Bearer {}", flash_sale_local::testing::ADMIN_TOKEN),
+            )],
+        )
+        .await;
+    assert_eq!(status, 201, "{product}");
+    let product = product["id"].as_u64().expect("id");
+
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let clients: Vec<_> = (0..12)
+        .map(|client| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut round = 0u32;
+                while tokio::time::Instant::now() < until {
+                    round += 1;
+                    let (status, hold) = api.hold(product, 1 + round % 3).await;
+                    // Every other hold is redeemed; the rest lapse and are settled.
+                    if status == 201 && (client + round).is_multiple_of(2) {
+                        let (status, order) =
+                            api.order(hold["hold_id"].as_str().expect("hold id")).await;
+                        assert!(status == 201 || status == 410, "{order}");
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut checks = 0;
+    while tokio::time::Instant::now() < until {
+        // A repair now and then: with nothing drifted it must write nothing.
+        let repair = checks % 5 == 4;
+        let report =
+            shared::reconcile::reconcile(&db.pool, Some(shared::ids::ProductId(product)), repair)
+                .await
+                .expect("reconciled");
+        assert!(
+            report.drifted.is_empty(),
+            "false drift under load: {report:?}"
+        );
+        assert!(report.totals_drifted.is_empty(), "{report:?}");
+        checks += 1;
+    }
+    for client in clients {
+        client.await.expect("client");
+    }
+    assert!(checks > 10, "only {checks} checks ran");
+    assert_stock_invariants(&db.pool, &api, product).await;
+    let after = shared::reconcile::reconcile(&db.pool, None, false)
+        .await
+        .expect("reconciled");
+    assert_eq!(after.unresolved(), 0, "{after:?}");
+}
