@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor};
 
@@ -66,13 +67,13 @@ pub fn pool_options(max_connections: u32) -> MySqlPoolOptions {
 
 /// The two servers name their statement timeout differently (and MySQL rejects MariaDB's name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Server {
+pub enum Server {
     MariaDb,
     MySql,
 }
 
 impl Server {
-    async fn of(conn: &mut MySqlConnection) -> Result<Self, sqlx::Error> {
+    pub async fn of(conn: &mut MySqlConnection) -> Result<Self, sqlx::Error> {
         let version: String = sqlx::query_scalar("SELECT VERSION()")
             .fetch_one(&mut *conn)
             .await?;
@@ -129,6 +130,9 @@ pub async fn create_database_if_missing(database_url: &SecretString) -> Result<(
     Ok(())
 }
 
+/// The schema this code runs on: `migrations/`, embedded.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
 /// Applies `migrations/`, once, however many instances start together against one database.
 ///
 /// sqlx serialises migrators with `GET_LOCK(…, -1)`, which MySQL 8 takes as "wait forever" but
@@ -164,7 +168,7 @@ async fn migrate_on(conn: &mut MySqlConnection) -> Result<(), Error> {
             "another instance held the migration lock for over {MIGRATION_LOCK_WAIT_SECONDS} s"
         )));
     }
-    let migrated = sqlx::migrate!("../migrations").run(&mut *conn).await;
+    let migrated = MIGRATOR.run(&mut *conn).await;
     sqlx::query(&format!("DO RELEASE_LOCK({LOCK})"))
         .execute(&mut *conn)
         .await?;

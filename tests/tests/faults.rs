@@ -19,7 +19,7 @@ use flash_sale_local::{LocalServer, Options};
 use futures::future::join_all;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use shared::db;
+use shared::db::{self, Server};
 use sqlx::mysql::MySqlConnection;
 use sqlx::{ConnectOptions, MySqlPool, Row};
 use tokio::time::Instant;
@@ -146,27 +146,25 @@ async fn assert_recovered(stats: &Stats, pool: &MySqlPool, api: &Api, product: u
 async fn a_statement_past_the_servers_time_limit_is_stopped_and_answers_503() {
     let db = TestDb::new().await;
     let mut conn = db.pool.acquire().await.expect("a connection");
-    let version: String = sqlx::query_scalar("SELECT VERSION()")
-        .fetch_one(&mut *conn)
-        .await
-        .expect("version");
-    let mariadb = version.to_ascii_lowercase().contains("mariadb");
-    let (limit, short) = if mariadb {
-        (
+    let server = Server::of(&mut conn).await.expect("the server's kind");
+    let (limit, short) = match server {
+        Server::MariaDb => (
             "CAST(@@SESSION.max_statement_time * 1000 AS SIGNED)",
             "SET SESSION max_statement_time = 0.2",
-        )
-    } else {
-        (
+        ),
+        Server::MySql => (
             "CAST(@@SESSION.max_execution_time AS SIGNED)",
             "SET SESSION max_execution_time = 200",
-        )
+        ),
     };
     let limit_ms: i64 = sqlx::query_scalar(&format!("SELECT {limit}"))
         .fetch_one(&mut *conn)
         .await
         .expect("the limit");
-    assert_eq!(limit_ms, 10_000, "the pool's statement timeout ({version})");
+    assert_eq!(
+        limit_ms, 10_000,
+        "the pool's statement timeout ({server:?})"
+    );
 
     sqlx::query(short)
         .execute(&mut *conn)

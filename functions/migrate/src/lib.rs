@@ -21,11 +21,6 @@ use serde::Serialize;
 use shared::aws::SdkLoader;
 use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
-use sqlx::migrate::Migrator;
-
-/// The directory `shared::db::migrate` applies, embedded here too to know the newest version
-/// this code brings.
-static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// One schema per stack: the id never changes, so an update is never taken for a replacement
 /// (which would make CloudFormation send a Delete for the old id).
@@ -187,7 +182,7 @@ async fn migrate_when_reachable(deps: &Deps) -> Result<String, Error> {
 /// newer schema, and sqlx would refuse it for the migrations it does not know, failing the
 /// rollback itself. Migrations only ever add, so the older code runs on the newer schema.
 async fn migrate(pool: &MySqlPool) -> Result<String, Error> {
-    let newest_known = MIGRATOR
+    let newest_known = shared::db::MIGRATOR
         .iter()
         .filter(|migration| !migration.migration_type.is_down_migration())
         .map(|migration| migration.version)
