@@ -30,6 +30,7 @@ pub mod money;
 pub mod payments;
 pub mod ports;
 pub mod reconcile;
+pub mod routes;
 pub mod service;
 pub mod stock;
 

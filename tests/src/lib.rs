@@ -5,7 +5,6 @@
 pub mod bench;
 pub mod mariadb;
 pub mod openapi;
-pub mod routes;
 pub mod server;
 pub mod sqs_poller;
 pub mod testing;

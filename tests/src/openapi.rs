@@ -237,7 +237,7 @@ const HTTP_METHODS: &[&str] = &[
 
 /// Path templates match as the server's router matches them.
 fn matches_template(template: &str, path: &str) -> bool {
-    crate::routes::match_path(template, path).is_some()
+    shared::routes::match_path(template, path).is_some()
 }
 
 impl Answer {

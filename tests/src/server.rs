@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::routes::{self, Match, Route};
+use shared::routes::{self, Match, Route};
 
 /// Payment queue workers per instance; each drains with SKIP LOCKED, so they never collide.
 const INBOX_WORKERS: usize = 2;
@@ -240,27 +240,6 @@ async fn route(
 ) -> axum::response::Response {
     let (parts, body) = request.into_parts();
     let response = match routes::find(&parts.method, parts.uri.path()) {
-        Match::NotFound => http::error(&Error::RouteNotFound {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-        }),
-        Match::MethodNotAllowed { allowed } => {
-            let mut response = http::error(&Error::MethodNotAllowed {
-                method: parts.method.to_string(),
-                path: parts.uri.path().to_owned(),
-            });
-            let allow = allowed
-                .iter()
-                .map(|method| method.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            if let Ok(allow) = lambda_http::http::HeaderValue::from_str(&allow) {
-                response
-                    .headers_mut()
-                    .insert(lambda_http::http::header::ALLOW, allow);
-            }
-            response
-        }
         // Read one byte past the limit at most: enough for the handler to refuse it with 413.
         Match::Found { route, params } => {
             match axum::body::to_bytes(body, http::MAX_BODY_BYTES + 1).await {
@@ -277,6 +256,9 @@ async fn route(
                     call(&handlers, route, request).await
                 }
             }
+        }
+        Match::NotFound | Match::MethodNotAllowed { .. } => {
+            unmatched_route::answer(&parts.method, parts.uri.path())
         }
     };
     into_axum(response)

@@ -324,3 +324,32 @@ async fn reconcile_events() {
         serde_json::from_str(event!("reconcile.repair")).expect("a reconcile request");
     assert!(repair.repair);
 }
+
+/// The `$default` route's samples: an unknown path, and a route's path with a method it lacks.
+#[tokio::test]
+async fn unmatched_route_events() {
+    let response = unmatched_route::handle(request(event!("unmatched-route.not-found")))
+        .await
+        .expect("ok");
+    let (status, error) = answer(response);
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("route_not_found"))
+    );
+
+    let response = unmatched_route::handle(request(event!("unmatched-route.method-not-allowed")))
+        .await
+        .expect("ok");
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("GET")
+    );
+    let (status, error) = answer(response);
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+}

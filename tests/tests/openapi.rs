@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 
 use flash_sale_local::openapi::{SPEC, Spec};
-use flash_sale_local::routes::ROUTES;
 use flash_sale_local::testing::{ADMIN_TOKEN, Api, TestDb};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
+use shared::routes::ROUTES;
 
 #[test]
 fn the_spec_describes_exactly_the_routes_the_server_serves() {

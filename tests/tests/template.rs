@@ -1,14 +1,14 @@
 //! `template.yaml` against the code it deploys: one function resource per crate under
 //! `functions/` and none without one, every route of the contract exactly once and to its own
-//! function, every variable each function's configuration needs, no write action on every
+//! function (and every other request to `unmatched-route`), every variable each function's configuration needs, no write action on every
 //! resource, the payment queue consistent with its consumer, and a dashboard and alarms that name
 //! only metrics the functions emit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flash_sale_local::routes::ROUTES;
 use serde_json::{Map, Value, json};
 use shared::metrics;
+use shared::routes::ROUTES;
 
 /// The variables each function needs set in AWS, by crate: those its `Deps::from_env` reads
 /// through `Config` (shared/src/config.rs) without a usable default there. THE one list to keep in
@@ -58,6 +58,8 @@ const REQUIRED_ENV: &[(&str, bool, &[&str])] = &[
     ("sweeper", true, &["EVENT_BUS_NAME"]),
     ("reconcile", true, &[]),
     ("migrate", true, &[]),
+    // Answers from the route table alone.
+    ("unmatched-route", false, &[]),
 ];
 /// Every other name the template may set: `Config`'s optional tunables and the log filter. A name
 /// outside these and the lists above is a typo the code would silently ignore.
@@ -270,6 +272,16 @@ fn every_route_of_the_contract_is_served_once_by_its_own_function() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(apis, ["HttpApi"], "one HTTP API");
+    // The routes come from the functions' events; the document only marks `/$default` as the
+    // catch-all with API Gateway's `isDefaultRoute` extension.
+    let paths = template.resource("HttpApi")["Properties"]["DefinitionBody"]["paths"]
+        .as_object()
+        .expect("the HTTP API's OpenAPI paths");
+    assert_eq!(paths.keys().collect::<Vec<_>>(), ["/$default"]);
+    assert_eq!(
+        paths["/$default"]["x-amazon-apigateway-any-method"]["isDefaultRoute"], true,
+        "/$default is the $default route"
+    );
 
     let mut served = Vec::new();
     for (name, id) in template.functions() {
@@ -304,9 +316,17 @@ fn every_route_of_the_contract_is_served_once_by_its_own_function() {
                 kebab(&format!("{route:?}")),
             )
         })
+        .chain([(
+            "ANY".to_owned(),
+            "/$default".to_owned(),
+            "unmatched-route".to_owned(),
+        )])
         .collect();
     contract.sort();
-    assert_eq!(served, contract, "(method, path, function) of every route");
+    assert_eq!(
+        served, contract,
+        "(method, path, function) of every route, and the $default route for the rest"
+    );
 }
 
 #[test]

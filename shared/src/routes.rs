@@ -1,5 +1,5 @@
-//! The HTTP contract's routes, in one table: the local server dispatches by it, and API Gateway
-//! (template.yaml) declares the same set.
+//! The HTTP contract's routes, in one table: the local server dispatches by it, API Gateway
+//! (template.yaml) declares the same set, and the `unmatched-route` function answers the rest.
 
 use lambda_http::http::Method;
 
@@ -59,7 +59,7 @@ pub fn find(method: &Method, path: &str) -> Match {
 }
 
 /// `{name}` matches one non-empty segment; everything else must be equal.
-pub(crate) fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+pub fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
     let mut pattern_segments = pattern.split('/');
     let mut path_segments = path.split('/');
     let mut params = Vec::new();
