@@ -620,25 +620,27 @@ pub fn chart(results: &[RunResult], path: &std::path::Path, font: &[u8]) -> Resu
     root.present().map_err(|err| err.to_string())
 }
 
-/// Every function's binary name, as in `functions/`.
-pub const FUNCTIONS: [&str; 11] = [
-    "get-product",
-    "create-product",
-    "create-hold",
-    "get-hold",
-    "create-order",
-    "get-order",
-    "payment-webhook",
-    "payment-processor",
-    "hold-expiry",
-    "order-expiry",
-    "sweeper",
-];
+/// Every function's binary name: the crates under `functions/`.
+pub fn functions() -> Result<Vec<String>, String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|err| format!("{dir}: {err}"))?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("Cargo.toml").is_file())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
 
 /// A function's cold start: from spawning its binary to its first request for work on the
 /// Lambda Runtime API (which a loopback listener here plays). That span is the init phase Lambda
-/// bills and a first caller waits for, minus the platform's own part.
-pub async fn init_time(binary: &std::path::Path, database_url: &str) -> Result<Duration, String> {
+/// bills and a first caller waits for, minus the platform's own part. `database` is how it finds
+/// its database: `DATABASE_URL`, or a Secrets Manager secret and the host.
+pub async fn init_time(
+    binary: &std::path::Path,
+    database: &[(&str, &str)],
+) -> Result<Duration, String> {
     use tokio::io::AsyncReadExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -650,6 +652,8 @@ pub async fn init_time(binary: &std::path::Path, database_url: &str) -> Result<D
         .to_string();
     let started = Instant::now();
     let mut child = tokio::process::Command::new(binary)
+        // Only what Lambda would set, and nothing of this shell's (its DATABASE_URL, its AWS_*).
+        .env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
         .env(
             "AWS_LAMBDA_FUNCTION_NAME",
@@ -660,7 +664,7 @@ pub async fn init_time(binary: &std::path::Path, database_url: &str) -> Result<D
         )
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("DATABASE_URL", database_url)
+        .envs(database.iter().copied())
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("RUST_LOG", "error")
