@@ -64,8 +64,11 @@ pub struct Config {
     pub payment_retry_base: Duration,
     /// `SWEEP_INTERVAL_SECONDS`: how often the local server's sweeper runs.
     pub sweep_interval: Duration,
-    /// `ORDER_PAYMENT_TTL_SECONDS`: how long an order may stay unpaid before it is cancelled.
+    /// `ORDER_PAYMENT_TTL_SECONDS`: a payment must be received within this time of the order.
     pub order_payment_ttl: Duration,
+    /// `PAYMENT_GRACE_SECONDS`: how long after its payment deadline an unpaid order is cancelled,
+    /// so that a payment received in time but applied late still finds it pending.
+    pub payment_grace: Duration,
     /// `HOLD_SCHEDULE_GROUP`, `SCHEDULER_ROLE_ARN`, `HOLD_EXPIRY_FUNCTION_ARN`,
     /// `ORDER_EXPIRY_FUNCTION_ARN`: EventBridge Scheduler triggers for deadlines, when set.
     pub scheduler: Option<SchedulerSettings>,
@@ -153,6 +156,7 @@ impl Config {
                 1,
                 7 * 86_400,
             )?),
+            payment_grace: Duration::from_secs(number("PAYMENT_GRACE_SECONDS", 300, 0, 7 * 86_400)?),
             scheduler,
             webhook_queue_url: get("WEBHOOK_QUEUE_URL"),
             event_bus_name: get("EVENT_BUS_NAME"),
@@ -182,6 +186,13 @@ impl Config {
                 .map(|_| number("DATABASE_MAX_CONNECTIONS", 1, 1, 1_000).map(|n| n as u32))
                 .transpose()?,
         })
+    }
+
+    pub fn payment_window(&self) -> crate::model::PaymentWindow {
+        crate::model::PaymentWindow {
+            ttl: self.order_payment_ttl,
+            grace: self.payment_grace,
+        }
     }
 
     /// For functions that cannot work without it: fail at cold start, not on the first request.
@@ -227,6 +238,7 @@ mod tests {
         assert_eq!(config.hold_ttl, Duration::from_secs(120));
         assert_eq!(config.max_hold_qty, 10);
         assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
+        assert_eq!(config.payment_grace, Duration::from_secs(300));
         assert!(config.admin_token.is_none());
         assert!(config.require_webhook_secrets().is_err());
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor};
+use sqlx::{ConnectOptions, Connection, Executor, MySql, Transaction};
 
 use crate::error::Error;
 
@@ -202,6 +202,29 @@ where
                 tokio::time::sleep(backoff).await;
             }
             outcome => return outcome,
+        }
+    }
+}
+
+/// Ends a transaction by what its work returned: commits an `Ok`, and rolls an `Err` back
+/// explicitly, awaiting the server's answer. Every transaction ends here. Dropping an open sqlx
+/// transaction only queues its ROLLBACK until the connection's next use, so a Lambda container
+/// frozen right after answering would keep the transaction's row locks until it thaws, blocking
+/// every other container.
+pub(crate) async fn finish<T>(
+    tx: Transaction<'static, MySql>,
+    result: Result<T, Error>,
+) -> Result<T, Error> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "could not roll back; the connection is dropped");
+            }
+            Err(err)
         }
     }
 }

@@ -22,8 +22,13 @@ pub enum EventType {
     OrderCreated,
     OrderPaid,
     OrderCancelled,
-    /// A `paid` event for an order that was cancelled already: the money must be refunded.
+    /// A `paid` event for an order that is cancelled (its payment failed, or the event was
+    /// received after the deadline): the money must be refunded.
     LatePayment,
+    /// A second `paid` event for an order paid already: the customer was charged twice.
+    DoublePayment,
+    /// An event whose amount is not its order's: the order is unchanged; a person decides.
+    PaymentAmountMismatch,
 }
 
 impl EventType {
@@ -34,6 +39,8 @@ impl EventType {
             Self::OrderPaid => "OrderPaid",
             Self::OrderCancelled => "OrderCancelled",
             Self::LatePayment => "LatePayment",
+            Self::DoublePayment => "DoublePayment",
+            Self::PaymentAmountMismatch => "PaymentAmountMismatch",
         }
     }
 }

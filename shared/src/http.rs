@@ -2,8 +2,6 @@
 //! HTTP function and the local server answer through these helpers, so every response, errors
 //! included, has the same JSON shape.
 
-use std::time::Duration;
-
 use lambda_http::http::{HeaderValue, StatusCode, header};
 pub use lambda_http::{Body, Request, RequestExt, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -54,23 +52,23 @@ pub fn error(err: &Error) -> Response<Body> {
     response
 }
 
-/// The longest an HTTP request runs before it is answered 503: the bound on what the database's
-/// own timeouts cannot stop, a server that stops answering on an open connection (frozen, a
-/// network black hole, a failover caught mid-statement). Above the 3 s wait for a connection plus
-/// the 5 s lock wait, so those end by their own errors first; below API Gateway's 29 s. A
-/// request cut off may still have committed: a client repeating it with its Idempotency-Key
-/// gets that result.
-pub const REQUEST_DEADLINE: Duration = Duration::from_secs(9);
+pub use crate::service::REQUEST_DEADLINE;
 
-/// What every HTTP handler returns: runs the handler's work within [`REQUEST_DEADLINE`]; the
+/// What every HTTP handler returns: the handler's work runs within [`REQUEST_DEADLINE`]; the
 /// outcomes a client should see are responses, never `Err`.
 pub async fn respond(
     work: impl Future<Output = Result<Response<Body>, Error>>,
 ) -> Result<Response<Body>, lambda_http::Error> {
-    let result = tokio::time::timeout(REQUEST_DEADLINE, work)
-        .await
-        .unwrap_or(Err(Error::DeadlineExceeded(REQUEST_DEADLINE)));
-    Ok(result.unwrap_or_else(|err| error(&err)))
+    respond_committing(crate::service::within_request_deadline(work)).await
+}
+
+/// For a handler whose work commits and then has side effects (create-hold, create-order): the
+/// service bounds its transaction by [`REQUEST_DEADLINE`] and its side effects by
+/// [`crate::service::SIDE_EFFECTS_BUDGET`], so no deadline here can turn a commit into a 503.
+pub async fn respond_committing(
+    work: impl Future<Output = Result<Response<Body>, Error>>,
+) -> Result<Response<Body>, lambda_http::Error> {
+    Ok(work.await.unwrap_or_else(|err| error(&err)))
 }
 
 pub fn body_bytes(request: &Request) -> Result<&[u8], Error> {

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row};
+use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
 
 use crate::error::Error;
 use crate::ids::OrderId;
 use crate::metrics;
+use crate::money::Cents;
 use crate::payments::{PaymentEvent, PaymentStatus};
 use crate::ports::EventPublisher;
 
@@ -68,18 +69,23 @@ pub async fn drain(
 /// SKIP LOCKED lets several drainers claim disjoint batches without waiting on each other.
 async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
     let mut tx = pool.begin().await?;
+    let claimed = lease_due(&mut tx).await;
+    crate::db::finish(tx, claimed).await
+}
+
+async fn lease_due(tx: &mut Transaction<'static, MySql>) -> Result<Vec<Delivery>, Error> {
     let rows = sqlx::query(
-        "SELECT i.id, i.idempotency_key, i.order_id, i.status, i.receive_count FROM payment_inbox i \
+        "SELECT i.id, i.idempotency_key, i.order_id, i.status, i.amount_cents, i.received_at, i.receive_count \
+         FROM payment_inbox i \
          WHERE i.state = 'pending' AND i.visible_at <= UTC_TIMESTAMP(3) \
            AND NOT EXISTS (SELECT 1 FROM payment_inbox e \
                            WHERE e.order_id = i.order_id AND e.state = 'pending' AND e.id < i.id) \
          ORDER BY i.id LIMIT ? FOR UPDATE SKIP LOCKED",
     )
     .bind(BATCH)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     if rows.is_empty() {
-        tx.rollback().await?;
         return Ok(Vec::new());
     }
     let mut deliveries = Vec::with_capacity(rows.len());
@@ -101,6 +107,8 @@ async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
                 .into_owned(),
                 order_id,
                 status: PaymentStatus::from_db(&row.try_get::<String, _>("status")?),
+                amount: row.try_get::<Option<i64>, _>("amount_cents")?.map(Cents),
+                received_at: row.try_get("received_at")?,
             },
             receive_count: row.try_get::<u32, _>("receive_count")? + 1,
         });
@@ -117,8 +125,7 @@ async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
         ids.push_bind(delivery.id);
     }
     lease.push(")");
-    lease.build().execute(&mut *tx).await?;
-    tx.commit().await?;
+    lease.build().execute(&mut **tx).await?;
     Ok(deliveries)
 }
 

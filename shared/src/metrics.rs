@@ -20,8 +20,14 @@ pub const ORDERS_CREATED: &str = "OrdersCreated";
 pub const PAYMENTS_APPLIED: &str = "PaymentsApplied";
 /// A payment event changed nothing: a repeat, or its order had settled already.
 pub const PAYMENTS_IGNORED: &str = "PaymentsIgnored";
-/// `paid` for an order already cancelled: the money must go back.
+/// Money to give back: `paid` for an order already cancelled (or received after its deadline),
+/// or a second `paid` for a paid order.
 pub const REFUNDS_REQUIRED: &str = "RefundsRequired";
+/// A payment event whose amount is not its order's: the order is unchanged; a person decides.
+pub const PAYMENT_AMOUNT_MISMATCHES: &str = "PaymentAmountMismatches";
+/// An operation committed but its side effects (schedule, publish) ran out of their time budget;
+/// the client got its answer, the sweeper covers for what did not happen.
+pub const SIDE_EFFECTS_TIMED_OUT: &str = "SideEffectsTimedOut";
 /// A payment event was given up on after its retry budget.
 pub const PAYMENTS_DEAD_LETTERED: &str = "PaymentsDeadLettered";
 /// Milliseconds from a hold's or order's deadline to the trigger that settled it.
@@ -43,10 +49,12 @@ pub const ALL: &[&str] = &[
     PAYMENTS_APPLIED,
     PAYMENTS_IGNORED,
     REFUNDS_REQUIRED,
+    PAYMENT_AMOUNT_MISMATCHES,
     PAYMENTS_DEAD_LETTERED,
     EXPIRY_LAG,
     SWEEPER_SETTLED,
     DEADLINE_SCHEDULE_FAILED,
+    SIDE_EFFECTS_TIMED_OUT,
     STOCK_DRIFT,
     STOCK_DRIFT_REPAIRED,
 ];

@@ -63,9 +63,92 @@ pub struct Order {
     pub status: OrderStatus,
     #[serde(serialize_with = "rfc3339")]
     pub created_at: NaiveDateTime,
-    /// Unpaid by then, the order is cancelled and its units return to stock.
+    /// A payment received by then pays the order, however late it is applied.
     #[serde(serialize_with = "rfc3339")]
     pub payment_due_at: NaiveDateTime,
+    /// Still unpaid then (`payment_due_at` plus the grace for payments received in time but not
+    /// applied yet), the order is cancelled and its units return to stock: internal.
+    #[serde(skip)]
+    pub cancel_at: NaiveDateTime,
+}
+
+/// How long an order may stay unpaid: a payment must be received within `ttl`; the order is
+/// cancelled only `grace` later, so that a payment received in time but applied late (retries, a
+/// backlog, an outage) still finds it pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentWindow {
+    pub ttl: std::time::Duration,
+    pub grace: std::time::Duration,
+}
+
+/// A payment event recorded against an order, as support sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PaymentRecord {
+    pub idempotency_key: String,
+    pub status: PaymentStatus,
+    pub outcome: RecordedOutcome,
+    /// When the webhook received it: what its deadline is judged by.
+    #[serde(serialize_with = "rfc3339")]
+    pub received_at: NaiveDateTime,
+}
+
+/// What the provider reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Paid,
+    Failed,
+}
+
+impl PaymentStatus {
+    pub(crate) fn as_db(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn from_db(stored: &str) -> Self {
+        if stored == "paid" {
+            Self::Paid
+        } else {
+            Self::Failed
+        }
+    }
+}
+
+/// What a recorded payment event did to its order, in the four words support needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordedOutcome {
+    /// It paid the order, or (a failure) cancelled it.
+    Applied,
+    /// Money was taken that must be given back: paid too late, or paid twice.
+    RefundRequired,
+    /// The order had settled already; nothing changed and no money is owed back.
+    Ignored,
+    /// The amount reported is not the order's: not a payment of this order; a person looks.
+    AmountMismatch,
+}
+
+impl RecordedOutcome {
+    /// What a stored `payment_events.outcome` (`payments::PaymentOutcome::as_str`) means.
+    pub(crate) fn from_stored(stored: &str) -> Self {
+        match stored {
+            "paid" | "cancelled" => Self::Applied,
+            "refund_required" | "double_charge" => Self::RefundRequired,
+            "amount_mismatch" => Self::AmountMismatch,
+            _ => Self::Ignored,
+        }
+    }
+}
+
+/// An order as the API shows it: with the payment events recorded against it, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderDetails {
+    #[serde(flatten)]
+    pub order: Order,
+    pub payments: Vec<PaymentRecord>,
 }
 
 impl HoldStatus {
@@ -81,8 +164,8 @@ impl HoldStatus {
 }
 
 impl OrderStatus {
-    /// A stored status read when the payment deadline has `lapsed` (by the database clock): an
-    /// unpaid order past its deadline is cancelled for every reader, settled or not.
+    /// A stored status read when the order has `lapsed` (its `cancel_at` passed, by the database
+    /// clock): an unpaid order past it is cancelled for every reader, settled or not.
     pub(crate) fn from_db(stored: &str, lapsed: bool) -> Self {
         match stored {
             "paid" => Self::Paid,

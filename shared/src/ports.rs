@@ -215,12 +215,15 @@ impl InboxQueue {
 impl PaymentQueue for InboxQueue {
     async fn enqueue(&self, event: &PaymentEvent) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO payment_inbox (idempotency_key, order_id, status, visible_at, enqueued_at) \
-             VALUES (?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+            "INSERT INTO payment_inbox (idempotency_key, order_id, status, amount_cents, received_at, \
+                                        visible_at, enqueued_at) \
+             VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
         )
         .bind(&event.idempotency_key)
         .bind(event.order_id.as_str())
         .bind(event.status.as_db())
+        .bind(event.amount.map(|amount| amount.0))
+        .bind(event.received_at)
         .execute(&self.pool)
         .await?;
         self.wakeup.notify_one();

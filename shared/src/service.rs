@@ -2,7 +2,13 @@
 //! events are published and its deadlines scheduled, best effort and safe to repeat. A failed
 //! side effect never fails the operation the client asked for: it is logged with its ids and
 //! counted, and the sweeper (or a reader's own check of the deadline) covers for it.
+//!
+//! Time: the transaction must end within [`REQUEST_DEADLINE`] (or the client hears 503), and the
+//! side effects after it get [`SIDE_EFFECTS_BUDGET`] of their own. So a slow AWS call can never
+//! turn a committed hold or order into a 503, which a client retrying without an Idempotency-Key
+//! would answer by reserving twice.
 
+use std::future::Future;
 use std::time::Duration;
 
 use sqlx::MySqlPool;
@@ -10,12 +16,47 @@ use sqlx::MySqlPool;
 use crate::error::Error;
 use crate::events::{self, Committed};
 use crate::ids::{HoldId, OrderId};
+use crate::model::PaymentWindow;
 use crate::inbox::{self, DrainReport, RetryPolicy};
 use crate::metrics;
 use crate::payments::{self, PaymentEvent, PaymentOutcome};
 use crate::ports::{Deadline, DeadlineScheduler, EventPublisher};
 use crate::reconcile;
 use crate::stock::{self, ExpiryOutcome, HoldRequest, Redemption, Reservation, Settlement};
+
+/// The longest a request's database work runs before it is answered 503: the bound on what the
+/// database's own timeouts cannot stop, a server that stops answering on an open connection
+/// (frozen, a network black hole, a failover caught mid-statement). Above the 3 s wait for a
+/// connection plus the 5 s lock wait, so those end by their own errors first; below API Gateway's
+/// 29 s together with [`SIDE_EFFECTS_BUDGET`]. Work cut off may still have committed: a client
+/// repeating it with its Idempotency-Key gets that result.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(9);
+
+/// How long the side effects after a commit (publish, schedule, unschedule) may take together
+/// before the answer goes out without them; each AWS call is bounded on its own as well.
+pub const SIDE_EFFECTS_BUDGET: Duration = Duration::from_secs(3);
+
+/// Runs `work` within [`REQUEST_DEADLINE`], or fails it as `DeadlineExceeded` (a 503).
+pub async fn within_request_deadline<T>(
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(REQUEST_DEADLINE, work)
+        .await
+        .unwrap_or(Err(Error::DeadlineExceeded(REQUEST_DEADLINE)))
+}
+
+/// Runs the side effects of a committed `operation` within [`SIDE_EFFECTS_BUDGET`]; past it,
+/// they are dropped, logged and counted (what they did not do, the sweeper does).
+async fn after_commit(operation: &'static str, effects: impl Future<Output = ()>) {
+    if tokio::time::timeout(SIDE_EFFECTS_BUDGET, effects).await.is_err() {
+        metrics::count(metrics::SIDE_EFFECTS_TIMED_OUT, 1);
+        tracing::error!(
+            operation,
+            budget_ms = SIDE_EFFECTS_BUDGET.as_millis() as u64,
+            "side effects after commit ran out of time; answered without them, the sweeper covers"
+        );
+    }
+}
 
 /// The side-effect adapters an operation may need.
 #[derive(Clone, Copy)]
@@ -30,8 +71,8 @@ pub async fn create_hold(
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Reservation, Error> {
-    let reservation = match stock::reserve(pool, request, ttl).await {
-        Ok(committed) => committed.publish(pool, effects.publisher).await,
+    let committed = match within_request_deadline(stock::reserve(pool, request, ttl)).await {
+        Ok(committed) => committed,
         Err(
             err @ Error::InsufficientStock {
                 requested,
@@ -44,50 +85,60 @@ pub async fn create_hold(
         }
         Err(err) => return Err(err),
     };
-    let hold = &reservation.hold;
-    if reservation.replayed {
+    let hold = &committed.value.hold;
+    if committed.value.replayed {
         tracing::info!(hold_id = %hold.hold_id, "hold replayed for its Idempotency-Key");
     } else {
         metrics::count(metrics::HOLDS_CREATED, 1);
         tracing::info!(hold_id = %hold.hold_id, product_id = %hold.product_id, qty = hold.qty, "hold created");
-        schedule(
-            effects.scheduler,
-            Deadline::HoldExpiry(hold.hold_id.clone()),
-            hold.expires_at,
-        )
-        .await;
     }
-    Ok(reservation)
+    after_commit("create_hold", async {
+        events::publish(pool, effects.publisher, &committed.events).await;
+        if !committed.value.replayed {
+            schedule(
+                effects.scheduler,
+                Deadline::HoldExpiry(hold.hold_id.clone()),
+                hold.expires_at,
+            )
+            .await;
+        }
+    })
+    .await;
+    Ok(committed.value)
 }
 
 pub async fn create_order(
     pool: &MySqlPool,
     effects: Effects<'_>,
     hold_id: &HoldId,
-    payment_ttl: Duration,
+    window: PaymentWindow,
 ) -> Result<Redemption, Error> {
-    let redemption = stock::redeem(pool, hold_id, payment_ttl)
-        .await?
-        .publish(pool, effects.publisher)
-        .await;
-    let order = &redemption.order;
-    if !redemption.created {
+    let committed = within_request_deadline(stock::redeem(pool, hold_id, window)).await?;
+    let order = &committed.value.order.order;
+    if !committed.value.created {
         tracing::info!(order_id = %order.order_id, %hold_id, "order returned again for its redeemed hold");
     } else {
         metrics::count(metrics::ORDERS_CREATED, 1);
         tracing::info!(order_id = %order.order_id, %hold_id, qty = order.qty, "order created");
+    }
+    after_commit("create_order", async {
+        events::publish(pool, effects.publisher, &committed.events).await;
+        if !committed.value.created {
+            return;
+        }
         schedule(
             effects.scheduler,
             Deadline::OrderPayment(order.order_id.clone()),
-            order.payment_due_at,
+            order.cancel_at,
         )
         .await;
         let hold_expiry = Deadline::HoldExpiry(hold_id.clone());
         if let Err(err) = effects.scheduler.cancel(&hold_expiry).await {
             tracing::warn!(%hold_id, error = %err, "could not delete the redeemed hold's expiry trigger; it will find nothing to do");
         }
-    }
-    Ok(redemption)
+    })
+    .await;
+    Ok(committed.value)
 }
 
 pub async fn expire_hold(
@@ -112,6 +163,8 @@ pub async fn expire_order(
         .await)
 }
 
+/// Applies one payment event; one log line and one metric per outcome. Money to give back is
+/// logged at warn, with what support needs to find it.
 pub async fn apply_payment(
     pool: &MySqlPool,
     publisher: &dyn EventPublisher,
@@ -124,10 +177,30 @@ pub async fn apply_payment(
     let metric = match outcome {
         PaymentOutcome::Applied(_) => metrics::PAYMENTS_APPLIED,
         PaymentOutcome::Duplicate | PaymentOutcome::IgnoredTerminal(_) => metrics::PAYMENTS_IGNORED,
-        PaymentOutcome::RefundRequired => metrics::REFUNDS_REQUIRED,
+        PaymentOutcome::RefundRequired | PaymentOutcome::DoubleCharge => metrics::REFUNDS_REQUIRED,
+        PaymentOutcome::AmountMismatch => metrics::PAYMENT_AMOUNT_MISMATCHES,
     };
     metrics::count(metric, 1);
-    tracing::info!(order_id = %event.order_id, idempotency_key = %event.idempotency_key, outcome = outcome.as_str(), "payment event applied");
+    let (order_id, key, received_at) = (
+        &event.order_id,
+        &event.idempotency_key,
+        crate::model::to_rfc3339(&event.received_at),
+    );
+    match outcome {
+        PaymentOutcome::RefundRequired | PaymentOutcome::DoubleCharge => tracing::warn!(
+            %order_id, idempotency_key = %key, received_at, outcome = outcome.as_str(),
+            "payment taken that must be refunded"
+        ),
+        PaymentOutcome::AmountMismatch => tracing::warn!(
+            %order_id, idempotency_key = %key, received_at,
+            reported_amount = event.amount.map(|amount| amount.to_string()),
+            "payment event's amount is not its order's; order unchanged"
+        ),
+        _ => tracing::info!(
+            %order_id, idempotency_key = %key, received_at, outcome = outcome.as_str(),
+            "payment event applied"
+        ),
+    }
     Ok(outcome)
 }
 

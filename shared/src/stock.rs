@@ -11,13 +11,17 @@
 //! split over several buckets so that concurrent holds lock different rows.
 //!
 //! Deadlines need no job to take effect: an `active` hold whose `expires_at` has passed, or a
-//! `pending_payment` order whose `payment_due_at` has passed (by the database clock), is expired
-//! or cancelled for every reader and every check. Settling the row (units back to
+//! `pending_payment` order whose `cancel_at` has passed (by the database clock), is expired or
+//! cancelled for every reader and every check. (An order's `cancel_at` is its `payment_due_at`
+//! plus the grace in which a payment received in time may still be applied: [`crate::payments`].) Settling the row (units back to
 //! `available_stock`) is bookkeeping that its trigger, the sweeper, a reservation that finds the
 //! counter short or a late payment will do, whichever comes first.
 //!
 //! Every change worth telling other systems about writes its domain event to the outbox in the
 //! same transaction ([`crate::events`]); functions here return those events with their result.
+//!
+//! Every transaction ends in [`finish`] (or an explicit rollback): none is left to a drop, which
+//! would keep its row locks until the connection is next used.
 
 use std::time::Duration;
 
@@ -25,13 +29,16 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::mysql::MySqlRow;
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, MySqlConnection, MySqlPool, QueryBuilder, Row, Transaction};
 
-use crate::db::retry_conflicts;
+use crate::db::{finish, retry_conflicts};
 use crate::error::{Error, is_duplicate_key};
 use crate::events::{self, Committed, DomainEvent, EventType};
 use crate::ids::{HoldId, OrderId, ProductId};
-use crate::model::{Hold, HoldStatus, Order, OrderStatus, Product};
+use crate::model::{
+    Hold, HoldStatus, Order, OrderDetails, OrderStatus, PaymentRecord, PaymentStatus, PaymentWindow,
+    Product, RecordedOutcome,
+};
 use crate::money::Cents;
 
 /// Settling works through a product's lapsed holds and orders in batches of this many rows.
@@ -58,6 +65,14 @@ fn split_stock(stock: u32, buckets: u16) -> Vec<u32> {
 
 pub async fn create_product(pool: &MySqlPool, new: &NewProduct) -> Result<Product, Error> {
     let mut tx = pool.begin().await?;
+    let created = insert_product(&mut tx, new).await;
+    finish(tx, created).await
+}
+
+async fn insert_product(
+    tx: &mut Transaction<'static, MySql>,
+    new: &NewProduct,
+) -> Result<Product, Error> {
     let inserted = sqlx::query(
         "INSERT INTO products (name, price_cents, total_stock, stock_buckets, created_at) \
          VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3))",
@@ -66,11 +81,10 @@ pub async fn create_product(pool: &MySqlPool, new: &NewProduct) -> Result<Produc
     .bind(new.price.0)
     .bind(new.stock)
     .bind(new.buckets)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let id = ProductId(inserted.last_insert_id());
-    insert_buckets(&mut tx, id, new.stock, new.buckets).await?;
-    tx.commit().await?;
+    insert_buckets(tx, id, new.stock, new.buckets).await?;
     Ok(Product {
         id,
         name: new.name.clone(),
@@ -109,17 +123,21 @@ async fn insert_buckets(
 /// together race on the primary key; the losers see a duplicate and do nothing.
 pub async fn seed_demo_product(pool: &MySqlPool) -> Result<bool, Error> {
     let mut tx = pool.begin().await?;
+    let seeded = insert_demo_product(&mut tx).await;
+    finish(tx, seeded).await
+}
+
+async fn insert_demo_product(tx: &mut Transaction<'static, MySql>) -> Result<bool, Error> {
     let seeded = sqlx::query(
         "INSERT INTO products (id, name, price_cents, total_stock, stock_buckets, created_at) \
          SELECT 1, 'Demo product', 5000, 100, 1, UTC_TIMESTAMP(3) FROM DUAL \
          WHERE NOT EXISTS (SELECT 1 FROM products)",
     )
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await;
     match seeded {
         Ok(done) if done.rows_affected() == 1 => {
-            insert_buckets(&mut tx, ProductId(1), 100, 1).await?;
-            tx.commit().await?;
+            insert_buckets(tx, ProductId(1), 100, 1).await?;
             Ok(true)
         }
         Ok(_) => Ok(false),
@@ -141,7 +159,7 @@ pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Err
                         AND h.expires_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_holds, \
                 CAST((SELECT COALESCE(SUM(o.qty), 0) FROM orders o \
                       WHERE o.product_id = p.id AND o.status = 'pending_payment' \
-                        AND o.payment_due_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_orders \
+                        AND o.cancel_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_orders \
          FROM products p WHERE p.id = ?",
     )
     .bind(id.0)
@@ -265,6 +283,14 @@ async fn insert_hold(
     }
 }
 
+/// How a reservation attempt ended short of a hold.
+enum Miss {
+    /// The Idempotency-Key is taken: a request with it committed first.
+    KeyTaken,
+    /// No single bucket has the units (the fast path only).
+    NoBucketHasEnough,
+}
+
 /// `None` when no bucket has `qty` units on its own.
 async fn try_reserve(
     pool: &MySqlPool,
@@ -272,11 +298,44 @@ async fn try_reserve(
     ttl: Duration,
 ) -> Result<Option<Reservation>, Error> {
     let mut tx = pool.begin().await?;
-    let (buckets, now) = buckets_and_now(&mut tx, request.product_id).await?;
+    let attempt = reserve_in_one_bucket(&mut tx, request, ttl).await;
+    end_reservation(pool, request, tx, attempt).await
+}
+
+/// Commits a hold, or rolls back (the hold row inserted must not outlive a miss) and says why not.
+async fn end_reservation(
+    pool: &MySqlPool,
+    request: &HoldRequest,
+    tx: Transaction<'static, MySql>,
+    attempt: Result<Result<Hold, Miss>, Error>,
+) -> Result<Option<Reservation>, Error> {
+    let missed = match attempt {
+        Ok(Ok(hold)) => {
+            tx.commit().await?;
+            return Ok(Some(Reservation {
+                hold,
+                replayed: false,
+            }));
+        }
+        Ok(Err(miss)) => miss,
+        Err(err) => return finish(tx, Err(err)).await,
+    };
+    tx.rollback().await?;
+    match missed {
+        Miss::KeyTaken => replay(pool, request).await.map(Some),
+        Miss::NoBucketHasEnough => Ok(None),
+    }
+}
+
+async fn reserve_in_one_bucket(
+    tx: &mut Transaction<'static, MySql>,
+    request: &HoldRequest,
+    ttl: Duration,
+) -> Result<Result<Hold, Miss>, Error> {
+    let (buckets, now) = buckets_and_now(tx, request.product_id).await?;
     let first = fastrand::u16(..buckets.max(1));
-    let Ok(mut hold) = insert_hold(&mut tx, request, first, now, ttl).await? else {
-        tx.rollback().await?;
-        return replay(pool, request).await.map(Some);
+    let Ok(mut hold) = insert_hold(tx, request, first, now, ttl).await? else {
+        return Ok(Err(Miss::KeyTaken));
     };
     for offset in 0..buckets {
         let bucket = (first + offset) % buckets;
@@ -289,26 +348,21 @@ async fn try_reserve(
         .bind(hold.product_id.0)
         .bind(bucket)
         .bind(hold.qty)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         if reserved.rows_affected() == 1 {
             if bucket != first {
                 sqlx::query("UPDATE holds SET bucket = ? WHERE id = ?")
                     .bind(bucket)
                     .bind(hold.hold_id.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 hold.bucket = bucket;
             }
-            tx.commit().await?;
-            return Ok(Some(Reservation {
-                hold,
-                replayed: false,
-            }));
+            return Ok(Ok(hold));
         }
     }
-    tx.rollback().await?;
-    Ok(None)
+    Ok(Err(Miss::NoBucketHasEnough))
 }
 
 /// The slow path: every bucket locked in bucket order, units gathered into the fullest bucket
@@ -319,11 +373,22 @@ async fn reserve_consolidating(
     ttl: Duration,
 ) -> Result<Reservation, Error> {
     let mut tx = pool.begin().await?;
+    let attempt = consolidate_and_reserve(&mut tx, request, ttl).await;
+    end_reservation(pool, request, tx, attempt)
+        .await?
+        .ok_or_else(|| Error::Internal("the slow path never misses for want of a bucket".into()))
+}
+
+async fn consolidate_and_reserve(
+    tx: &mut Transaction<'static, MySql>,
+    request: &HoldRequest,
+    ttl: Duration,
+) -> Result<Result<Hold, Miss>, Error> {
     let rows = sqlx::query(
         "SELECT bucket, available_stock FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE",
     )
     .bind(request.product_id.0)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     if rows.is_empty() {
         return Err(Error::ProductNotFound(request.product_id));
@@ -338,7 +403,6 @@ async fn reserve_consolidating(
     let available: i64 = buckets.iter().map(|(_, units)| units).sum();
     let qty = i64::from(request.qty);
     if available < qty {
-        tx.rollback().await?;
         return Err(Error::InsufficientStock {
             requested: request.qty,
             available,
@@ -370,18 +434,17 @@ async fn reserve_consolidating(
             .bind(delta)
             .bind(request.product_id.0)
             .bind(bucket)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         gathered += moved;
     }
-    let now = db_now(&mut tx).await?;
-    let Ok(hold) = insert_hold(&mut tx, request, target, now, ttl).await? else {
-        tx.rollback().await?;
-        return replay(pool, request).await;
+    let now = db_now(tx).await?;
+    let Ok(hold) = insert_hold(tx, request, target, now, ttl).await? else {
+        return Ok(Err(Miss::KeyTaken));
     };
     move_stock(
-        &mut tx,
+        tx,
         hold.product_id,
         target,
         hold.qty,
@@ -389,11 +452,7 @@ async fn reserve_consolidating(
         Counter::Reserved,
     )
     .await?;
-    tx.commit().await?;
-    Ok(Reservation {
-        hold,
-        replayed: false,
-    })
+    Ok(Ok(hold))
 }
 
 async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, Error> {
@@ -415,16 +474,20 @@ const HOLD_SELECT: &str =
     "SELECT id, product_id, bucket, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds";
 
 fn hold_from_row(row: &MySqlRow) -> Result<Hold, Error> {
+    hold_from_row_at(row, row.try_get("db_now")?)
+}
+
+/// The hold a row says, as of `now` by the database clock.
+fn hold_from_row_at(row: &MySqlRow, now: NaiveDateTime) -> Result<Hold, Error> {
     let id: String = row.try_get("id")?;
     let expires_at: NaiveDateTime = row.try_get("expires_at")?;
-    let db_now: NaiveDateTime = row.try_get("db_now")?;
     let status: String = row.try_get("status")?;
     Ok(Hold {
         hold_id: HoldId::parse(&id).ok_or_else(|| corrupt("holds.id", &id))?,
         product_id: ProductId(row.try_get("product_id")?),
         bucket: row.try_get("bucket")?,
         qty: row.try_get("qty")?,
-        status: HoldStatus::from_db(&status, expires_at <= db_now),
+        status: HoldStatus::from_db(&status, expires_at <= now),
         expires_at,
     })
 }
@@ -440,54 +503,63 @@ pub async fn get_hold(pool: &MySqlPool, id: &HoldId) -> Result<Hold, Error> {
 
 #[derive(Debug)]
 pub struct Redemption {
-    pub order: Order,
+    pub order: OrderDetails,
     /// False when the hold had been redeemed already and this is that order.
     pub created: bool,
 }
 
 /// Turns a hold into an order exactly once: the hold row lock serialises concurrent redeems, the
 /// unique index on `orders.hold_id` backs it up, and every later redeem returns the same order.
-/// The order must be paid within `payment_ttl`.
+/// A payment for it must be received within `window.ttl`; unpaid, it is cancelled `window.grace`
+/// after that.
 pub async fn redeem(
     pool: &MySqlPool,
     hold_id: &HoldId,
-    payment_ttl: Duration,
+    window: PaymentWindow,
 ) -> Result<Committed<Redemption>, Error> {
-    let payment_ttl = chrono_duration(payment_ttl)?;
-    retry_conflicts("redeem", || try_redeem(pool, hold_id, payment_ttl)).await
+    let (ttl, grace) = (chrono_duration(window.ttl)?, chrono_duration(window.grace)?);
+    retry_conflicts("redeem", || async {
+        let mut tx = pool.begin().await?;
+        let redeemed = try_redeem(&mut tx, hold_id, ttl, grace).await;
+        finish(tx, redeemed).await
+    })
+    .await
 }
 
 async fn try_redeem(
-    pool: &MySqlPool,
+    tx: &mut Transaction<'static, MySql>,
     hold_id: &HoldId,
     payment_ttl: chrono::Duration,
+    grace: chrono::Duration,
 ) -> Result<Committed<Redemption>, Error> {
-    let mut tx = pool.begin().await?;
     let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
         .bind(hold_id.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
         .ok_or(Error::HoldNotFound)?;
-    let hold = hold_from_row(&row)?;
-    let now: NaiveDateTime = row.try_get("db_now")?;
+    // The clock is read after the hold's lock was granted (the locking statement's own clock is
+    // when it started waiting): a hold that expired while we waited is expired. The price never
+    // changes after creation, so this plain read needs no lock.
+    let (price, now): (i64, NaiveDateTime) =
+        sqlx::query_as("SELECT price_cents, UTC_TIMESTAMP(3) FROM products WHERE id = ?")
+            .bind(row.try_get::<u64, _>("product_id")?)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("hold {hold_id} names no product")))?;
+    let hold = hold_from_row_at(&row, now)?;
     match hold.status {
         HoldStatus::Redeemed => {
-            let order = fetch_order(&mut tx, "hold_id", hold_id.as_str()).await?;
-            tx.commit().await?;
+            let order = fetch_order(tx, "hold_id", hold_id.as_str()).await?;
+            let payments = fetch_payments(tx, &order.order_id).await?;
             return Ok(Committed::quiet(Redemption {
-                order,
+                order: OrderDetails { order, payments },
                 created: false,
             }));
         }
         HoldStatus::Expired => return Err(Error::HoldExpired),
         HoldStatus::Active => {}
     }
-    // The price never changes after creation, so this plain read needs no lock.
-    let price: i64 = sqlx::query_scalar("SELECT price_cents FROM products WHERE id = ?")
-        .bind(hold.product_id.0)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::ProductNotFound(hold.product_id))?;
+    let payment_due_at = now + payment_ttl;
     let order = Order {
         order_id: OrderId::generate(),
         hold_id: hold.hold_id.clone(),
@@ -497,12 +569,13 @@ async fn try_redeem(
         amount: Cents(price).times(hold.qty),
         status: OrderStatus::PendingPayment,
         created_at: now,
-        payment_due_at: now + payment_ttl,
+        payment_due_at,
+        cancel_at: payment_due_at + grace,
     };
     sqlx::query(
         "INSERT INTO orders (id, hold_id, product_id, bucket, qty, amount_cents, status, created_at, \
-                             payment_due_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, 'pending_payment', ?, ?, ?)",
+                             payment_due_at, cancel_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, 'pending_payment', ?, ?, ?, ?)",
     )
     .bind(order.order_id.as_str())
     .bind(order.hold_id.as_str())
@@ -512,16 +585,17 @@ async fn try_redeem(
     .bind(order.amount.0)
     .bind(now)
     .bind(order.payment_due_at)
+    .bind(order.cancel_at)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query("UPDATE holds SET status = 'redeemed', settled_at = ? WHERE id = ?")
         .bind(now)
         .bind(hold_id.as_str())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let event = events::record(
-        &mut tx,
+        tx,
         EventType::OrderCreated,
         json!({
             "order_id": order.order_id, "hold_id": order.hold_id, "product_id": order.product_id,
@@ -531,7 +605,7 @@ async fn try_redeem(
     )
     .await?;
     move_stock(
-        &mut tx,
+        tx,
         hold.product_id,
         hold.bucket,
         hold.qty,
@@ -539,26 +613,31 @@ async fn try_redeem(
         Counter::Sold,
     )
     .await?;
-    tx.commit().await?;
     Ok(Committed::new(
         Redemption {
-            order,
+            order: OrderDetails {
+                order,
+                payments: Vec::new(),
+            },
             created: true,
         },
         vec![event],
     ))
 }
 
-pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<Order, Error> {
+/// An order with the payment events recorded against it.
+pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<OrderDetails, Error> {
     let mut conn = pool.acquire().await?;
-    fetch_order(&mut conn, "id", id.as_str()).await
+    let order = fetch_order(&mut conn, "id", id.as_str()).await?;
+    let payments = fetch_payments(&mut conn, id).await?;
+    Ok(OrderDetails { order, payments })
 }
 
 const ORDER_SELECT: &str = "SELECT id, hold_id, product_id, bucket, qty, amount_cents, status, created_at, \
-                            payment_due_at, UTC_TIMESTAMP(3) AS db_now FROM orders";
+                            payment_due_at, cancel_at, UTC_TIMESTAMP(3) AS db_now FROM orders";
 
 async fn fetch_order(
-    conn: &mut sqlx::MySqlConnection,
+    conn: &mut MySqlConnection,
     column: &'static str,
     value: &str,
 ) -> Result<Order, Error> {
@@ -567,33 +646,64 @@ async fn fetch_order(
         .fetch_optional(conn)
         .await?
         .ok_or(Error::OrderNotFound)?;
-    order_from_row(&row)
+    order_from_row(&row).map(|(order, _)| order)
 }
 
-fn order_from_row(row: &MySqlRow) -> Result<Order, Error> {
+/// Oldest first by receipt; a key is recorded once, so a repeated event appears once.
+async fn fetch_payments(
+    conn: &mut MySqlConnection,
+    order_id: &OrderId,
+) -> Result<Vec<PaymentRecord>, Error> {
+    let rows = sqlx::query(
+        "SELECT idempotency_key, status, outcome, received_at FROM payment_events \
+         WHERE order_id = ? ORDER BY received_at, applied_at, idempotency_key",
+    )
+    .bind(order_id.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PaymentRecord {
+                // A binary-collated column: sqlx reads it as bytes; the webhook stored ASCII.
+                idempotency_key: String::from_utf8_lossy(row.try_get::<&[u8], _>("idempotency_key")?)
+                    .into_owned(),
+                status: PaymentStatus::from_db(row.try_get("status")?),
+                outcome: RecordedOutcome::from_stored(row.try_get("outcome")?),
+                received_at: row.try_get("received_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The order a row says as readers see it, and the status the row stores (a lapsed unpaid
+/// order reads as cancelled but is stored pending until something settles it).
+fn order_from_row(row: &MySqlRow) -> Result<(Order, OrderStatus), Error> {
     let id: String = row.try_get("id")?;
     let hold_id: String = row.try_get("hold_id")?;
     let status: String = row.try_get("status")?;
-    let payment_due_at: NaiveDateTime = row.try_get("payment_due_at")?;
+    let cancel_at: NaiveDateTime = row.try_get("cancel_at")?;
     let db_now: NaiveDateTime = row.try_get("db_now")?;
-    Ok(Order {
+    let order = Order {
         order_id: OrderId::parse(&id).ok_or_else(|| corrupt("orders.id", &id))?,
         hold_id: HoldId::parse(&hold_id).ok_or_else(|| corrupt("orders.hold_id", &hold_id))?,
         product_id: ProductId(row.try_get("product_id")?),
         bucket: row.try_get("bucket")?,
         qty: row.try_get("qty")?,
         amount: Cents(row.try_get("amount_cents")?),
-        status: OrderStatus::from_db(&status, payment_due_at <= db_now),
+        status: OrderStatus::from_db(&status, cancel_at <= db_now),
         created_at: row.try_get("created_at")?,
-        payment_due_at,
-    })
+        payment_due_at: row.try_get("payment_due_at")?,
+        cancel_at,
+    };
+    Ok((order, OrderStatus::from_db(&status, false)))
 }
 
-/// Locks an order row for a change of its status (orders come before products in the lock order).
+/// Locks an order row for a change of its status (orders come before stock buckets in the lock
+/// order); with the status its row stores.
 pub(crate) async fn lock_order(
     tx: &mut Transaction<'_, MySql>,
     id: &OrderId,
-) -> Result<Option<(Order, StoredStatus)>, Error> {
+) -> Result<Option<(Order, OrderStatus)>, Error> {
     let Some(row) = sqlx::query(&format!("{ORDER_SELECT} WHERE id = ? FOR UPDATE"))
         .bind(id.as_str())
         .fetch_optional(&mut **tx)
@@ -601,17 +711,7 @@ pub(crate) async fn lock_order(
     else {
         return Ok(None);
     };
-    let stored = StoredStatus(row.try_get("status")?);
-    Ok(Some((order_from_row(&row)?, stored)))
-}
-
-/// What a row says, as opposed to what a reader sees (a lapsed row reads as settled).
-pub(crate) struct StoredStatus(pub String);
-
-impl StoredStatus {
-    pub(crate) fn is(&self, status: &str) -> bool {
-        self.0 == status
-    }
+    order_from_row(&row).map(Some)
 }
 
 /// Cancels a locked pending order and returns its units to available.
@@ -670,46 +770,62 @@ pub async fn expire_hold(
     pool: &MySqlPool,
     hold_id: &HoldId,
 ) -> Result<Committed<ExpiryOutcome>, Error> {
-    retry_conflicts("expire_hold", || async {
+    let settled = retry_conflicts("expire_hold", || async {
         let mut tx = pool.begin().await?;
-        let Some(row) = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
-            .bind(hold_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(Committed::quiet(ExpiryOutcome::NotFound));
-        };
-        let stored: String = row.try_get("status")?;
-        if stored != "active" {
-            return Ok(Committed::quiet(ExpiryOutcome::AlreadySettled));
-        }
-        let hold = hold_from_row(&row)?;
-        if hold.status == HoldStatus::Active {
-            return Ok(Committed::quiet(ExpiryOutcome::NotYetDue));
-        }
-        sqlx::query(
-            "UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id = ?",
-        )
-        .bind(hold_id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let event =
-            events::record(&mut tx, EventType::HoldExpired, hold_event_detail(&hold)).await?;
-        move_stock(
-            &mut tx,
-            hold.product_id,
-            hold.bucket,
-            hold.qty,
-            Counter::Reserved,
-            Counter::Available,
-        )
-        .await?;
-        tx.commit().await?;
-        record_expiry_lag(hold.expires_at);
-        tracing::info!(hold_id = %hold.hold_id, product_id = %hold.product_id, qty = hold.qty, "hold expired");
-        Ok(Committed::new(ExpiryOutcome::Expired, vec![event]))
+        let settled = try_expire_hold(&mut tx, hold_id).await;
+        finish(tx, settled).await
     })
-    .await
+    .await?;
+    Ok(match settled {
+        Settled::Not(outcome) => Committed::quiet(outcome),
+        Settled::Now(hold, event) => {
+            record_expiry_lag(hold.expires_at);
+            tracing::info!(hold_id = %hold.hold_id, product_id = %hold.product_id, qty = hold.qty, "hold expired");
+            Committed::new(ExpiryOutcome::Expired, vec![event])
+        }
+    })
+}
+
+/// What a deadline trigger's transaction did: settled the row now (with its event), or nothing.
+enum Settled<T> {
+    Now(T, DomainEvent),
+    Not(ExpiryOutcome),
+}
+
+async fn try_expire_hold(
+    tx: &mut Transaction<'static, MySql>,
+    hold_id: &HoldId,
+) -> Result<Settled<Hold>, Error> {
+    let Some(row) = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
+        .bind(hold_id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(Settled::Not(ExpiryOutcome::NotFound));
+    };
+    let stored: String = row.try_get("status")?;
+    if stored != "active" {
+        return Ok(Settled::Not(ExpiryOutcome::AlreadySettled));
+    }
+    let hold = hold_from_row(&row)?;
+    if hold.status == HoldStatus::Active {
+        return Ok(Settled::Not(ExpiryOutcome::NotYetDue));
+    }
+    sqlx::query("UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
+        .bind(hold_id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    let event = events::record(tx, EventType::HoldExpired, hold_event_detail(&hold)).await?;
+    move_stock(
+        tx,
+        hold.product_id,
+        hold.bucket,
+        hold.qty,
+        Counter::Reserved,
+        Counter::Available,
+    )
+    .await?;
+    Ok(Settled::Now(hold, event))
 }
 
 fn hold_event_detail(hold: &Hold) -> serde_json::Value {
@@ -719,30 +835,43 @@ fn hold_event_detail(hold: &Hold) -> serde_json::Value {
     })
 }
 
-/// Cancels one order if, and only if, it is still unpaid past its payment deadline. Safe to run
+/// Cancels one order if, and only if, it is still unpaid past its `cancel_at`. Safe to run
 /// early, late, twice, concurrently, or after the order was paid.
 pub async fn expire_order(
     pool: &MySqlPool,
     order_id: &OrderId,
 ) -> Result<Committed<ExpiryOutcome>, Error> {
-    retry_conflicts("expire_order", || async {
+    let settled = retry_conflicts("expire_order", || async {
         let mut tx = pool.begin().await?;
-        let Some((order, stored)) = lock_order(&mut tx, order_id).await? else {
-            return Ok(Committed::quiet(ExpiryOutcome::NotFound));
-        };
-        if !stored.is("pending_payment") {
-            return Ok(Committed::quiet(ExpiryOutcome::AlreadySettled));
-        }
-        if order.status == OrderStatus::PendingPayment {
-            return Ok(Committed::quiet(ExpiryOutcome::NotYetDue));
-        }
-        let event = cancel_order(&mut tx, &order, "payment_timeout").await?;
-        tx.commit().await?;
-        record_expiry_lag(order.payment_due_at);
-        tracing::info!(order_id = %order.order_id, hold_id = %order.hold_id, "order cancelled: payment deadline passed");
-        Ok(Committed::new(ExpiryOutcome::Expired, vec![event]))
+        let settled = try_expire_order(&mut tx, order_id).await;
+        finish(tx, settled).await
     })
-    .await
+    .await?;
+    Ok(match settled {
+        Settled::Not(outcome) => Committed::quiet(outcome),
+        Settled::Now(order, event) => {
+            record_expiry_lag(order.cancel_at);
+            tracing::info!(order_id = %order.order_id, hold_id = %order.hold_id, "order cancelled: unpaid past its deadline and grace");
+            Committed::new(ExpiryOutcome::Expired, vec![event])
+        }
+    })
+}
+
+async fn try_expire_order(
+    tx: &mut Transaction<'static, MySql>,
+    order_id: &OrderId,
+) -> Result<Settled<Order>, Error> {
+    let Some((order, stored)) = lock_order(tx, order_id).await? else {
+        return Ok(Settled::Not(ExpiryOutcome::NotFound));
+    };
+    if stored != OrderStatus::PendingPayment {
+        return Ok(Settled::Not(ExpiryOutcome::AlreadySettled));
+    }
+    if order.status == OrderStatus::PendingPayment {
+        return Ok(Settled::Not(ExpiryOutcome::NotYetDue));
+    }
+    let event = cancel_order(tx, &order, "payment_timeout").await?;
+    Ok(Settled::Now(order, event))
 }
 
 /// How late a deadline trigger settled its hold or order (by this process's clock).
@@ -817,6 +946,14 @@ async fn settle_hold_batch(
     product_id: ProductId,
 ) -> Result<Vec<DomainEvent>, Error> {
     let mut tx = pool.begin().await?;
+    let settled = expire_lapsed_holds(&mut tx, product_id).await;
+    finish(tx, settled).await
+}
+
+async fn expire_lapsed_holds(
+    tx: &mut Transaction<'static, MySql>,
+    product_id: ProductId,
+) -> Result<Vec<DomainEvent>, Error> {
     // Index order (expires_at, id): every settler locks a product's holds in the same order.
     let lapsed = sqlx::query(
         "SELECT id, product_id, bucket, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds \
@@ -825,47 +962,27 @@ async fn settle_hold_batch(
     )
     .bind(product_id.0)
     .bind(SETTLE_BATCH as u64)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
-    if lapsed.is_empty() {
-        tx.rollback().await?;
-        return Ok(Vec::new());
-    }
     let holds = lapsed
         .iter()
         .map(hold_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let mut settle = QueryBuilder::<MySql>::new(
-        "UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id IN (",
-    );
-    let mut ids = settle.separated(", ");
-    for hold in &holds {
-        ids.push_bind(hold.hold_id.as_str());
+    if holds.is_empty() {
+        return Ok(Vec::new());
     }
-    settle.push(")");
-    settle.build().execute(&mut *tx).await?;
+    set_status_where_id_in(
+        tx,
+        "UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3)",
+        holds.iter().map(|hold| hold.hold_id.as_str()),
+    )
+    .await?;
     let mut events = Vec::with_capacity(holds.len());
     for hold in &holds {
-        events
-            .push(events::record(&mut tx, EventType::HoldExpired, hold_event_detail(hold)).await?);
+        events.push(events::record(tx, EventType::HoldExpired, hold_event_detail(hold)).await?);
     }
-    // One update per bucket, in bucket order: the lock order among a product's buckets.
-    let mut units_by_bucket = std::collections::BTreeMap::<u16, u32>::new();
-    for hold in &holds {
-        *units_by_bucket.entry(hold.bucket).or_default() += hold.qty;
-    }
-    for (bucket, units) in units_by_bucket {
-        move_stock(
-            &mut tx,
-            product_id,
-            bucket,
-            units,
-            Counter::Reserved,
-            Counter::Available,
-        )
-        .await?;
-    }
-    tx.commit().await?;
+    let units = holds.iter().map(|hold| (hold.bucket, hold.qty));
+    return_units(tx, product_id, units, Counter::Reserved).await?;
     Ok(events)
 }
 
@@ -875,24 +992,80 @@ async fn settle_order_batch(
     product_id: ProductId,
 ) -> Result<Vec<DomainEvent>, Error> {
     let mut tx = pool.begin().await?;
+    let settled = cancel_lapsed_orders(&mut tx, product_id).await;
+    finish(tx, settled).await
+}
+
+async fn cancel_lapsed_orders(
+    tx: &mut Transaction<'static, MySql>,
+    product_id: ProductId,
+) -> Result<Vec<DomainEvent>, Error> {
+    // Index order (cancel_at, id), as for holds.
     let lapsed = sqlx::query(&format!(
         "{ORDER_SELECT} WHERE product_id = ? AND status = 'pending_payment' \
-         AND payment_due_at <= UTC_TIMESTAMP(3) ORDER BY payment_due_at, id LIMIT ? FOR UPDATE"
+         AND cancel_at <= UTC_TIMESTAMP(3) ORDER BY cancel_at, id LIMIT ? FOR UPDATE"
     ))
     .bind(product_id.0)
     .bind(SETTLE_BATCH as u64)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
-    if lapsed.is_empty() {
-        tx.rollback().await?;
+    let orders = lapsed
+        .iter()
+        .map(|row| order_from_row(row).map(|(order, _)| order))
+        .collect::<Result<Vec<_>, _>>()?;
+    if orders.is_empty() {
         return Ok(Vec::new());
     }
-    let mut events = Vec::with_capacity(lapsed.len());
-    for row in &lapsed {
-        events.push(cancel_order(&mut tx, &order_from_row(row)?, "payment_timeout").await?);
+    set_status_where_id_in(
+        tx,
+        "UPDATE orders SET status = 'cancelled', updated_at = UTC_TIMESTAMP(3)",
+        orders.iter().map(|order| order.order_id.as_str()),
+    )
+    .await?;
+    let mut events = Vec::with_capacity(orders.len());
+    for order in &orders {
+        let detail = order_event_detail(order, "payment_timeout");
+        events.push(events::record(tx, EventType::OrderCancelled, detail).await?);
     }
-    tx.commit().await?;
+    let units = orders.iter().map(|order| (order.bucket, order.qty));
+    return_units(tx, product_id, units, Counter::Sold).await?;
     Ok(events)
+}
+
+/// `update` (an UPDATE … SET …) applied to the rows with these ids, in one statement.
+async fn set_status_where_id_in<'a>(
+    tx: &mut Transaction<'static, MySql>,
+    update: &str,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<(), Error> {
+    let mut statement = QueryBuilder::<MySql>::new(update);
+    statement.push(" WHERE id IN (");
+    let mut separated = statement.separated(", ");
+    for id in ids {
+        separated.push_bind(id);
+    }
+    statement.push(")");
+    statement.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Moves settled units back to available: one UPDATE per bucket, in bucket order (the lock
+/// order among a product's buckets), as the last statements of the transaction, so no bucket
+/// is locked while the rest of the batch is written, and two settlers never deadlock.
+async fn return_units(
+    tx: &mut Transaction<'static, MySql>,
+    product_id: ProductId,
+    units: impl Iterator<Item = (u16, u32)>,
+    from: Counter,
+) -> Result<(), Error> {
+    let mut units_by_bucket = std::collections::BTreeMap::<u16, u32>::new();
+    for (bucket, qty) in units {
+        *units_by_bucket.entry(bucket).or_default() += qty;
+    }
+    for (bucket, units) in units_by_bucket {
+        move_stock(tx, product_id, bucket, units, from, Counter::Available).await?;
+    }
+    Ok(())
 }
 
 /// Settles every lapsed hold and unpaid order of every product: the sweeper's job.
@@ -900,7 +1073,7 @@ pub async fn settle_all_lapsed(pool: &MySqlPool) -> Result<Committed<Settlement>
     let products: Vec<u64> = sqlx::query_scalar(
         "SELECT product_id FROM holds WHERE status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
          UNION \
-         SELECT product_id FROM orders WHERE status = 'pending_payment' AND payment_due_at <= UTC_TIMESTAMP(3)",
+         SELECT product_id FROM orders WHERE status = 'pending_payment' AND cancel_at <= UTC_TIMESTAMP(3)",
     )
     .fetch_all(pool)
     .await?;

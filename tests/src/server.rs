@@ -105,7 +105,7 @@ impl LocalServer {
                 pool: pool.clone(),
                 scheduler,
                 publisher: publisher.clone(),
-                payment_ttl: config.order_payment_ttl,
+                payment_window: config.payment_window(),
             },
             get_order: get_order::Deps { pool: pool.clone() },
             payment_webhook: payment_webhook::Deps {

@@ -161,7 +161,10 @@ async fn hold_and_order_events() {
         pool: db.pool.clone(),
         scheduler: Arc::new(NoScheduler),
         publisher: Arc::new(NoPublisher),
-        payment_ttl: Duration::from_secs(900),
+        payment_window: shared::model::PaymentWindow {
+            ttl: Duration::from_secs(900),
+            grace: Duration::from_secs(300),
+        },
     };
     let (status, error) = answer(
         create_order::handle(&create_order, request(event!("create-order.unknown-hold")))

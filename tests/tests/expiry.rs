@@ -298,7 +298,7 @@ async fn unpaid_order(api: &Api, product: u64, qty: u32) -> String {
 async fn an_unpaid_order_is_cancelled_for_readers_the_moment_its_deadline_passes() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1")], no_background_work())
+        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "0")], no_background_work())
         .await;
     let api = Api::new(&server);
     let product = api.create_product(5, "10.00").await;
@@ -336,7 +336,7 @@ async fn an_unpaid_order_is_cancelled_for_readers_the_moment_its_deadline_passes
 async fn the_order_deadline_trigger_cancels_only_an_unpaid_order_past_its_deadline() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1")], no_background_work())
+        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "0")], no_background_work())
         .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "10.00").await;
@@ -349,6 +349,8 @@ async fn the_order_deadline_trigger_cancels_only_an_unpaid_order_past_its_deadli
                 idempotency_key: key.into(),
                 order_id: shared::ids::OrderId::parse(&order_id).expect("id"),
                 status: shared::payments::PaymentStatus::Paid,
+                amount: None,
+                received_at: chrono::Utc::now().naive_utc(),
             };
             shared::service::apply_payment(&pool, &NoPublisher, &event)
                 .await
@@ -416,7 +418,7 @@ async fn a_late_paid_event_settles_the_lapsed_order_itself_and_asks_for_a_refund
     let db = TestDb::new().await;
     // No timer and no sweeper: the order is past its deadline but still stored as pending.
     let server = db
-        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1")], no_background_work())
+        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "0")], no_background_work())
         .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "10.00").await;
@@ -428,6 +430,8 @@ async fn a_late_paid_event_settles_the_lapsed_order_itself_and_asks_for_a_refund
         idempotency_key: "evt_too_late".into(),
         order_id: shared::ids::OrderId::parse(&order_id).expect("id"),
         status: shared::payments::PaymentStatus::Paid,
+        amount: None,
+        received_at: chrono::Utc::now().naive_utc(),
     };
     let outcome = shared::service::apply_payment(&db.pool, &NoPublisher, &event)
         .await
@@ -445,7 +449,7 @@ async fn a_late_paid_event_settles_the_lapsed_order_itself_and_asks_for_a_refund
 async fn the_sweeper_cancels_unpaid_orders_past_their_deadline() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1")], no_background_work())
+        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "0")], no_background_work())
         .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "10.00").await;

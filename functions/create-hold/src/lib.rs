@@ -39,7 +39,7 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond(create_hold(deps, &request)).await
+    http::respond_committing(create_hold(deps, &request)).await
 }
 
 #[derive(Deserialize)]

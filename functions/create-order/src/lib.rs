@@ -1,12 +1,11 @@
 //! `POST /api/orders`: redeems a hold into an order exactly once; a repeat returns that order.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use serde::Deserialize;
 use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
 use shared::ids::HoldId;
+use shared::model::{OrderDetails, PaymentWindow};
 use shared::ports::{DeadlineScheduler, EventPublisher};
 use shared::service::{self, Effects};
 use shared::{Config, Error, adapters};
@@ -16,7 +15,7 @@ pub struct Deps {
     pub pool: MySqlPool,
     pub scheduler: Arc<dyn DeadlineScheduler>,
     pub publisher: Arc<dyn EventPublisher>,
-    pub payment_ttl: Duration,
+    pub payment_window: PaymentWindow,
 }
 
 impl Deps {
@@ -27,13 +26,13 @@ impl Deps {
             pool: adapters::lambda_pool(&config, &sdk).await?,
             scheduler: adapters::lambda_scheduler(&config, &sdk).await?,
             publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
-            payment_ttl: config.order_payment_ttl,
+            payment_window: config.payment_window(),
         })
     }
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond(create_order(deps, &request)).await
+    http::respond_committing(create_order(deps, &request)).await
 }
 
 #[derive(Deserialize)]
@@ -49,7 +48,9 @@ async fn create_order(deps: &Deps, request: &Request) -> Result<Response<Body>, 
         scheduler: deps.scheduler.as_ref(),
         publisher: deps.publisher.as_ref(),
     };
-    let redemption = service::create_order(&deps.pool, effects, &hold_id, deps.payment_ttl).await?;
+    let redemption =
+        service::create_order(&deps.pool, effects, &hold_id, deps.payment_window).await?;
     let status = if redemption.created { 201 } else { 200 };
-    Ok(http::json(status, &redemption.order))
+    let order: &OrderDetails = &redemption.order;
+    Ok(http::json(status, order))
 }

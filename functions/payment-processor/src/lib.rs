@@ -2,7 +2,7 @@
 //! failed message fails every later message of its message group (its order) as well, so the
 //! FIFO order per order survives redelivery.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use std::sync::Arc;
 
@@ -52,7 +52,8 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
                 "an earlier message of its group failed in this batch".into(),
             ))
         } else {
-            match PaymentEvent::from_json(message.body.as_deref().unwrap_or_default().as_bytes()) {
+            let body = message.body.as_deref().unwrap_or_default().as_bytes();
+            match PaymentEvent::from_queue_message(body, sent_at(&message.attributes)) {
                 Ok(event) => service::apply_payment(&deps.pool, deps.publisher.as_ref(), &event)
                     .await
                     .map(drop),
@@ -74,6 +75,13 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
         response.batch_item_failures.push(failure(message_id));
     }
     Ok(response)
+}
+
+/// When SQS accepted the message (`SentTimestamp`, epoch milliseconds): the receipt time of a
+/// message queued before messages carried their own.
+fn sent_at(attributes: &HashMap<String, String>) -> Option<chrono::NaiveDateTime> {
+    let millis = attributes.get("SentTimestamp")?.parse().ok()?;
+    chrono::DateTime::from_timestamp_millis(millis).map(|at| at.naive_utc())
 }
 
 fn failure(message_id: String) -> BatchItemFailure {

@@ -43,15 +43,17 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
 }
 
 async fn receive(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
+    // The moment of receipt, before anything else: what the payment deadline is judged by.
+    let received_at = chrono::Utc::now();
     let body = http::body_bytes(request)?;
     payments::verify_signature(
         http::header(request, "x-signature"),
         body,
         &deps.secrets,
         deps.tolerance,
-        chrono::Utc::now().timestamp(),
+        received_at.timestamp(),
     )?;
-    let event = PaymentEvent::from_json(body)?;
+    let event = PaymentEvent::from_webhook(body, received_at.naive_utc())?;
     deps.queue.enqueue(&event).await?;
     Ok(http::json(
         202,

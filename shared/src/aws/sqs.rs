@@ -29,11 +29,10 @@ pub fn deduplication_id(idempotency_key: &str) -> String {
 #[async_trait]
 impl PaymentQueue for SqsPaymentQueue {
     async fn enqueue(&self, event: &PaymentEvent) -> Result<(), Error> {
-        let body = serde_json::to_string(event).map_err(|err| Error::Internal(err.to_string()))?;
         self.client
             .send_message()
             .queue_url(&self.queue_url)
-            .message_body(body)
+            .message_body(event.to_queue_message())
             .message_group_id(event.order_id.as_str())
             .message_deduplication_id(deduplication_id(&event.idempotency_key))
             .send()
