@@ -118,9 +118,14 @@ async fn a_hold_gets_a_one_time_expiry_schedule_and_redeeming_replaces_it_with_t
         .send()
         .await
         .expect("the order's payment deadline schedule exists");
+    // The trigger fires when the order lapses: its payment deadline plus the grace in which a
+    // payment received in time may still be applied (PAYMENT_GRACE_SECONDS, 300 by default).
+    let due = chrono::DateTime::parse_from_rfc3339(order["payment_due_at"].as_str().expect("due"))
+        .expect("RFC 3339");
+    let cancel_at = (due + chrono::Duration::seconds(300)).naive_utc();
     assert_eq!(
         deadline.schedule_expression(),
-        Some(expected_at(order["payment_due_at"].as_str().expect("payment_due_at")).as_str())
+        Some(shared::aws::scheduler::at_expression(cancel_at).as_str())
     );
     let target = deadline.target().expect("target");
     assert_eq!(target.arn(), ORDER_EXPIRY);
@@ -216,10 +221,18 @@ async fn the_webhook_sends_to_the_fifo_queue_grouped_by_order_and_deduplicated_b
         "SQS deduplicated the retry: {messages:?}"
     );
     let message = &messages[0];
-    let body: Value = serde_json::from_str(message.body().expect("body")).expect("JSON");
+    let mut body: Value = serde_json::from_str(message.body().expect("body")).expect("JSON");
+    let received_at = body["received_at"].take();
+    let received_at = chrono::DateTime::parse_from_rfc3339(received_at.as_str().expect("a time"))
+        .expect("RFC 3339");
+    let age = chrono::Utc::now().signed_duration_since(received_at);
+    assert!(
+        (0..10_000).contains(&age.num_milliseconds()),
+        "the webhook's receipt time travels with the event: {received_at}"
+    );
     assert_eq!(
         body,
-        json!({"idempotency_key": "evt_42", "order_id": order_id, "status": "paid"})
+        json!({"idempotency_key": "evt_42", "order_id": order_id, "status": "paid", "received_at": null})
     );
     let attributes = message.attributes().expect("attributes");
     assert_eq!(

@@ -283,7 +283,11 @@ async fn the_sqs_processor_fails_a_group_from_its_first_unapplied_message_on() {
             "messageId": id,
             "receiptHandle": format!("rh-{id}"),
             "body": json!({"idempotency_key": key, "order_id": order, "status": status}).to_string(),
-            "attributes": {"MessageGroupId": order, "MessageDeduplicationId": key},
+            "attributes": {
+                "MessageGroupId": order,
+                "MessageDeduplicationId": key,
+                "SentTimestamp": chrono::Utc::now().timestamp_millis().to_string(),
+            },
             "messageAttributes": {},
             "eventSource": "aws:sqs"
         })
