@@ -322,8 +322,13 @@ impl Api {
 
     /// Posts a correctly signed payment event.
     pub async fn pay(&self, key: &str, order_id: &str, status: &str) -> (u16, Value) {
-        let body =
-            json!({"idempotency_key": key, "order_id": order_id, "status": status}).to_string();
+        self.pay_event(&json!({"idempotency_key": key, "order_id": order_id, "status": status}))
+            .await
+    }
+
+    /// Posts `event`, correctly signed, to the payment webhook.
+    pub async fn pay_event(&self, event: &Value) -> (u16, Value) {
+        let body = event.to_string();
         let signature = webhook_signature(&body);
         self.post_raw(
             "/api/payments/webhook",

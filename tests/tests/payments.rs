@@ -20,6 +20,198 @@ fn no_background_work() -> Options {
 
 const SETTLED: Duration = Duration::from_secs(10);
 
+/// The order's `payments`, as (idempotency_key, status, outcome), in the order the API lists them.
+fn payments_of(order: &Value) -> Vec<(String, String, String)> {
+    order["payments"]
+        .as_array()
+        .expect("payments")
+        .iter()
+        .map(|payment| {
+            let field = |name: &str| payment[name].as_str().expect(name).to_owned();
+            (field("idempotency_key"), field("status"), field("outcome"))
+        })
+        .collect()
+}
+
+async fn outbox_count(db: &TestDb, event_type: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE event_type = ?")
+        .bind(event_type)
+        .fetch_one(&db.pool)
+        .await
+        .expect("count")
+}
+
+/// Sleeps until `at` (an RFC 3339 instant of the database clock, which is this machine's).
+async fn sleep_until(at: &str) {
+    let at = chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339");
+    if let Ok(wait) = at.signed_duration_since(chrono::Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn plus_seconds(at: &str, seconds: i64) -> String {
+    let at = chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339");
+    (at + chrono::Duration::seconds(seconds)).to_rfc3339()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_received_before_the_deadline_pays_however_late_it_is_applied() {
+    let db = TestDb::new().await;
+    let server = db.server(&[("ORDER_PAYMENT_TTL_SECONDS", "3")]).await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "20.00").await;
+    let in_time = ordered(&api, product, 1).await;
+    let too_late = ordered(&api, product, 1).await;
+    let due = api.get(&format!("/api/orders/{in_time}")).await.1["payment_due_at"]
+        .as_str()
+        .expect("due")
+        .to_owned();
+
+    // Another transaction holds the order's row lock from before the payment arrives until
+    // after the deadline: the payment can only be applied once the deadline has passed.
+    let mut blocker = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM orders WHERE id = ? FOR UPDATE")
+        .bind(&in_time)
+        .fetch_one(&mut *blocker)
+        .await
+        .expect("lock the order");
+    sleep_until(&plus_seconds(&due, -1)).await;
+    assert_eq!(api.pay("evt_in_time", &in_time, "paid").await.0, 202);
+    sleep_until(&plus_seconds(&due, 1)).await;
+    assert_eq!(api.pay("evt_too_late", &too_late, "paid").await.0, 202);
+    sleep_until(&plus_seconds(&due, 3)).await;
+    blocker.commit().await.expect("release the lock");
+
+    let paid = api
+        .wait_for_order(&in_time, SETTLED, |order| order["status"] != "pending_payment")
+        .await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(
+        payments_of(&paid),
+        [("evt_in_time".into(), "paid".into(), "applied".into())]
+    );
+    let late = api
+        .wait_for_order(&too_late, SETTLED, |order| order["status"] != "pending_payment")
+        .await;
+    assert_eq!(late["status"], "cancelled", "{late}");
+    assert_eq!(
+        payments_of(&late),
+        [("evt_too_late".into(), "paid".into(), "refund_required".into())]
+    );
+    assert_eq!(outbox_count(&db, "LatePayment").await, 1);
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!(
+        (stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()),
+        (Some(1), Some(9)),
+        "the late order's unit is back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_order_stays_sold_through_the_grace_and_is_cancelled_after_it() {
+    let db = TestDb::new().await;
+    let server = db
+        .server_with(
+            &[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "2")],
+            no_background_work(),
+        )
+        .await;
+    let api = Api::new(&server);
+    let product = api.create_product(4, "20.00").await;
+    let order_id = ordered(&api, product, 4).await;
+    let due = api.get(&format!("/api/orders/{order_id}")).await.1["payment_due_at"]
+        .as_str()
+        .expect("due")
+        .to_owned();
+    sleep_until(&plus_seconds(&due, 1)).await;
+    let order = api.get(&format!("/api/orders/{order_id}")).await.1;
+    assert_eq!(order["status"], "pending_payment", "in its grace: {order}");
+    assert_eq!(api.product(product).await["sold_stock"], 4);
+    assert_eq!(api.hold(product, 1).await.0, 409, "its units stay sold");
+    let sweep = sweeper::handle(&db.sweeper(std::sync::Arc::new(shared::ports::NoPublisher)))
+        .await
+        .expect("sweep");
+    assert_eq!(sweep.settled.orders_cancelled, 0, "the sweeper waits too");
+
+    sleep_until(&plus_seconds(&due, 2)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        api.get(&format!("/api/orders/{order_id}")).await.1["status"],
+        "cancelled"
+    );
+    assert_eq!(api.hold(product, 4).await.0, 201, "the units are back");
+    assert_stock_invariants(&db.pool, &api, product).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_payment_of_a_paid_order_is_a_double_charge_to_refund() {
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "20.00").await;
+    let order_id = ordered(&api, product, 2).await;
+
+    for (key, status) in [
+        ("evt_first", "paid"),
+        ("evt_first", "paid"),
+        ("evt_again", "paid"),
+        ("evt_failed_after", "failed"),
+    ] {
+        assert_eq!(api.pay(key, &order_id, status).await.0, 202);
+        queue_is_drained(&db).await;
+    }
+
+    let order = api.get(&format!("/api/orders/{order_id}")).await.1;
+    assert_eq!(order["status"], "paid", "{order}");
+    assert_eq!(
+        payments_of(&order),
+        [
+            ("evt_first".into(), "paid".into(), "applied".into()),
+            ("evt_again".into(), "paid".into(), "refund_required".into()),
+            ("evt_failed_after".into(), "failed".into(), "ignored".into()),
+        ],
+        "a repeated key appears once, oldest first"
+    );
+    let mut stored = events_recorded(&db, &order_id).await;
+    stored.sort();
+    assert!(stored.contains(&("paid".into(), "double_charge".into())), "{stored:?}");
+    assert_eq!(outbox_count(&db, "DoublePayment").await, 1);
+    assert_eq!(outbox_count(&db, "OrderPaid").await, 1);
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!(stock["sold_stock"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_of_another_amount_is_not_a_payment_of_the_order() {
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let product = api.create_product(10, "20.00").await;
+    let order_id = ordered(&api, product, 2).await;
+
+    let event = |key: &str, amount: &str| {
+        json!({"idempotency_key": key, "order_id": order_id, "status": "paid", "amount": amount})
+    };
+    assert_eq!(api.pay_event(&event("evt_short", "39.99")).await.0, 202);
+    queue_is_drained(&db).await;
+    let order = api.get(&format!("/api/orders/{order_id}")).await.1;
+    assert_eq!(order["status"], "pending_payment", "unchanged: {order}");
+    assert_eq!(
+        payments_of(&order),
+        [("evt_short".into(), "paid".into(), "amount_mismatch".into())]
+    );
+    assert_eq!(outbox_count(&db, "PaymentAmountMismatch").await, 1);
+
+    // The right amount, written either way, pays it.
+    assert_eq!(api.pay_event(&event("evt_right", "40")).await.0, 202);
+    let paid = api
+        .wait_for_order(&order_id, SETTLED, |order| order["status"] == "paid")
+        .await;
+    assert_eq!(payments_of(&paid)[1].2, "applied");
+    let (status, error) = api.pay_event(&event("evt_bad", "40.001")).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("invalid_request")));
+}
+
 async fn ordered(api: &Api, product: u64, qty: u32) -> String {
     let (_, hold) = api.hold(product, qty).await;
     let (status, order) = api.order(hold["hold_id"].as_str().expect("hold id")).await;
