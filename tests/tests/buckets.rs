@@ -206,3 +206,78 @@ async fn the_bucket_count_is_validated() {
         "more buckets than units: some hold none"
     );
 }
+
+/// Settling lapsed orders takes bucket locks last and in bucket order, whatever order the orders
+/// lapsed in, so a transaction locking buckets in bucket order never deadlocks with it and never
+/// waits longer than one short batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settling_lapsed_orders_keeps_the_bucket_lock_order() {
+    let db = TestDb::new().await;
+    let server = db.server_with(&[], no_background_work()).await;
+    let api = Api::new(&server);
+    let product = split_product(&api, 10, 2).await;
+    // Five units in each bucket: the first hold of 5 takes one bucket, the second the other.
+    let mut orders_by_bucket = Vec::new();
+    for _ in 0..2 {
+        let (status, hold) = api.hold(product, 5).await;
+        assert_eq!(status, 201, "{hold}");
+        let (status, order) = api.order(hold["hold_id"].as_str().expect("id")).await;
+        assert_eq!(status, 201, "{order}");
+        orders_by_bucket.push(order["order_id"].as_str().expect("id").to_owned());
+    }
+    // Both lapsed, the order in bucket 1 first.
+    for (bucket, seconds_ago) in [(1, 20), (0, 10)] {
+        sqlx::query(
+            "UPDATE orders SET payment_due_at = UTC_TIMESTAMP(3) - INTERVAL ? SECOND, \
+             cancel_at = UTC_TIMESTAMP(3) - INTERVAL ? SECOND WHERE product_id = ? AND bucket = ?",
+        )
+        .bind(seconds_ago)
+        .bind(seconds_ago)
+        .bind(product)
+        .bind(bucket)
+        .execute(&db.pool)
+        .await
+        .expect("backdate");
+    }
+
+    // Another transaction takes bucket 0, then (while the settler waits) bucket 1.
+    let lock_bucket = |bucket: u16| {
+        format!(
+            "SELECT bucket FROM stock_buckets WHERE product_id = {product} AND bucket = {bucket} FOR UPDATE"
+        )
+    };
+    let mut other = db.pool.begin().await.expect("begin");
+    sqlx::query(&lock_bucket(0))
+        .fetch_one(&mut *other)
+        .await
+        .expect("bucket 0");
+    let pool = db.pool.clone();
+    let settler = tokio::spawn(async move {
+        shared::stock::settle_lapsed(&pool, shared::ids::ProductId(product)).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let second = sqlx::query(&lock_bucket(1)).fetch_one(&mut *other).await;
+    let waited = started.elapsed();
+    assert!(
+        second.is_ok(),
+        "locking bucket 1 after bucket 0 must not deadlock with the settler: {second:?}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(1),
+        "bucket 1 was held {waited:?} while the settler waited for bucket 0"
+    );
+    other.commit().await.expect("commit");
+
+    let settled = settler.await.expect("joined").expect("settled");
+    assert_eq!(settled.value.orders_cancelled, 2);
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!(stock["available_stock"], 10);
+}
+
+fn no_background_work() -> flash_sale_local::Options {
+    flash_sale_local::Options {
+        background_work: false,
+        ..flash_sale_local::Options::default()
+    }
+}

@@ -470,3 +470,127 @@ async fn the_sweeper_cancels_unpaid_orders_past_their_deadline() {
         (Some(10), Some(0))
     );
 }
+
+/// A redeem judges the hold's expiry by the clock after it got the hold's row lock: a hold that
+/// expired while the redeem waited for the lock is expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_that_expires_while_its_redeem_waits_for_the_lock_is_expired() {
+    let db = TestDb::new().await;
+    let server = db
+        .server_with(&[("HOLD_TTL_SECONDS", "1")], no_background_work())
+        .await;
+    let api = Api::new(&server);
+    let product = api.create_product(5, "10.00").await;
+    let (status, hold) = api.hold(product, 2).await;
+    assert_eq!(status, 201, "{hold}");
+    let hold_id = hold["hold_id"].as_str().expect("id").to_owned();
+
+    let mut blocker = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM holds WHERE id = ? FOR UPDATE")
+        .bind(&hold_id)
+        .fetch_one(&mut *blocker)
+        .await
+        .expect("lock the hold");
+    let redeem = {
+        let (api, hold_id) = (Api::new(&server), hold_id.clone());
+        tokio::spawn(async move { api.order(&hold_id).await })
+    };
+    let expires_at = chrono::DateTime::parse_from_rfc3339(hold["expires_at"].as_str().expect("at"))
+        .expect("RFC 3339");
+    let until_expired = (expires_at - chrono::Utc::now().fixed_offset()).to_std().unwrap_or_default();
+    tokio::time::sleep(until_expired + Duration::from_millis(300)).await;
+    blocker.commit().await.expect("release");
+
+    let (status, answer) = redeem.await.expect("joined");
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (410, Some("hold_expired")),
+        "{answer}"
+    );
+    assert_eq!(stored_status(&db, &hold_id).await, "active", "no order was made");
+    let stock = assert_stock_invariants(&db.pool, &api, product).await;
+    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(0), Some(5)));
+}
+
+/// Whether another connection can lock the hold's row at once, asked from a thread of its own
+/// while this test's (single-threaded) runtime is blocked: as a Lambda container frozen right
+/// after answering, whose pending work never runs.
+fn hold_row_is_free(db: &TestDb, hold_id: &str) -> bool {
+    let (url, hold_id) = (db.url.clone(), hold_id.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let pool = shared::db::connect(&url, 1).await.expect("connect");
+            let mut tx = pool.begin().await.expect("begin");
+            let locked = sqlx::query("SELECT id FROM holds WHERE id = ? FOR UPDATE NOWAIT")
+                .bind(&hold_id)
+                .fetch_one(&mut *tx)
+                .await;
+            locked.is_ok()
+        })
+    })
+    .join()
+    .expect("the checking thread")
+}
+
+/// Every transaction that returns early ends with an explicit, awaited rollback (or commit): a
+/// dropped sqlx transaction only queues its ROLLBACK for the connection's next use, and a frozen
+/// Lambda container would keep its row locks until it thaws.
+#[tokio::test]
+async fn transactions_that_end_early_release_their_row_locks_before_returning() {
+    let db = TestDb::new().await;
+    let product = shared::stock::create_product(
+        &db.pool,
+        &shared::stock::NewProduct {
+            name: "Locks".into(),
+            price: shared::money::Cents(100),
+            stock: 10,
+            buckets: 1,
+        },
+    )
+    .await
+    .expect("product");
+    let hold = |ttl: u64| {
+        let pool = db.pool.clone();
+        async move {
+            let request = shared::stock::HoldRequest {
+                product_id: product.id,
+                qty: 1,
+                idempotency_key: None,
+            };
+            shared::stock::reserve(&pool, &request, Duration::from_secs(ttl))
+                .await
+                .expect("reserved")
+                .value
+                .hold
+                .hold_id
+        }
+    };
+
+    // The expiry trigger fires early: it locked the hold, found it not due, and returned.
+    let not_due = hold(60).await;
+    let outcome = shared::stock::expire_hold(&db.pool, &not_due)
+        .await
+        .expect("expiry ran")
+        .value;
+    assert_eq!(outcome, ExpiryOutcome::NotYetDue);
+    assert!(hold_row_is_free(&db, not_due.as_str()), "an early trigger left the hold locked");
+
+    // A redeem of an expired hold: it locked the hold, found it expired, and refused.
+    let expired = hold(1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refused = shared::stock::redeem(
+        &db.pool,
+        &expired,
+        shared::model::PaymentWindow {
+            ttl: Duration::from_secs(900),
+            grace: Duration::from_secs(300),
+        },
+    )
+    .await;
+    assert!(matches!(refused, Err(shared::Error::HoldExpired)), "{refused:?}");
+    assert!(hold_row_is_free(&db, expired.as_str()), "a refused redeem left the hold locked");
+}
