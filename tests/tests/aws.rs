@@ -495,3 +495,100 @@ async fn events_the_bus_refused_stay_in_the_outbox_until_the_sweeper_publishes_t
         0
     );
 }
+
+/// A scheduler that answers only after a minute: an AWS call hanging on a bad connection.
+struct HangingScheduler;
+
+#[async_trait::async_trait]
+impl shared::ports::DeadlineScheduler for HangingScheduler {
+    async fn schedule(
+        &self,
+        _deadline: &shared::ports::Deadline,
+        _at: chrono::NaiveDateTime,
+    ) -> Result<(), shared::Error> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    }
+
+    async fn cancel(&self, _deadline: &shared::ports::Deadline) -> Result<(), shared::Error> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    }
+}
+
+fn api_request(method: &str, path: &str, body: Value) -> lambda_http::Request {
+    lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(lambda_http::Body::Text(body.to_string()))
+        .expect("a request")
+}
+
+/// A hold or order that committed is answered as committed, however long the side effects after
+/// the commit would take: they have a budget of their own, apart from the request's deadline
+/// (a 503 for a committed hold would make a client without an Idempotency-Key reserve twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
+    let db = TestDb::new().await;
+    let product = shared::stock::create_product(
+        &db.pool,
+        &shared::stock::NewProduct {
+            name: "Slow side effects".into(),
+            price: shared::money::Cents(500),
+            stock: 10,
+            buckets: 1,
+        },
+    )
+    .await
+    .expect("product");
+    let scheduler: Arc<dyn shared::ports::DeadlineScheduler> = Arc::new(HangingScheduler);
+    let holds = create_hold::Deps {
+        pool: db.pool.clone(),
+        scheduler: scheduler.clone(),
+        publisher: Arc::new(shared::ports::NoPublisher),
+        hold_ttl: Duration::from_secs(120),
+        max_hold_qty: 10,
+    };
+    let started = std::time::Instant::now();
+    let response = create_hold::handle(
+        &holds,
+        api_request("POST", "/api/holds", json!({"product_id": product.id, "qty": 2})),
+    )
+    .await
+    .expect("a response");
+    let answered_in = started.elapsed();
+    assert_eq!(response.status(), 201);
+    assert!(
+        answered_in < shared::http::REQUEST_DEADLINE,
+        "answered in {answered_in:?}, not within the side effects' budget"
+    );
+    let hold: Value = serde_json::from_slice(response.body().as_ref()).expect("JSON");
+    let reserved: i64 = sqlx::query_scalar(
+        "SELECT CAST(SUM(reserved_stock) AS SIGNED) FROM stock_buckets WHERE product_id = ?",
+    )
+    .bind(product.id.0)
+    .fetch_one(&db.pool)
+    .await
+    .expect("reserved");
+    assert_eq!(reserved, 2, "exactly the one hold answered");
+
+    let orders = create_order::Deps {
+        pool: db.pool.clone(),
+        scheduler,
+        publisher: Arc::new(shared::ports::NoPublisher),
+        payment_window: shared::model::PaymentWindow {
+            ttl: Duration::from_secs(900),
+            grace: Duration::from_secs(300),
+        },
+    };
+    let started = std::time::Instant::now();
+    let response = create_order::handle(
+        &orders,
+        api_request("POST", "/api/orders", json!({"hold_id": hold["hold_id"]})),
+    )
+    .await
+    .expect("a response");
+    assert_eq!(response.status(), 201);
+    assert!(started.elapsed() < shared::http::REQUEST_DEADLINE);
+}
