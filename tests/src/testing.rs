@@ -267,6 +267,21 @@ impl Api {
         self.send(request).await
     }
 
+    /// As [`Api::post_raw`], with headers no `&str` can hold (bytes past ASCII, a name twice).
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        body: String,
+        headers: reqwest::header::HeaderMap,
+    ) -> (u16, Value) {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .headers(headers)
+            .body(body);
+        self.send(request).await
+    }
+
     /// Every answer must be one `openapi.yaml` documents for the request (see
     /// `openapi::Spec::check`): a test that gets anything else fails here, whatever it asserts.
     async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
