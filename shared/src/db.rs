@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySql, Transaction};
@@ -149,8 +150,22 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), Error> {
     migrated
 }
 
+/// The name of the lock that serialises migrations of `database`. MySQL 8 refuses a lock name
+/// over 64 characters and a database name may have 64, so the name carries 128 bits of the
+/// name's SHA-256 instead: 51 characters, one lock per database.
+pub fn migration_lock_name(database: &str) -> String {
+    let digest = Sha256::digest(database.as_bytes());
+    format!("flash-sale-migrate:{}", hex::encode(&digest[..16]))
+}
+
 async fn migrate_on(conn: &mut MySqlConnection) -> Result<(), Error> {
-    const LOCK: &str = "CONCAT('flash-sale-migrate:', DATABASE())";
+    let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let database = database.ok_or_else(|| {
+        Error::Config("the connection names no database: DATABASE_URL or DATABASE_NAME must".into())
+    })?;
+    let lock = migration_lock_name(&database);
     let server = Server::of(conn).await?;
     conn.execute(
         server
@@ -159,8 +174,9 @@ async fn migrate_on(conn: &mut MySqlConnection) -> Result<(), Error> {
     )
     .await?;
     let locked: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT CAST(GET_LOCK({LOCK}, {MIGRATION_LOCK_WAIT_SECONDS}) AS SIGNED)"
+        "SELECT CAST(GET_LOCK(?, {MIGRATION_LOCK_WAIT_SECONDS}) AS SIGNED)"
     ))
+    .bind(&lock)
     .fetch_one(&mut *conn)
     .await?;
     if locked != Some(1) {
@@ -169,7 +185,8 @@ async fn migrate_on(conn: &mut MySqlConnection) -> Result<(), Error> {
         )));
     }
     let migrated = MIGRATOR.run(&mut *conn).await;
-    sqlx::query(&format!("DO RELEASE_LOCK({LOCK})"))
+    sqlx::query("DO RELEASE_LOCK(?)")
+        .bind(&lock)
         .execute(&mut *conn)
         .await?;
     migrated?;
@@ -243,6 +260,21 @@ pub fn lambda_pool(config: &crate::Config, options: MySqlConnectOptions) -> MySq
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_migration_lock_name_fits_mysqls_64_characters_for_any_database_name() {
+        // A database name may be 64 characters, of any script.
+        for database in ["flash_sale", &"d".repeat(64), &"д".repeat(64)] {
+            let lock = migration_lock_name(database);
+            assert!(lock.chars().count() <= 64, "{lock} is over 64 characters");
+            assert!(lock.starts_with("flash-sale-migrate:"), "{lock}");
+            assert_eq!(lock, migration_lock_name(database), "always the same");
+        }
+        let similar = ["shop", "Shop", "shop_", &"d".repeat(64), &"d".repeat(63)];
+        let locks: std::collections::HashSet<String> =
+            similar.iter().map(|db| migration_lock_name(db)).collect();
+        assert_eq!(locks.len(), similar.len(), "one lock per database");
+    }
 
     #[test]
     fn the_server_is_told_apart_by_its_version() {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::NaiveDateTime;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
@@ -13,8 +14,11 @@ use crate::ports::EventPublisher;
 
 /// PutEvents takes at most ten entries per call.
 pub const PUBLISH_BATCH: usize = 10;
-/// The sweeper republishes at most this many events per run; the next run takes the rest.
-const REPUBLISH_LIMIT: u32 = 500;
+/// The sweeper reads unpublished events this many at a time…
+const REPUBLISH_PAGE: u32 = 500;
+/// …and starts no page after this long: its Lambda has 60 s (template.yaml) for everything a
+/// sweep does and runs every minute, so what is left is the next run's.
+pub const REPUBLISH_BUDGET: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum EventType {
@@ -145,29 +149,81 @@ pub async fn publish(
 }
 
 /// Publishes every event still unpublished `grace` after it was written (younger ones are most
-/// likely being published by the operation that wrote them right now).
+/// likely being published by the operation that wrote them right now), page by page in
+/// (`created_at`, `id`) order until none is left or [`REPUBLISH_BUDGET`] is spent. Each page starts
+/// after the last one, so events the bus refuses are not read again in this run; a page of which
+/// the bus takes none ends the run (the bus is down, or there is none), so an outbox the bus
+/// cannot take costs one page a run, not the whole outbox.
 pub async fn publish_pending(
     pool: &MySqlPool,
     publisher: &dyn EventPublisher,
     grace: Duration,
 ) -> Result<usize, Error> {
-    let rows = sqlx::query(
-        "SELECT id, event_type, detail FROM outbox_events \
-         WHERE published_at IS NULL AND created_at <= UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND \
-         ORDER BY created_at LIMIT ?",
-    )
-    .bind(grace.as_micros() as u64)
-    .bind(REPUBLISH_LIMIT)
-    .fetch_all(pool)
-    .await?;
+    let started = tokio::time::Instant::now();
+    let mut after: Option<(NaiveDateTime, String)> = None;
+    let mut published = 0;
+    loop {
+        let (events, last) = pending_page(pool, grace, after.as_ref()).await?;
+        let Some(last) = last else {
+            break;
+        };
+        let accepted = publish(pool, publisher, &events).await;
+        published += accepted;
+        if events.len() < REPUBLISH_PAGE as usize || accepted == 0 {
+            break;
+        }
+        if started.elapsed() >= REPUBLISH_BUDGET {
+            tracing::warn!(
+                published,
+                "outbox not drained within the sweep's budget; the next sweep goes on"
+            );
+            break;
+        }
+        after = Some(last);
+    }
+    Ok(published)
+}
+
+/// One page of unpublished events past `after`, and the (`created_at`, `id`) of its last. The
+/// outbox index (`published_at`, `created_at`, and the primary key `id` InnoDB appends) serves
+/// both the filter and the order.
+async fn pending_page(
+    pool: &MySqlPool,
+    grace: Duration,
+    after: Option<&(NaiveDateTime, String)>,
+) -> Result<(Vec<DomainEvent>, Option<(NaiveDateTime, String)>), Error> {
+    let mut query = QueryBuilder::<MySql>::new(
+        "SELECT id, event_type, detail, created_at FROM outbox_events \
+         WHERE published_at IS NULL AND created_at <= UTC_TIMESTAMP(3) - INTERVAL ",
+    );
+    query
+        .push_bind(grace.as_micros() as u64)
+        .push(" MICROSECOND");
+    if let Some((created_at, id)) = after {
+        query
+            .push(" AND (created_at > ")
+            .push_bind(*created_at)
+            .push(" OR (created_at = ")
+            .push_bind(*created_at)
+            .push(" AND id > ")
+            .push_bind(id)
+            .push("))");
+    }
+    query
+        .push(" ORDER BY created_at, id LIMIT ")
+        .push_bind(REPUBLISH_PAGE);
+    let rows = query.build().fetch_all(pool).await?;
     let mut events = Vec::with_capacity(rows.len());
+    let mut last = None;
     for row in rows {
         let detail: String = row.try_get("detail")?;
+        let id: String = row.try_get("id")?;
+        last = Some((row.try_get("created_at")?, id.clone()));
         events.push(DomainEvent {
-            id: row.try_get("id")?,
+            id,
             event_type: row.try_get("event_type")?,
             detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
         });
     }
-    Ok(publish(pool, publisher, &events).await)
+    Ok((events, last))
 }

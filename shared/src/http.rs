@@ -92,6 +92,28 @@ pub fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
         .and_then(|value| value.to_str().ok())
 }
 
+/// The request's `Idempotency-Key`, `None` when it has none. A key that is there but not one we
+/// accept (bytes past ASCII, too long, or the header sent twice) is refused, never taken for no
+/// key: a retry would then make a second hold.
+pub fn idempotency_key(request: &Request) -> Result<Option<String>, Error> {
+    let mut values = request.headers().get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::InvalidRequest(
+            "send one Idempotency-Key header, not several".into(),
+        ));
+    }
+    match value.to_str() {
+        Ok(key) if crate::ids::is_idempotency_key(key) => Ok(Some(key.to_owned())),
+        _ => Err(Error::InvalidRequest(format!(
+            "Idempotency-Key must be 1 to {} printable ASCII characters",
+            crate::ids::MAX_IDEMPOTENCY_KEY_LEN
+        ))),
+    }
+}
+
 /// The id at the end of the path. API Gateway names it in the path parameters; a function URL
 /// (`cargo lambda watch`) does not route, so there it is the last path segment.
 pub fn path_id(request: &Request, name: &str) -> String {
@@ -173,6 +195,34 @@ mod tests {
         assert!(with("Basic s3cret").is_err());
         assert!(with("Bearer ").is_err());
         assert!(require_bearer(&request("/", Body::Empty), &token).is_err());
+    }
+
+    #[test]
+    fn an_idempotency_key_is_absent_valid_or_refused() {
+        let with = |values: &[&[u8]]| {
+            let mut request = request("/api/holds", Body::Empty);
+            for value in values {
+                let value = HeaderValue::from_bytes(value).expect("a header value");
+                request.headers_mut().append("idempotency-key", value);
+            }
+            idempotency_key(&request).map_err(|err| err.code())
+        };
+        assert_eq!(with(&[]), Ok(None));
+        assert_eq!(with(&[b"attempt-1"]), Ok(Some("attempt-1".to_owned())));
+        let longest = "k".repeat(255);
+        assert_eq!(with(&[longest.as_bytes()]), Ok(Some(longest.clone())));
+        let too_long = "k".repeat(256);
+        for refused in [
+            &[b"attempt-\xff".as_slice()][..],
+            &["ключ".as_bytes()],
+            &[too_long.as_bytes()],
+            &[b""],
+            &[b"attempt 1"],
+            &[b"attempt-1", b"attempt-2"],
+            &[b"attempt-1", b"attempt-1"],
+        ] {
+            assert_eq!(with(refused), Err("invalid_request"), "{refused:?}");
+        }
     }
 
     #[test]

@@ -2,16 +2,33 @@
 //! `invalid_request`; both are 400 and name what is wrong.
 
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, Deserializer, Error as _};
+use serde::de::{DeserializeOwned, Deserializer, Error as _, IgnoredAny};
 use serde_json::error::Category;
 
 use crate::error::Error;
 
+/// Parses a body, which must be a JSON object. serde reads a JSON array into a struct field by
+/// field (`[1, 2]` would be a hold of product 1, qty 2), so anything else is refused first. The
+/// check is one look at the first byte; only a body that fails it is parsed a second time, to
+/// tell JSON that is not an object from text that is not JSON.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|err| match err.classify() {
+    let first = body
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+            Ok(_) => Error::InvalidRequest("the body must be a JSON object".into()),
+            Err(err) => classify(err),
+        });
+    }
+    serde_json::from_slice(body).map_err(classify)
+}
+
+fn classify(err: serde_json::Error) -> Error {
+    match err.classify() {
         Category::Data => Error::InvalidRequest(err.to_string()),
         Category::Syntax | Category::Eof | Category::Io => Error::MalformedJson(err.to_string()),
-    })
+    }
 }
 
 /// An integer field that also accepts a number written with a zero fraction (`2.0`): JSON has one
@@ -45,6 +62,40 @@ mod tests {
 
     fn qty(json: &str) -> Option<u16> {
         super::parse::<Qty>(json.as_bytes()).ok().map(|q| q.qty)
+    }
+
+    fn code(json: &str) -> Result<u16, &'static str> {
+        super::parse::<Qty>(json.as_bytes())
+            .map(|q| q.qty)
+            .map_err(|err| err.code())
+    }
+
+    #[test]
+    fn json_that_is_not_an_object_is_an_invalid_request() {
+        // `[2]` is what serde would otherwise read as `{"qty": 2}`.
+        for json in [
+            "[2]", " \n\t[2]", "[]", "\"x\"", "3", "null", "true", " false ",
+        ] {
+            assert_eq!(code(json), Err("invalid_request"), "{json:?}");
+        }
+        assert_eq!(code(" \r\n{\"qty\": 2} "), Ok(2));
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_malformed_whatever_it_starts_with() {
+        for json in [
+            "",
+            "   ",
+            "[2",
+            "nul",
+            "\"x",
+            "{",
+            "{\"qty\": 2",
+            "{\"qty\": 2}}",
+            "\u{feff}{}",
+        ] {
+            assert_eq!(code(json), Err("malformed_json"), "{json:?}");
+        }
     }
 
     #[test]

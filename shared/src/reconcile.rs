@@ -8,7 +8,9 @@
 //! gives each statement a consistent read view), and every transaction changes a hold or order
 //! and its bucket's counters together, so a consistent snapshot never shows drift that is not
 //! there. A repair locks the product's buckets (in bucket order, as every transaction takes them
-//! last) and recomputes under that lock before it writes.
+//! last) and recomputes under that lock before it writes. It refuses a product whose total differs
+//! from the sum of its buckets' totals: a bucket's counters are computed from its total, and
+//! nothing says which of the two totals is right.
 
 use serde::Serialize;
 use sqlx::{MySqlPool, Row};
@@ -52,6 +54,9 @@ pub struct TotalDrift {
     pub product_id: u64,
     pub product_total: i64,
     pub buckets_total: i64,
+    /// Repair was asked for and refused: none of this product's buckets was written, drifted
+    /// or not.
+    pub repair_refused: bool,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -126,11 +131,22 @@ pub async fn reconcile(
 ) -> Result<ReconcileReport, Error> {
     let mut report = check(pool, product).await?;
     if repair {
-        let products: std::collections::BTreeSet<u64> =
-            report.drifted.iter().map(|d| d.product_id).collect();
+        let products: std::collections::BTreeSet<u64> = report
+            .drifted
+            .iter()
+            .map(|d| d.product_id)
+            .filter(|id| report.totals_drifted.iter().all(|t| t.product_id != *id))
+            .collect();
         let mut repaired = Vec::new();
         for product_id in products {
-            repaired.extend(repair_product(pool, ProductId(product_id)).await?);
+            match repair_product(pool, ProductId(product_id)).await? {
+                Repair::Written(buckets) => repaired.extend(buckets),
+                // The totals parted after the check (a hand edit): found under the lock.
+                Repair::Refused(total) => report.totals_drifted.push(total),
+            }
+        }
+        for total in &mut report.totals_drifted {
+            total.repair_refused = true;
         }
         for drift in &mut report.drifted {
             drift.repaired = repaired
@@ -154,6 +170,7 @@ pub async fn reconcile(
             product_id = drift.product_id,
             product_total = drift.product_total,
             buckets_total = drift.buckets_total,
+            repair_refused = drift.repair_refused,
             "product total differs from the sum of its stock buckets"
         );
     }
@@ -184,6 +201,7 @@ async fn check(pool: &MySqlPool, product: Option<ProductId>) -> Result<Reconcile
                 product_id,
                 product_total,
                 buckets_total,
+                repair_refused: false,
             });
         }
         if let Some(drift) = bucket_drift(row)? {
@@ -220,11 +238,15 @@ fn bucket_drift(row: &sqlx::mysql::MySqlRow) -> Result<Option<BucketDrift>, Erro
     }))
 }
 
-/// Repairs one product's drifted buckets under their locks; returns the buckets it set.
-async fn repair_product(
-    pool: &MySqlPool,
-    product_id: ProductId,
-) -> Result<Vec<BucketDrift>, Error> {
+enum Repair {
+    /// The buckets set to what their rows say.
+    Written(Vec<BucketDrift>),
+    /// Nothing written: the product's total and its buckets' disagree.
+    Refused(TotalDrift),
+}
+
+/// Repairs one product's drifted buckets under their locks, unless its totals disagree there.
+async fn repair_product(pool: &MySqlPool, product_id: ProductId) -> Result<Repair, Error> {
     crate::db::retry_conflicts("reconcile_repair", || async {
         let mut tx = pool.begin().await?;
         sqlx::query(
@@ -234,6 +256,18 @@ async fn repair_product(
         .fetch_all(&mut *tx)
         .await?;
         let rows = buckets_with_sums(&mut *tx, Some(product_id)).await?;
+        if let Some(row) = rows.first() {
+            let product_total: i64 = row.try_get("product_total")?;
+            let buckets_total: i64 = row.try_get("buckets_total")?;
+            if product_total != buckets_total {
+                return Ok(Repair::Refused(TotalDrift {
+                    product_id: product_id.0,
+                    product_total,
+                    buckets_total,
+                    repair_refused: true,
+                }));
+            }
+        }
         let mut repaired = Vec::new();
         for row in &rows {
             let Some(drift) = bucket_drift(row)? else {
@@ -263,7 +297,7 @@ async fn repair_product(
             repaired.push(drift);
         }
         tx.commit().await?;
-        Ok(repaired)
+        Ok(Repair::Written(repaired))
     })
     .await
 }

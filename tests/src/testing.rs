@@ -39,9 +39,13 @@ impl TestDb {
     /// A name and URL only: the database does not exist until something creates it (the pool
     /// connects on first use).
     pub fn not_created() -> Self {
+        Self::not_created_named(format!("flash_sale_test_{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// As [`TestDb::not_created`], with a name of the caller's choosing (dropped all the same).
+    pub fn not_created_named(name: String) -> Self {
         let server_url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
-        let name = format!("flash_sale_test_{}", uuid::Uuid::new_v4().simple());
         let url = SecretString::from(with_database(&server_url, &name));
         let options = db::connect_options(&url).expect("a valid DATABASE_URL");
         let pool = db::pool_options(8).connect_lazy_with(options);
@@ -264,6 +268,21 @@ impl Api {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        self.send(request).await
+    }
+
+    /// As [`Api::post_raw`], with headers no `&str` can hold (bytes past ASCII, a name twice).
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        body: String,
+        headers: reqwest::header::HeaderMap,
+    ) -> (u16, Value) {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .headers(headers)
+            .body(body);
         self.send(request).await
     }
 

@@ -503,3 +503,136 @@ async fn bad_input_is_refused_with_a_4xx_and_changes_nothing() {
         .expect("count");
     assert_eq!(queued, 0, "no bad webhook was queued");
 }
+
+/// Rows of every table a body could add to.
+async fn row_counts(db: &TestDb) -> [i64; 4] {
+    let mut counts = [0; 4];
+    for (count, table) in counts
+        .iter_mut()
+        .zip(["products", "holds", "orders", "payment_inbox"])
+    {
+        *count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+    }
+    counts
+}
+
+/// serde reads a JSON array into a struct field by field, so `[1, 2]` would be a hold of
+/// product 1, qty 2: every body that is JSON but not an object is refused on every route that
+/// takes one (the webhook's after its signature is checked), and changes nothing.
+#[tokio::test]
+async fn json_that_is_not_an_object_is_refused_on_every_route_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let (status, hold) = api.hold(1, 1).await;
+    assert_eq!(status, 201, "{hold}");
+    let hold_id = hold["hold_id"].as_str().expect("hold id").to_owned();
+    let before = row_counts(&db).await;
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let order_id = uuid::Uuid::new_v4().to_string();
+
+    // What each route's struct would read from an array, then the other non-objects.
+    let arrays = [
+        ("/api/holds", json!([1, 2]).to_string()),
+        ("/api/orders", json!([hold_id]).to_string()),
+        ("/api/admin/products", json!(["x", "1.00", 1]).to_string()),
+        (
+            "/api/payments/webhook",
+            json!(["evt_array", order_id, "paid"]).to_string(),
+        ),
+    ];
+    let mut cases: Vec<(&str, String)> = arrays.to_vec();
+    for (path, _) in arrays {
+        for body in [" \n[1, 2]", "\"x\"", "3", "null", "true", "[]"] {
+            cases.push((path, body.to_owned()));
+        }
+    }
+    for (path, body) in &cases {
+        let signature = webhook_signature(body);
+        let headers = [
+            ("authorization", admin.as_str()),
+            ("x-signature", &signature),
+        ];
+        let answer = api.post_raw(path, body.clone(), &headers).await;
+        assert_eq!(answer.0, 400, "{path} {body}: {}", answer.1);
+        assert_eq!(
+            answer.1["error"]["code"], "invalid_request",
+            "{path} {body}: {}",
+            answer.1
+        );
+    }
+    // Not JSON at all stays malformed_json, whatever it starts with.
+    for body in ["[1, 2", "nul", "\"x", "{\"qty\": 1"] {
+        let answer = api.post_raw("/api/holds", body.to_owned(), &[]).await;
+        assert_error(&answer, 400, "malformed_json");
+    }
+
+    assert_eq!(
+        row_counts(&db).await,
+        before,
+        "no refused body changed a table"
+    );
+    assert_eq!(api.product(1).await["reserved_stock"], 1);
+}
+
+/// A present `Idempotency-Key` that is not a key we accept must not be read as no key (the
+/// request would then create a second hold on a retry): bytes past ASCII, too long, or sent
+/// twice are each refused, and change nothing.
+#[tokio::test]
+async fn an_idempotency_key_that_is_not_valid_is_refused_rather_than_ignored() {
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    let db = TestDb::new().await;
+    let server = db.server(&[]).await;
+    let api = Api::new(&server);
+    let body = json!({"product_id": 1, "qty": 1}).to_string();
+    let before = row_counts(&db).await;
+    let one = |value: HeaderValue| {
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", value);
+        headers
+    };
+    let mut twice = HeaderMap::new();
+    twice.append("idempotency-key", HeaderValue::from_static("attempt-1"));
+    twice.append("idempotency-key", HeaderValue::from_static("attempt-2"));
+    let mut twice_the_same = HeaderMap::new();
+    twice_the_same.append("idempotency-key", HeaderValue::from_static("attempt-1"));
+    twice_the_same.append("idempotency-key", HeaderValue::from_static("attempt-1"));
+    let cases = [
+        (
+            "a byte 0xFF",
+            one(HeaderValue::from_bytes(b"attempt-\xff").expect("obs-text is a valid value")),
+        ),
+        (
+            "UTF-8",
+            one(HeaderValue::from_bytes("ключ".as_bytes()).expect("a valid value")),
+        ),
+        (
+            "256 characters",
+            one(HeaderValue::from_str(&"k".repeat(256)).expect("a valid value")),
+        ),
+        ("a space", one(HeaderValue::from_static("attempt 1"))),
+        ("two headers", twice),
+        ("the same key twice", twice_the_same),
+    ];
+    for (what, headers) in cases {
+        let answer = api
+            .post_with_headers("/api/holds", body.clone(), headers)
+            .await;
+        assert_eq!(answer.0, 400, "{what}: {}", answer.1);
+        assert_eq!(
+            answer.1["error"]["code"], "invalid_request",
+            "{what}: {}",
+            answer.1
+        );
+    }
+    assert_eq!(row_counts(&db).await, before, "no refused key made a hold");
+
+    // The longest key accepted still is.
+    let longest = one(HeaderValue::from_str(&"k".repeat(255)).expect("a valid value"));
+    let (status, hold) = api.post_with_headers("/api/holds", body, longest).await;
+    assert_eq!(status, 201, "{hold}");
+}

@@ -1,7 +1,9 @@
 //! Every file in `events/` through its function's `handle`: the samples a developer invokes with
-//! `cargo lambda invoke` are the ones tested here, so they cannot drift from the code.
+//! `cargo lambda invoke` are the ones tested here, so they cannot drift from the code. And the
+//! sweeper's handler draining the outbox of domain events to a bus that records them.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -9,7 +11,8 @@ use flash_sale_local::testing::TestDb;
 use lambda_http::Body;
 use secrecy::SecretString;
 use serde_json::Value;
-use shared::ports::{InboxQueue, NoPublisher, NoScheduler};
+use shared::events::DomainEvent;
+use shared::ports::{EventPublisher, InboxQueue, NoPublisher, NoScheduler};
 use shared::stock::ExpiryOutcome;
 
 /// The values of `[workspace.metadata.lambda.env]`, which the sample events are written for.
@@ -355,4 +358,149 @@ async fn unmatched_route_events() {
         (status, error["error"]["code"].as_str()),
         (405, Some("method_not_allowed"))
     );
+}
+
+/// An event bus that records every event offered to it and refuses the ids in `refused`.
+#[derive(Default)]
+struct RecordingBus {
+    refused: HashSet<String>,
+    offered: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl EventPublisher for RecordingBus {
+    async fn publish(&self, events: &[DomainEvent]) -> Result<Vec<String>, shared::Error> {
+        let ids: Vec<String> = events.iter().map(|event| event.id.clone()).collect();
+        self.offered
+            .lock()
+            .expect("not poisoned")
+            .extend(ids.iter().cloned());
+        Ok(ids
+            .into_iter()
+            .filter(|id| !self.refused.contains(id))
+            .collect())
+    }
+}
+
+impl RecordingBus {
+    /// How many times each event was offered.
+    fn offers(&self) -> HashMap<String, usize> {
+        let mut offers = HashMap::new();
+        for id in self.offered.lock().expect("not poisoned").iter() {
+            *offers.entry(id.clone()).or_default() += 1;
+        }
+        offers
+    }
+}
+
+/// `count` unpublished `HoldExpired` events, as create-hold's slow path leaves them in a
+/// sold-out spike (its Lambda has no bus), written in one statement. They share timestamps in
+/// runs of 300, so pages of 500 end inside a run of equal `created_at`.
+async fn unpublished_events(db: &TestDb, count: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..count)
+        .map(|_| uuid::Uuid::new_v4().hyphenated().to_string())
+        .collect();
+    let mut insert =
+        sqlx::QueryBuilder::new("INSERT INTO outbox_events (id, event_type, detail, created_at) ");
+    insert.push_values(ids.iter().enumerate(), |mut row, (n, id)| {
+        let detail =
+            serde_json::json!({"event_id": id, "hold_id": uuid::Uuid::new_v4().to_string()});
+        row.push_bind(id)
+            .push_bind("HoldExpired")
+            .push_bind(detail.to_string())
+            .push("UTC_TIMESTAMP(3) - INTERVAL ")
+            .push_bind_unseparated((count / 300 - n / 300) as i64)
+            .push_unseparated(" SECOND");
+    });
+    insert
+        .build()
+        .execute(&db.pool)
+        .await
+        .expect("write the outbox");
+    ids
+}
+
+async fn unpublished(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count")
+}
+
+/// A sold-out spike leaves thousands of events in the outbox: one sweep publishes them all,
+/// each once, rather than 500 a minute.
+#[tokio::test]
+async fn one_sweep_drains_an_outbox_of_2000_events_publishing_each_once() {
+    let db = TestDb::new().await;
+    let ids = unpublished_events(&db, 2_000).await;
+    let bus = Arc::new(RecordingBus::default());
+
+    let report = sweeper::handle(&db.sweeper(bus.clone()))
+        .await
+        .expect("swept");
+
+    assert_eq!(report.events_republished, 2_000);
+    let offers = bus.offers();
+    assert_eq!(offers.len(), 2_000, "every event was published");
+    assert!(
+        ids.iter().all(|id| offers.get(id) == Some(&1)),
+        "each exactly once"
+    );
+    assert_eq!(unpublished(&db).await, 0, "nothing left in the outbox");
+}
+
+/// Events the bus refuses stay unpublished, and the drain goes past them (by `created_at`, `id`)
+/// instead of reading them again and again; a bus refusing everything gets one page a run.
+#[tokio::test]
+async fn events_the_bus_refuses_stay_unpublished_without_stopping_the_drain() {
+    let db = TestDb::new().await;
+    let ids = unpublished_events(&db, 2_000).await;
+    let refused: HashSet<String> = ids.iter().step_by(7).cloned().collect();
+    let bus = Arc::new(RecordingBus {
+        refused: refused.clone(),
+        ..RecordingBus::default()
+    });
+
+    let report = sweeper::handle(&db.sweeper(bus.clone()))
+        .await
+        .expect("swept");
+
+    assert_eq!(report.events_republished, 2_000 - refused.len());
+    let offers = bus.offers();
+    assert_eq!(offers.len(), 2_000, "every event was offered");
+    assert!(offers.values().all(|&n| n == 1), "each once, in one run");
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM outbox_events WHERE published_at IS NULL")
+            .fetch_all(&db.pool)
+            .await
+            .expect("unpublished ids");
+    assert_eq!(left.into_iter().collect::<HashSet<_>>(), refused);
+
+    // The next run offers them again, and only them.
+    let bus = Arc::new(RecordingBus {
+        refused: refused.clone(),
+        ..RecordingBus::default()
+    });
+    let report = sweeper::handle(&db.sweeper(bus.clone()))
+        .await
+        .expect("swept");
+    assert_eq!(report.events_republished, 0);
+    assert_eq!(bus.offers().into_keys().collect::<HashSet<_>>(), refused);
+
+    // A bus that refuses every event (down, or none configured) gets one page, not the outbox.
+    let all: HashSet<String> = ids.iter().cloned().collect();
+    sqlx::query("UPDATE outbox_events SET published_at = NULL")
+        .execute(&db.pool)
+        .await
+        .expect("unpublish");
+    let bus = Arc::new(RecordingBus {
+        refused: all,
+        ..RecordingBus::default()
+    });
+    let report = sweeper::handle(&db.sweeper(bus.clone()))
+        .await
+        .expect("swept");
+    assert_eq!(report.events_republished, 0);
+    assert_eq!(bus.offers().len(), 500);
+    assert_eq!(unpublished(&db).await, 2_000);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use flash_sale_local::testing::TestDb;
 use serde_json::{Value, json};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::mpsc;
 
 const CREATE: &str = include_str!("../../events/migrate.create.json");
@@ -257,4 +258,72 @@ async fn a_refused_response_is_an_error_so_the_runtime_retries() {
     let err = outcome.expect_err("CloudFormation did not take the answer");
     assert!(err.to_string().contains("403"), "{err}");
     assert_eq!(cloudformation.next().await.document["Status"], "SUCCESS");
+}
+
+/// MySQL 8 refuses a user lock name over 64 characters (ER_USER_LOCK_OVERLONG_NAME) and a
+/// database name may have 64. MariaDB takes longer names, so here the lock name is checked, and
+/// that it is the lock migrating takes: with it held elsewhere, migrating waits for it.
+#[tokio::test]
+async fn a_database_with_a_64_character_name_migrates_under_a_lock_name_of_at_most_64() {
+    let name = format!("flash_sale_test_{}", uuid::Uuid::new_v4().simple());
+    let db = TestDb::not_created_named(format!("{name:x<64}"));
+    assert_eq!(db.name.len(), 64);
+    shared::db::create_database_if_missing(&db.url)
+        .await
+        .expect("a database with a 64-character name");
+    let lock = shared::db::migration_lock_name(&db.name);
+    assert!(lock.chars().count() <= 64, "{lock} is over 64 characters");
+
+    let mut holder = shared::db::connect_options(&db.url)
+        .expect("options")
+        .connect()
+        .await
+        .expect("a connection of its own");
+    let locked: i64 = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+        .bind(&lock)
+        .fetch_one(&mut holder)
+        .await
+        .expect("take the lock");
+    assert_eq!(locked, 1);
+    // The migrator and, beside it, a watcher that frees the lock once the migrator waits for it.
+    let watch = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = ? AND STATE = 'User lock'",
+            )
+            .bind(&db.name)
+            .fetch_one(&mut holder)
+            .await
+            .expect("the process list");
+            if waiting == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "migrating never waited for {lock}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+        )
+        .bind(&db.name)
+        .fetch_one(&mut holder)
+        .await
+        .expect("the tables");
+        assert_eq!(
+            tables, 0,
+            "nothing migrated while the lock is held elsewhere"
+        );
+        sqlx::query("DO RELEASE_LOCK(?)")
+            .bind(&lock)
+            .execute(&mut holder)
+            .await
+            .expect("release the lock");
+    };
+    let (migrated, ()) = tokio::join!(shared::db::migrate(&db.pool), watch);
+    migrated.expect("migrated once the lock was free");
+    assert_eq!(applied_migrations(&db).await, migration_files());
+    holder.close().await.expect("close");
 }

@@ -135,6 +135,90 @@ async fn more_units_held_than_exist_is_reported_but_never_written() {
     assert_eq!(stored(&db, product).await, (5, 2, 3), "left as it was");
 }
 
+/// Every bucket's counters of a product, in bucket order.
+async fn buckets(db: &TestDb, product: u64) -> Vec<(i64, i64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT CAST(total_stock AS SIGNED), CAST(available_stock AS SIGNED), CAST(reserved_stock AS SIGNED), CAST(sold_stock AS SIGNED) FROM stock_buckets WHERE product_id = ? ORDER BY bucket",
+    )
+    .bind(product)
+    .fetch_all(&db.pool)
+    .await
+    .expect("buckets")
+}
+
+/// A repair computes a bucket's counters from its total; when the product's total and its
+/// buckets' disagree, nothing says which total is right, so the repair writes nothing of that
+/// product and says so, and still repairs the other products.
+#[tokio::test]
+async fn a_product_whose_total_differs_from_its_buckets_is_not_repaired_and_is_reported() {
+    let db = TestDb::new().await;
+    let server = db.server_with(&[], quiet()).await;
+    let api = Api::new(&server);
+    let body =
+        serde_json::json!({"name": "Split", "price": "5.00", "stock": 10, "stock_buckets": 2});
+    let (status, split) = api
+        .post_raw(
+            "/api/admin/products",
+            body.to_string(),
+            &[(
+                "authorization",
+                &format!("Bearer {}", flash_sale_local::testing::ADMIN_TOKEN),
+            )],
+        )
+        .await;
+    assert_eq!(status, 201, "{split}");
+    let split = split["id"].as_u64().expect("id");
+    leak_a_reservation(&db, split).await;
+    sqlx::query("UPDATE products SET total_stock = total_stock + 1 WHERE id = ?")
+        .bind(split)
+        .execute(&db.pool)
+        .await
+        .expect("corrupt the product's total");
+    let corrupted = buckets(&db, split).await;
+    let other = product_with_a_hold_and_an_order(&api).await;
+    leak_a_reservation(&db, other).await;
+
+    let report = shared::reconcile::reconcile(&db.pool, None, true)
+        .await
+        .expect("reconciled");
+
+    assert_eq!(
+        buckets(&db, split).await,
+        corrupted,
+        "nothing of it written"
+    );
+    assert_eq!(report.totals_drifted.len(), 1, "{report:?}");
+    let total = &report.totals_drifted[0];
+    assert_eq!(
+        (total.product_id, total.product_total, total.buckets_total),
+        (split, 11, 10)
+    );
+    assert!(total.repair_refused, "{report:?}");
+    let split_drift: Vec<_> = report
+        .drifted
+        .iter()
+        .filter(|d| d.product_id == split)
+        .collect();
+    assert_eq!(split_drift.len(), 2, "both buckets leaked: {report:?}");
+    assert!(split_drift.iter().all(|d| !d.repaired), "{report:?}");
+    assert_eq!(
+        report.unresolved(),
+        3,
+        "two buckets and the total: {report:?}"
+    );
+    assert_eq!(
+        stored(&db, other).await,
+        (5, 2, 3),
+        "the other product is repaired"
+    );
+
+    // A check alone refuses nothing: it repairs nothing.
+    let checked = shared::reconcile::reconcile(&db.pool, None, false)
+        .await
+        .expect("reconciled");
+    assert!(!checked.totals_drifted[0].repair_refused, "{checked:?}");
+}
+
 #[tokio::test]
 async fn the_sweeper_reports_drift_without_repairing_it() {
     let db = TestDb::new().await;

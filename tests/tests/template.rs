@@ -701,3 +701,20 @@ fn the_outputs_tell_operators_where_everything_is() {
         assert!(outputs.contains_key(output), "no output {output}");
     }
 }
+
+/// A sweep drains the outbox for up to `REPUBLISH_BUDGET` and also settles deadlines, delivers
+/// payment events and reconciles: the sweeper's timeout leaves room for all of it.
+#[test]
+fn the_sweeper_outlasts_its_outbox_budget() {
+    let template = Template::load();
+    let sweeper = template.function_id("sweeper");
+    let timeout = template.resource(&sweeper)["Properties"]["Timeout"]
+        .as_u64()
+        .or_else(|| template.0["Globals"]["Function"]["Timeout"].as_u64())
+        .expect("a timeout");
+    let budget = shared::events::REPUBLISH_BUDGET;
+    assert!(
+        std::time::Duration::from_secs(timeout) >= 2 * budget,
+        "the sweeper's {timeout} s timeout < 2 × the outbox budget of {budget:?}"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
-use shared::ids::{MAX_IDEMPOTENCY_KEY_LEN, ProductId, is_idempotency_key};
+use shared::ids::ProductId;
 use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher};
 use shared::service::{self, Effects};
 use shared::stock::HoldRequest;
@@ -51,15 +51,7 @@ struct CreateHold {
 }
 
 async fn create_hold(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
-    let idempotency_key = http::header(request, "idempotency-key")
-        .map(|key| {
-            is_idempotency_key(key).then(|| key.to_owned()).ok_or_else(|| {
-                Error::InvalidRequest(format!(
-                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
-                ))
-            })
-        })
-        .transpose()?;
+    let idempotency_key = http::idempotency_key(request)?;
     let body: CreateHold = http::body_json(request)?;
     if body.qty < 1 || body.qty > deps.max_hold_qty {
         return Err(Error::InvalidRequest(format!(
