@@ -156,7 +156,12 @@ impl Config {
                 1,
                 7 * 86_400,
             )?),
-            payment_grace: Duration::from_secs(number("PAYMENT_GRACE_SECONDS", 300, 0, 7 * 86_400)?),
+            payment_grace: Duration::from_secs(number(
+                "PAYMENT_GRACE_SECONDS",
+                300,
+                0,
+                7 * 86_400,
+            )?),
             scheduler,
             webhook_queue_url: get("WEBHOOK_QUEUE_URL"),
             event_bus_name: get("EVENT_BUS_NAME"),

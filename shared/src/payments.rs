@@ -63,12 +63,17 @@ impl PaymentEvent {
 
     /// Parses a queued message. One queued before receipt times were carried has none; then
     /// `queued_at` (SQS's SentTimestamp, which is no earlier) stands in for it.
-    pub fn from_queue_message(body: &[u8], queued_at: Option<NaiveDateTime>) -> Result<Self, Error> {
+    pub fn from_queue_message(
+        body: &[u8],
+        queued_at: Option<NaiveDateTime>,
+    ) -> Result<Self, Error> {
         let wire: WireEvent = crate::json::parse(body)?;
         let received_at = match &wire.received_at {
             Some(raw) => chrono::DateTime::parse_from_rfc3339(raw)
                 .map(|at| at.naive_utc())
-                .map_err(|_| Error::InvalidRequest(format!("received_at {raw:?} is not RFC 3339")))?,
+                .map_err(|_| {
+                    Error::InvalidRequest(format!("received_at {raw:?} is not RFC 3339"))
+                })?,
             None => queued_at.ok_or_else(|| {
                 Error::InvalidRequest("the message says nothing of when it was received".into())
             })?,
@@ -244,10 +249,9 @@ pub fn decide(
             PaymentOutcome::IgnoredTerminal(Cancelled),
             Some("payment_timeout"),
         ),
-        (PendingPayment, PaymentStatus::Failed) => (
-            PaymentOutcome::Applied(Cancelled),
-            Some("payment_failed"),
-        ),
+        (PendingPayment, PaymentStatus::Failed) => {
+            (PaymentOutcome::Applied(Cancelled), Some("payment_failed"))
+        }
         (Paid, PaymentStatus::Paid) => (PaymentOutcome::DoubleCharge, None),
         (Cancelled, PaymentStatus::Paid) => (PaymentOutcome::RefundRequired, None),
         (terminal, PaymentStatus::Failed) => (PaymentOutcome::IgnoredTerminal(terminal), None),
@@ -301,7 +305,9 @@ async fn try_apply_payment(
     .await;
     match recorded {
         Ok(_) => {}
-        Err(err) if is_duplicate_key(&err) => return Ok(Committed::quiet(PaymentOutcome::Duplicate)),
+        Err(err) if is_duplicate_key(&err) => {
+            return Ok(Committed::quiet(PaymentOutcome::Duplicate));
+        }
         Err(err) => return Err(err.into()),
     }
     let mut events = Vec::new();
@@ -406,9 +412,15 @@ mod tests {
             format!(r#"{{"idempotency_key":"evt_1","order_id":"{order_id}","status":"refunded"}}"#),
             r#"{"idempotency_key":"evt_1","order_id":"nope","status":"paid"}"#.to_owned(),
             r#"{"idempotency_key":"evt_1","status":"paid"}"#.to_owned(),
-            format!(r#"{{"idempotency_key":"k","order_id":"{order_id}","status":"paid","amount":"1.234"}}"#),
-            format!(r#"{{"idempotency_key":"k","order_id":"{order_id}","status":"paid","amount":20}}"#),
-            format!(r#"{{"idempotency_key":"k","order_id":"{order_id}","status":"paid","amount":"-1"}}"#),
+            format!(
+                r#"{{"idempotency_key":"k","order_id":"{order_id}","status":"paid","amount":"1.234"}}"#
+            ),
+            format!(
+                r#"{{"idempotency_key":"k","order_id":"{order_id}","status":"paid","amount":20}}"#
+            ),
+            format!(
+                r#"{{"idempotency_key":"k","order_id":"{order_id}","status":"paid","amount":"-1"}}"#
+            ),
             "not json".to_owned(),
         ] {
             let err = PaymentEvent::from_webhook(bad.as_bytes(), at(0)).expect_err(&bad);
@@ -437,8 +449,10 @@ mod tests {
             event,
             "the message's own receipt time wins over the queue's"
         );
-        let older = format!(r#"{{"idempotency_key":"evt_1","order_id":"{order_id}","status":"paid"}}"#);
-        let event = PaymentEvent::from_queue_message(older.as_bytes(), Some(at(60))).expect("valid");
+        let older =
+            format!(r#"{{"idempotency_key":"evt_1","order_id":"{order_id}","status":"paid"}}"#);
+        let event =
+            PaymentEvent::from_queue_message(older.as_bytes(), Some(at(60))).expect("valid");
         assert_eq!(event.received_at, at(60));
         assert!(PaymentEvent::from_queue_message(older.as_bytes(), None).is_err());
     }
@@ -473,7 +487,8 @@ mod tests {
         use OrderStatus::*;
         use PaymentStatus::{Failed, Paid as PaidEvent};
         let pending = order(PendingPayment);
-        let decided = |stored, lapsed, event: PaymentEvent| decide(&pending, stored, lapsed, &event);
+        let decided =
+            |stored, lapsed, event: PaymentEvent| decide(&pending, stored, lapsed, &event);
         // Received a second before the deadline, applied whenever before cancel_at: paid.
         assert_eq!(
             decided(PendingPayment, false, event(PaidEvent, -1, None)),
@@ -497,7 +512,10 @@ mod tests {
         );
         assert_eq!(
             decided(PendingPayment, true, event(Failed, 10, None)),
-            (PaymentOutcome::IgnoredTerminal(Cancelled), Some("payment_timeout"))
+            (
+                PaymentOutcome::IgnoredTerminal(Cancelled),
+                Some("payment_timeout")
+            )
         );
     }
 
@@ -506,7 +524,10 @@ mod tests {
         use OrderStatus::*;
         use PaymentStatus::{Failed, Paid as PaidEvent};
         let decided = |stored, event: PaymentEvent| decide(&order(stored), stored, false, &event);
-        assert_eq!(decided(Paid, event(PaidEvent, -1, None)).0, PaymentOutcome::DoubleCharge);
+        assert_eq!(
+            decided(Paid, event(PaidEvent, -1, None)).0,
+            PaymentOutcome::DoubleCharge
+        );
         assert_eq!(
             decided(Paid, event(Failed, -1, None)).0,
             PaymentOutcome::IgnoredTerminal(Paid)
@@ -527,13 +548,24 @@ mod tests {
         for stored in [PendingPayment, Paid, Cancelled] {
             for status in [PaymentStatus::Paid, PaymentStatus::Failed] {
                 assert_eq!(
-                    decide(&order(stored), stored, false, &event(status, -1, Some(3999))),
+                    decide(
+                        &order(stored),
+                        stored,
+                        false,
+                        &event(status, -1, Some(3999))
+                    ),
                     (PaymentOutcome::AmountMismatch, None)
                 );
             }
         }
         assert_eq!(
-            decide(&order(PendingPayment), PendingPayment, false, &event(PaymentStatus::Paid, -1, Some(4000))).0,
+            decide(
+                &order(PendingPayment),
+                PendingPayment,
+                false,
+                &event(PaymentStatus::Paid, -1, Some(4000))
+            )
+            .0,
             PaymentOutcome::Applied(Paid),
             "the right amount pays"
         );
@@ -545,14 +577,33 @@ mod tests {
         let cases = [
             (PaymentOutcome::Applied(Paid), RecordedOutcome::Applied),
             (PaymentOutcome::Applied(Cancelled), RecordedOutcome::Applied),
-            (PaymentOutcome::IgnoredTerminal(Paid), RecordedOutcome::Ignored),
-            (PaymentOutcome::IgnoredTerminal(Cancelled), RecordedOutcome::Ignored),
-            (PaymentOutcome::RefundRequired, RecordedOutcome::RefundRequired),
-            (PaymentOutcome::DoubleCharge, RecordedOutcome::RefundRequired),
-            (PaymentOutcome::AmountMismatch, RecordedOutcome::AmountMismatch),
+            (
+                PaymentOutcome::IgnoredTerminal(Paid),
+                RecordedOutcome::Ignored,
+            ),
+            (
+                PaymentOutcome::IgnoredTerminal(Cancelled),
+                RecordedOutcome::Ignored,
+            ),
+            (
+                PaymentOutcome::RefundRequired,
+                RecordedOutcome::RefundRequired,
+            ),
+            (
+                PaymentOutcome::DoubleCharge,
+                RecordedOutcome::RefundRequired,
+            ),
+            (
+                PaymentOutcome::AmountMismatch,
+                RecordedOutcome::AmountMismatch,
+            ),
         ];
         for (outcome, recorded) in cases {
-            assert_eq!(RecordedOutcome::from_stored(outcome.as_str()), recorded, "{outcome:?}");
+            assert_eq!(
+                RecordedOutcome::from_stored(outcome.as_str()),
+                recorded,
+                "{outcome:?}"
+            );
         }
     }
 }

@@ -249,55 +249,60 @@ enum Repair {
 async fn repair_product(pool: &MySqlPool, product_id: ProductId) -> Result<Repair, Error> {
     crate::db::retry_conflicts("reconcile_repair", || async {
         let mut tx = pool.begin().await?;
-        sqlx::query(
-            "SELECT bucket FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE",
-        )
-        .bind(product_id.0)
-        .fetch_all(&mut *tx)
-        .await?;
-        let rows = buckets_with_sums(&mut *tx, Some(product_id)).await?;
-        if let Some(row) = rows.first() {
-            let product_total: i64 = row.try_get("product_total")?;
-            let buckets_total: i64 = row.try_get("buckets_total")?;
-            if product_total != buckets_total {
-                return Ok(Repair::Refused(TotalDrift {
-                    product_id: product_id.0,
-                    product_total,
-                    buckets_total,
-                    repair_refused: true,
-                }));
-            }
-        }
-        let mut repaired = Vec::new();
-        for row in &rows {
-            let Some(drift) = bucket_drift(row)? else {
-                continue;
-            };
-            if !drift.repairable() {
-                continue;
-            }
-            sqlx::query(
-                "UPDATE stock_buckets SET available_stock = ?, reserved_stock = ?, sold_stock = ? \
-                 WHERE product_id = ? AND bucket = ?",
-            )
-            .bind(drift.expected.available_stock)
-            .bind(drift.expected.reserved_stock)
-            .bind(drift.expected.sold_stock)
-            .bind(drift.product_id)
-            .bind(drift.bucket)
-            .execute(&mut *tx)
-            .await?;
-            tracing::warn!(
-                product_id = drift.product_id,
-                bucket = drift.bucket,
-                from = ?drift.stored,
-                to = ?drift.expected,
-                "stock counters repaired"
-            );
-            repaired.push(drift);
-        }
-        tx.commit().await?;
-        Ok(Repair::Written(repaired))
+        let repaired = repair_locked(&mut tx, product_id).await;
+        crate::db::finish(tx, repaired).await
     })
     .await
+}
+
+async fn repair_locked(
+    tx: &mut sqlx::Transaction<'static, sqlx::MySql>,
+    product_id: ProductId,
+) -> Result<Repair, Error> {
+    sqlx::query("SELECT bucket FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE")
+        .bind(product_id.0)
+        .fetch_all(&mut **tx)
+        .await?;
+    let rows = buckets_with_sums(&mut **tx, Some(product_id)).await?;
+    if let Some(row) = rows.first() {
+        let product_total: i64 = row.try_get("product_total")?;
+        let buckets_total: i64 = row.try_get("buckets_total")?;
+        if product_total != buckets_total {
+            return Ok(Repair::Refused(TotalDrift {
+                product_id: product_id.0,
+                product_total,
+                buckets_total,
+                repair_refused: true,
+            }));
+        }
+    }
+    let mut repaired = Vec::new();
+    for row in &rows {
+        let Some(drift) = bucket_drift(row)? else {
+            continue;
+        };
+        if !drift.repairable() {
+            continue;
+        }
+        sqlx::query(
+            "UPDATE stock_buckets SET available_stock = ?, reserved_stock = ?, sold_stock = ? \
+                 WHERE product_id = ? AND bucket = ?",
+        )
+        .bind(drift.expected.available_stock)
+        .bind(drift.expected.reserved_stock)
+        .bind(drift.expected.sold_stock)
+        .bind(drift.product_id)
+        .bind(drift.bucket)
+        .execute(&mut **tx)
+        .await?;
+        tracing::warn!(
+            product_id = drift.product_id,
+            bucket = drift.bucket,
+            from = ?drift.stored,
+            to = ?drift.expected,
+            "stock counters repaired"
+        );
+        repaired.push(drift);
+    }
+    Ok(Repair::Written(repaired))
 }

@@ -16,9 +16,9 @@ use sqlx::MySqlPool;
 use crate::error::Error;
 use crate::events::{self, Committed};
 use crate::ids::{HoldId, OrderId};
-use crate::model::PaymentWindow;
 use crate::inbox::{self, DrainReport, RetryPolicy};
 use crate::metrics;
+use crate::model::PaymentWindow;
 use crate::payments::{self, PaymentEvent, PaymentOutcome};
 use crate::ports::{Deadline, DeadlineScheduler, EventPublisher};
 use crate::reconcile;
@@ -48,7 +48,10 @@ pub async fn within_request_deadline<T>(
 /// Runs the side effects of a committed `operation` within [`SIDE_EFFECTS_BUDGET`]; past it,
 /// they are dropped, logged and counted (what they did not do, the sweeper does).
 async fn after_commit(operation: &'static str, effects: impl Future<Output = ()>) {
-    if tokio::time::timeout(SIDE_EFFECTS_BUDGET, effects).await.is_err() {
+    if tokio::time::timeout(SIDE_EFFECTS_BUDGET, effects)
+        .await
+        .is_err()
+    {
         metrics::count(metrics::SIDE_EFFECTS_TIMED_OUT, 1);
         tracing::error!(
             operation,

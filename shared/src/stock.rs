@@ -36,8 +36,8 @@ use crate::error::{Error, is_duplicate_key};
 use crate::events::{self, Committed, DomainEvent, EventType};
 use crate::ids::{HoldId, OrderId, ProductId};
 use crate::model::{
-    Hold, HoldStatus, Order, OrderDetails, OrderStatus, PaymentRecord, PaymentStatus, PaymentWindow,
-    Product, RecordedOutcome,
+    Hold, HoldStatus, Order, OrderDetails, OrderStatus, PaymentRecord, PaymentStatus,
+    PaymentWindow, Product, RecordedOutcome,
 };
 use crate::money::Cents;
 
@@ -665,8 +665,10 @@ async fn fetch_payments(
         .map(|row| {
             Ok(PaymentRecord {
                 // A binary-collated column: sqlx reads it as bytes; the webhook stored ASCII.
-                idempotency_key: String::from_utf8_lossy(row.try_get::<&[u8], _>("idempotency_key")?)
-                    .into_owned(),
+                idempotency_key: String::from_utf8_lossy(
+                    row.try_get::<&[u8], _>("idempotency_key")?,
+                )
+                .into_owned(),
                 status: PaymentStatus::from_db(row.try_get("status")?),
                 outcome: RecordedOutcome::from_stored(row.try_get("outcome")?),
                 received_at: row.try_get("received_at")?,

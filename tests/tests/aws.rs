@@ -553,7 +553,11 @@ async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
     let started = std::time::Instant::now();
     let response = create_hold::handle(
         &holds,
-        api_request("POST", "/api/holds", json!({"product_id": product.id, "qty": 2})),
+        api_request(
+            "POST",
+            "/api/holds",
+            json!({"product_id": product.id, "qty": 2}),
+        ),
     )
     .await
     .expect("a response");

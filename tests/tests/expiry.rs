@@ -298,7 +298,13 @@ async fn unpaid_order(api: &Api, product: u64, qty: u32) -> String {
 async fn an_unpaid_order_is_cancelled_for_readers_the_moment_its_deadline_passes() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "0")], no_background_work())
+        .server_with(
+            &[
+                ("ORDER_PAYMENT_TTL_SECONDS", "1"),
+                ("PAYMENT_GRACE_SECONDS", "0"),
+            ],
+            no_background_work(),
+        )
         .await;
     let api = Api::new(&server);
     let product = api.create_product(5, "10.00").await;
@@ -336,7 +342,13 @@ async fn an_unpaid_order_is_cancelled_for_readers_the_moment_its_deadline_passes
 async fn the_order_deadline_trigger_cancels_only_an_unpaid_order_past_its_deadline() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "0")], no_background_work())
+        .server_with(
+            &[
+                ("ORDER_PAYMENT_TTL_SECONDS", "1"),
+                ("PAYMENT_GRACE_SECONDS", "0"),
+            ],
+            no_background_work(),
+        )
         .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "10.00").await;
@@ -418,7 +430,13 @@ async fn a_late_paid_event_settles_the_lapsed_order_itself_and_asks_for_a_refund
     let db = TestDb::new().await;
     // No timer and no sweeper: the order is past its deadline but still stored as pending.
     let server = db
-        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "0")], no_background_work())
+        .server_with(
+            &[
+                ("ORDER_PAYMENT_TTL_SECONDS", "1"),
+                ("PAYMENT_GRACE_SECONDS", "0"),
+            ],
+            no_background_work(),
+        )
         .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "10.00").await;
@@ -449,7 +467,13 @@ async fn a_late_paid_event_settles_the_lapsed_order_itself_and_asks_for_a_refund
 async fn the_sweeper_cancels_unpaid_orders_past_their_deadline() {
     let db = TestDb::new().await;
     let server = db
-        .server_with(&[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "0")], no_background_work())
+        .server_with(
+            &[
+                ("ORDER_PAYMENT_TTL_SECONDS", "1"),
+                ("PAYMENT_GRACE_SECONDS", "0"),
+            ],
+            no_background_work(),
+        )
         .await;
     let api = Api::new(&server);
     let product = api.create_product(10, "10.00").await;
@@ -497,7 +521,9 @@ async fn a_hold_that_expires_while_its_redeem_waits_for_the_lock_is_expired() {
     };
     let expires_at = chrono::DateTime::parse_from_rfc3339(hold["expires_at"].as_str().expect("at"))
         .expect("RFC 3339");
-    let until_expired = (expires_at - chrono::Utc::now().fixed_offset()).to_std().unwrap_or_default();
+    let until_expired = (expires_at - chrono::Utc::now().fixed_offset())
+        .to_std()
+        .unwrap_or_default();
     tokio::time::sleep(until_expired + Duration::from_millis(300)).await;
     blocker.commit().await.expect("release");
 
@@ -507,9 +533,19 @@ async fn a_hold_that_expires_while_its_redeem_waits_for_the_lock_is_expired() {
         (410, Some("hold_expired")),
         "{answer}"
     );
-    assert_eq!(stored_status(&db, &hold_id).await, "active", "no order was made");
+    assert_eq!(
+        stored_status(&db, &hold_id).await,
+        "active",
+        "no order was made"
+    );
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
-    assert_eq!((stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()), (Some(0), Some(5)));
+    assert_eq!(
+        (
+            stock["sold_stock"].as_i64(),
+            stock["available_stock"].as_i64()
+        ),
+        (Some(0), Some(5))
+    );
 }
 
 /// Whether another connection can lock the hold's row at once, asked from a thread of its own
@@ -577,7 +613,10 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
         .expect("expiry ran")
         .value;
     assert_eq!(outcome, ExpiryOutcome::NotYetDue);
-    assert!(hold_row_is_free(&db, not_due.as_str()), "an early trigger left the hold locked");
+    assert!(
+        hold_row_is_free(&db, not_due.as_str()),
+        "an early trigger left the hold locked"
+    );
 
     // A redeem of an expired hold: it locked the hold, found it expired, and refused.
     let expired = hold(1).await;
@@ -591,6 +630,12 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
         },
     )
     .await;
-    assert!(matches!(refused, Err(shared::Error::HoldExpired)), "{refused:?}");
-    assert!(hold_row_is_free(&db, expired.as_str()), "a refused redeem left the hold locked");
+    assert!(
+        matches!(refused, Err(shared::Error::HoldExpired)),
+        "{refused:?}"
+    );
+    assert!(
+        hold_row_is_free(&db, expired.as_str()),
+        "a refused redeem left the hold locked"
+    );
 }

@@ -83,7 +83,9 @@ async fn a_payment_received_before_the_deadline_pays_however_late_it_is_applied(
     blocker.commit().await.expect("release the lock");
 
     let paid = api
-        .wait_for_order(&in_time, SETTLED, |order| order["status"] != "pending_payment")
+        .wait_for_order(&in_time, SETTLED, |order| {
+            order["status"] != "pending_payment"
+        })
         .await;
     assert_eq!(paid["status"], "paid", "{paid}");
     assert_eq!(
@@ -91,17 +93,26 @@ async fn a_payment_received_before_the_deadline_pays_however_late_it_is_applied(
         [("evt_in_time".into(), "paid".into(), "applied".into())]
     );
     let late = api
-        .wait_for_order(&too_late, SETTLED, |order| order["status"] != "pending_payment")
+        .wait_for_order(&too_late, SETTLED, |order| {
+            order["status"] != "pending_payment"
+        })
         .await;
     assert_eq!(late["status"], "cancelled", "{late}");
     assert_eq!(
         payments_of(&late),
-        [("evt_too_late".into(), "paid".into(), "refund_required".into())]
+        [(
+            "evt_too_late".into(),
+            "paid".into(),
+            "refund_required".into()
+        )]
     );
     assert_eq!(outbox_count(&db, "LatePayment").await, 1);
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
     assert_eq!(
-        (stock["sold_stock"].as_i64(), stock["available_stock"].as_i64()),
+        (
+            stock["sold_stock"].as_i64(),
+            stock["available_stock"].as_i64()
+        ),
         (Some(1), Some(9)),
         "the late order's unit is back"
     );
@@ -112,7 +123,10 @@ async fn an_unpaid_order_stays_sold_through_the_grace_and_is_cancelled_after_it(
     let db = TestDb::new().await;
     let server = db
         .server_with(
-            &[("ORDER_PAYMENT_TTL_SECONDS", "1"), ("PAYMENT_GRACE_SECONDS", "2")],
+            &[
+                ("ORDER_PAYMENT_TTL_SECONDS", "1"),
+                ("PAYMENT_GRACE_SECONDS", "2"),
+            ],
             no_background_work(),
         )
         .await;
@@ -174,7 +188,10 @@ async fn a_second_payment_of_a_paid_order_is_a_double_charge_to_refund() {
     );
     let mut stored = events_recorded(&db, &order_id).await;
     stored.sort();
-    assert!(stored.contains(&("paid".into(), "double_charge".into())), "{stored:?}");
+    assert!(
+        stored.contains(&("paid".into(), "double_charge".into())),
+        "{stored:?}"
+    );
     assert_eq!(outbox_count(&db, "DoublePayment").await, 1);
     assert_eq!(outbox_count(&db, "OrderPaid").await, 1);
     let stock = assert_stock_invariants(&db.pool, &api, product).await;
@@ -189,9 +206,7 @@ async fn a_payment_of_another_amount_is_not_a_payment_of_the_order() {
     let product = api.create_product(10, "20.00").await;
     let order_id = ordered(&api, product, 2).await;
 
-    let event = |key: &str, amount: &str| {
-        json!({"idempotency_key": key, "order_id": order_id, "status": "paid", "amount": amount})
-    };
+    let event = |key: &str, amount: &str| json!({"idempotency_key": key, "order_id": order_id, "status": "paid", "amount": amount});
     assert_eq!(api.pay_event(&event("evt_short", "39.99")).await.0, 202);
     queue_is_drained(&db).await;
     let order = api.get(&format!("/api/orders/{order_id}")).await.1;
@@ -209,7 +224,10 @@ async fn a_payment_of_another_amount_is_not_a_payment_of_the_order() {
         .await;
     assert_eq!(payments_of(&paid)[1].2, "applied");
     let (status, error) = api.pay_event(&event("evt_bad", "40.001")).await;
-    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
 }
 
 async fn ordered(api: &Api, product: u64, qty: u32) -> String {

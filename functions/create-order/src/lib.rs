@@ -1,6 +1,5 @@
 //! `POST /api/orders`: redeems a hold into an order exactly once; a repeat returns that order.
 
-use std::sync::Arc;
 use serde::Deserialize;
 use shared::aws::SdkLoader;
 use shared::http::{self, Body, Request, Response};
@@ -10,6 +9,7 @@ use shared::ports::{DeadlineScheduler, EventPublisher};
 use shared::service::{self, Effects};
 use shared::{Config, Error, adapters};
 use sqlx::MySqlPool;
+use std::sync::Arc;
 
 pub struct Deps {
     pub pool: MySqlPool,
