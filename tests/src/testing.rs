@@ -318,7 +318,13 @@ impl Api {
     }
 
     pub async fn create_product(&self, stock: u32, price: &str) -> u64 {
-        let body = json!({"name": "Flash item", "price": price, "stock": stock});
+        self.create_split_product(stock, 1, price).await
+    }
+
+    /// A product whose stock is spread over `buckets` rows.
+    pub async fn create_split_product(&self, stock: u32, buckets: u16, price: &str) -> u64 {
+        let body =
+            json!({"name": "Flash item", "price": price, "stock": stock, "stock_buckets": buckets});
         let (status, body) = self
             .post_raw(
                 "/api/admin/products",
@@ -327,6 +333,7 @@ impl Api {
             )
             .await;
         assert_eq!(status, 201, "{body}");
+        assert_eq!(body["stock_buckets"], buckets);
         body["id"].as_u64().expect("product id")
     }
 

@@ -5,21 +5,6 @@ use flash_sale_local::testing::{ADMIN_TOKEN, Api, TestDb, assert_stock_invariant
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-async fn split_product(api: &Api, stock: u32, buckets: u16) -> u64 {
-    let body =
-        json!({"name": "Hot item", "price": "5.00", "stock": stock, "stock_buckets": buckets});
-    let (status, product) = api
-        .post_raw(
-            "/api/admin/products",
-            body.to_string(),
-            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-        )
-        .await;
-    assert_eq!(status, 201, "{product}");
-    assert_eq!(product["stock_buckets"], buckets);
-    product["id"].as_u64().expect("id")
-}
-
 /// Every bucket's counters, as stored.
 async fn buckets(db: &TestDb, product: u64) -> Vec<(i32, i32, i32, i32)> {
     sqlx::query_as(
@@ -36,7 +21,7 @@ async fn a_hundred_and_five_holds_on_a_hundred_units_in_sixteen_buckets_sell_exa
     let db = TestDb::new().await;
     let server = db.server(&[]).await;
     let api = Api::new(&server);
-    let product = split_product(&api, 100, 16).await;
+    let product = api.create_split_product(100, 16, "5.00").await;
     assert_eq!(buckets(&db, product).await.len(), 16);
 
     let statuses: Vec<u16> = join_all((0..105).map(|_| {
@@ -69,7 +54,7 @@ async fn a_hold_larger_than_any_bucket_is_served_while_the_product_has_enough() 
     let server = db.server(&[]).await;
     let api = Api::new(&server);
     // 8 units in 4 buckets of 2: no bucket can serve 5 alone.
-    let product = split_product(&api, 8, 4).await;
+    let product = api.create_split_product(8, 4, "5.00").await;
     let (status, hold) = api.hold(product, 5).await;
     assert_eq!(status, 201, "{hold}");
     let (status, hold) = api.hold(product, 3).await;
@@ -105,7 +90,7 @@ async fn nearly_exhausted_split_stock_under_contention_sells_every_unit_and_no_m
     let api = Api::new(&server);
     // 41 units in 8 buckets (6,5,5,5,5,5,5,5) and 30 clients wanting 2 each: 20 holds fit, and
     // the last unit is left over, however the holds land.
-    let product = split_product(&api, 41, 8).await;
+    let product = api.create_split_product(41, 8, "5.00").await;
     let answers: Vec<(u16, Value)> = join_all((0..30).map(|_| {
         let api = api.clone();
         async move { api.hold(product, 2).await }
@@ -139,7 +124,7 @@ async fn orders_payments_and_expiry_return_units_to_their_own_bucket() {
     let db = TestDb::new().await;
     let server = db.server(&[("HOLD_TTL_SECONDS", "1")]).await;
     let api = Api::new(&server);
-    let product = split_product(&api, 32, 8).await;
+    let product = api.create_split_product(32, 8, "5.00").await;
     let mut orders = Vec::new();
     for _ in 0..6 {
         let (_, hold) = api.hold(product, 2).await;
@@ -197,7 +182,7 @@ async fn the_bucket_count_is_validated() {
             "{buckets}: {answer}"
         );
     }
-    let product = split_product(&api, 10, 64).await;
+    let product = api.create_split_product(10, 64, "5.00").await;
     let rows = buckets(&db, product).await;
     assert_eq!(rows.len(), 64);
     assert_eq!(
@@ -215,7 +200,7 @@ async fn settling_lapsed_orders_keeps_the_bucket_lock_order() {
     let db = TestDb::new().await;
     let server = db.server_with(&[], no_background_work()).await;
     let api = Api::new(&server);
-    let product = split_product(&api, 10, 2).await;
+    let product = api.create_split_product(10, 2, "5.00").await;
     // Five units in each bucket: the first hold of 5 takes one bucket, the second the other.
     let mut orders_by_bucket = Vec::new();
     for _ in 0..2 {

@@ -154,20 +154,7 @@ async fn a_product_whose_total_differs_from_its_buckets_is_not_repaired_and_is_r
     let db = TestDb::new().await;
     let server = db.server_with(&[], quiet()).await;
     let api = Api::new(&server);
-    let body =
-        serde_json::json!({"name": "Split", "price": "5.00", "stock": 10, "stock_buckets": 2});
-    let (status, split) = api
-        .post_raw(
-            "/api/admin/products",
-            body.to_string(),
-            &[(
-                "authorization",
-                &format!("Bearer {}", flash_sale_local::testing::ADMIN_TOKEN),
-            )],
-        )
-        .await;
-    assert_eq!(status, 201, "{split}");
-    let split = split["id"].as_u64().expect("id");
+    let split = api.create_split_product(10, 2, "5.00").await;
     leak_a_reservation(&db, split).await;
     sqlx::query("UPDATE products SET total_stock = total_stock + 1 WHERE id = ?")
         .bind(split)
@@ -302,20 +289,7 @@ async fn reconciling_under_load_never_reports_false_drift_nor_breaks_the_stock()
     let db = TestDb::new().await;
     let server = db.server(&[("HOLD_TTL_SECONDS", "1")]).await;
     let api = Api::new(&server);
-    let body =
-        serde_json::json!({"name": "Hot", "price": "5.00", "stock": 300, "stock_buckets": 4});
-    let (status, product) = api
-        .post_raw(
-            "/api/admin/products",
-            body.to_string(),
-            &[(
-                "authorization",
-                &format!("Bearer {}", flash_sale_local::testing::ADMIN_TOKEN),
-            )],
-        )
-        .await;
-    assert_eq!(status, 201, "{product}");
-    let product = product["id"].as_u64().expect("id");
+    let product = api.create_split_product(300, 4, "5.00").await;
 
     let until = tokio::time::Instant::now() + Duration::from_secs(4);
     let clients: Vec<_> = (0..12)
