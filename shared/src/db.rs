@@ -163,7 +163,10 @@ async fn migrate_on(conn: &mut MySqlConnection) -> Result<(), Error> {
         .fetch_one(&mut *conn)
         .await?;
     let database = database.ok_or_else(|| {
-        Error::Config("the connection names no database: DATABASE_URL (or DATABASE_NAME) must name one".into())
+        Error::Config(
+            "the connection names no database: DATABASE_URL (or DATABASE_NAME) must name one"
+                .into(),
+        )
     })?;
     let lock = migration_lock_name(&database);
     let server = Server::of(conn).await?;

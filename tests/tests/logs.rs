@@ -103,6 +103,18 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
         o["status"] == "paid"
     })
     .await;
+    // Money to give back or look at: a second payment, and one of another amount.
+    let (status, _) = api.pay("evt_logs_twice", &order_id, "paid").await;
+    assert_eq!(status, 202);
+    let other_amount = json!({"idempotency_key": "evt_logs_amount", "order_id": order_id,
+                              "status": "paid", "amount": "1.00"});
+    assert_eq!(api.pay_event(&other_amount).await.0, 202);
+    api.wait_for_order(&order_id, Duration::from_secs(10), |o| {
+        o["payments"]
+            .as_array()
+            .is_some_and(|payments| payments.len() == 3)
+    })
+    .await;
     // A hold left to expire: its trigger settles it two seconds later.
     let (status, lapsing) = api.hold(product, 1).await;
     assert_eq!(status, 201, "{lapsing}");
@@ -207,6 +219,28 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
     );
     logged(
         &|l| {
+            l["level"] == "WARN"
+                && l["fields"]["message"] == "payment taken that must be refunded"
+                && l["fields"]["outcome"] == "double_charge"
+                && l["fields"]["idempotency_key"] == "evt_logs_twice"
+        },
+        "at warn for the double charge",
+    );
+    logged(
+        &|l| {
+            l["level"] == "WARN"
+                && l["fields"]["idempotency_key"] == "evt_logs_amount"
+                && l["fields"]["reported_amount"] == "1.00"
+        },
+        "at warn for the payment of another amount",
+    );
+    let about_the_payment = parsed
+        .iter()
+        .filter(|l| l["fields"]["idempotency_key"] == "evt_logs_paid")
+        .count();
+    assert_eq!(about_the_payment, 1, "one line per payment outcome:\n{all}");
+    logged(
+        &|l| {
             l["span"]["request_id"] == "trace-me-7"
                 && l["fields"]["message"] == "request done"
                 && l["fields"]["status"] == 200
@@ -227,6 +261,8 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
         "HoldsRefused",
         "OrdersCreated",
         "PaymentsApplied",
+        "RefundsRequired",
+        "PaymentAmountMismatches",
         "ExpiryLag",
         "SweeperSettled",
         "StockDrift",
