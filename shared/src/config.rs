@@ -38,37 +38,63 @@ pub struct DatabaseSecret {
     pub ssl_mode: MySqlSslMode,
 }
 
+/// Every setting, by section. The names in backquotes are the environment variables.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub database: DatabaseConfig,
+    pub holds: HoldsConfig,
+    pub orders: OrdersConfig,
+    pub webhook: WebhookConfig,
+    /// `ADMIN_TOKEN`: bearer token for the admin routes.
+    pub admin_token: Option<SecretString>,
+    pub aws: AwsConfig,
+    pub local: LocalConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
     /// `DATABASE_URL`: may carry a password, so it is kept secret and never logged.
-    pub database_url: SecretString,
+    pub url: SecretString,
     /// `DATABASE_SECRET_ARN`, `DATABASE_HOST`, `DATABASE_PORT` (3306), `DATABASE_NAME`
     /// (`flash_sale`), `DATABASE_SSL_MODE` (`verify_identity`): when set, the functions connect
     /// with this secret's credentials instead of `DATABASE_URL`.
-    pub database_secret: Option<DatabaseSecret>,
-    /// `LISTEN_ADDR`: where the local server listens.
-    pub listen_addr: String,
+    pub secret: Option<DatabaseSecret>,
+    /// `DATABASE_MAX_CONNECTIONS`: pool size. Unset, a Lambda container uses one connection (it
+    /// serves one request at a time) and the local server [`LOCAL_SERVER_CONNECTIONS`].
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HoldsConfig {
     /// `HOLD_TTL_SECONDS`: how long a hold reserves its units.
-    pub hold_ttl: Duration,
+    pub ttl: Duration,
     /// `MAX_HOLD_QTY`: the largest quantity one hold may reserve.
-    pub max_hold_qty: u32,
-    /// `ADMIN_TOKEN`: bearer token for the admin routes.
-    pub admin_token: Option<SecretString>,
-    /// `WEBHOOK_SECRET`: comma-separated HMAC secrets; any of them verifies (rotation without downtime).
-    pub webhook_secrets: Option<Vec<SecretString>>,
-    /// `WEBHOOK_TOLERANCE_SECONDS`: how far a signature's timestamp may be from now.
-    pub webhook_tolerance: Duration,
-    /// `PAYMENT_MAX_ATTEMPTS`: deliveries of a payment event before it is dead-lettered.
-    pub payment_max_attempts: u32,
-    /// `PAYMENT_RETRY_BASE_MS`: first retry delay of a payment event; doubles per attempt, capped at a minute.
-    pub payment_retry_base: Duration,
-    /// `SWEEP_INTERVAL_SECONDS`: how often the local server's sweeper runs.
-    pub sweep_interval: Duration,
+    pub max_qty: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OrdersConfig {
     /// `ORDER_PAYMENT_TTL_SECONDS`: a payment must be received within this time of the order.
-    pub order_payment_ttl: Duration,
+    pub payment_ttl: Duration,
     /// `PAYMENT_GRACE_SECONDS`: how long after its payment deadline an unpaid order is cancelled,
     /// so that a payment received in time but applied late still finds it pending.
     pub payment_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_SECRET`: comma-separated HMAC secrets; any of them verifies (rotation without downtime).
+    pub secrets: Option<Vec<SecretString>>,
+    /// `WEBHOOK_TOLERANCE_SECONDS`: how far a signature's timestamp may be from now.
+    pub tolerance: Duration,
+    /// `PAYMENT_MAX_ATTEMPTS`: deliveries of a payment event before it is dead-lettered.
+    pub max_attempts: u32,
+    /// `PAYMENT_RETRY_BASE_MS`: first retry delay of a payment event; doubles per attempt, capped at a minute.
+    pub retry_base: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AwsConfig {
     /// `HOLD_SCHEDULE_GROUP`, `SCHEDULER_ROLE_ARN`, `HOLD_EXPIRY_FUNCTION_ARN`,
     /// `ORDER_EXPIRY_FUNCTION_ARN`: EventBridge Scheduler triggers for deadlines, when set.
     pub scheduler: Option<SchedulerSettings>,
@@ -76,9 +102,15 @@ pub struct Config {
     pub webhook_queue_url: Option<String>,
     /// `EVENT_BUS_NAME`: the EventBridge bus domain events are published to, when set.
     pub event_bus_name: Option<String>,
-    /// `DATABASE_MAX_CONNECTIONS`: pool size. Unset, a Lambda container uses one connection (it
-    /// serves one request at a time) and the local server [`LOCAL_SERVER_CONNECTIONS`].
-    pub database_max_connections: Option<u32>,
+}
+
+/// The local server's own settings.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// `LISTEN_ADDR`: where the local server listens.
+    pub listen_addr: String,
+    /// `SWEEP_INTERVAL_SECONDS`: how often the local server's sweeper runs.
+    pub sweep_interval: Duration,
 }
 
 impl Config {
@@ -149,65 +181,72 @@ impl Config {
             }
         };
         Ok(Self {
-            database_secret,
-            order_payment_ttl: Duration::from_secs(number(
-                "ORDER_PAYMENT_TTL_SECONDS",
-                900,
-                1,
-                7 * 86_400,
-            )?),
-            payment_grace: Duration::from_secs(number(
-                "PAYMENT_GRACE_SECONDS",
-                300,
-                0,
-                7 * 86_400,
-            )?),
-            scheduler,
-            webhook_queue_url: get("WEBHOOK_QUEUE_URL"),
-            event_bus_name: get("EVENT_BUS_NAME"),
-            database_url: SecretString::from(
-                get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            ),
-            listen_addr: get("LISTEN_ADDR").unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned()),
-            hold_ttl: Duration::from_secs(number("HOLD_TTL_SECONDS", 120, 1, 86_400)?),
-            max_hold_qty: number("MAX_HOLD_QTY", 10, 1, 1_000_000)? as u32,
+            database: DatabaseConfig {
+                url: SecretString::from(
+                    get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+                ),
+                secret: database_secret,
+                max_connections: get("DATABASE_MAX_CONNECTIONS")
+                    .map(|_| number("DATABASE_MAX_CONNECTIONS", 1, 1, 1_000).map(|n| n as u32))
+                    .transpose()?,
+            },
+            holds: HoldsConfig {
+                ttl: Duration::from_secs(number("HOLD_TTL_SECONDS", 120, 1, 86_400)?),
+                max_qty: number("MAX_HOLD_QTY", 10, 1, 1_000_000)? as u32,
+            },
+            orders: OrdersConfig {
+                payment_ttl: Duration::from_secs(number(
+                    "ORDER_PAYMENT_TTL_SECONDS",
+                    900,
+                    1,
+                    7 * 86_400,
+                )?),
+                payment_grace: Duration::from_secs(number(
+                    "PAYMENT_GRACE_SECONDS",
+                    300,
+                    0,
+                    7 * 86_400,
+                )?),
+            },
+            webhook: WebhookConfig {
+                secrets: webhook_secrets.filter(|secrets| !secrets.is_empty()),
+                tolerance: Duration::from_secs(number(
+                    "WEBHOOK_TOLERANCE_SECONDS",
+                    300,
+                    1,
+                    86_400,
+                )?),
+                max_attempts: number("PAYMENT_MAX_ATTEMPTS", 10, 1, 1_000)? as u32,
+                retry_base: Duration::from_millis(number("PAYMENT_RETRY_BASE_MS", 500, 1, 60_000)?),
+            },
             admin_token: get("ADMIN_TOKEN").map(SecretString::from),
-            webhook_secrets: webhook_secrets.filter(|secrets| !secrets.is_empty()),
-            webhook_tolerance: Duration::from_secs(number(
-                "WEBHOOK_TOLERANCE_SECONDS",
-                300,
-                1,
-                86_400,
-            )?),
-            payment_max_attempts: number("PAYMENT_MAX_ATTEMPTS", 10, 1, 1_000)? as u32,
-            payment_retry_base: Duration::from_millis(number(
-                "PAYMENT_RETRY_BASE_MS",
-                500,
-                1,
-                60_000,
-            )?),
-            sweep_interval: Duration::from_secs(number("SWEEP_INTERVAL_SECONDS", 5, 1, 3_600)?),
-            database_max_connections: get("DATABASE_MAX_CONNECTIONS")
-                .map(|_| number("DATABASE_MAX_CONNECTIONS", 1, 1, 1_000).map(|n| n as u32))
-                .transpose()?,
+            aws: AwsConfig {
+                scheduler,
+                webhook_queue_url: get("WEBHOOK_QUEUE_URL"),
+                event_bus_name: get("EVENT_BUS_NAME"),
+            },
+            local: LocalConfig {
+                listen_addr: get("LISTEN_ADDR").unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned()),
+                sweep_interval: Duration::from_secs(number("SWEEP_INTERVAL_SECONDS", 5, 1, 3_600)?),
+            },
         })
     }
 
-    pub fn payment_window(&self) -> crate::model::PaymentWindow {
-        crate::model::PaymentWindow {
-            ttl: self.order_payment_ttl,
-            grace: self.payment_grace,
+    pub fn payment_window(&self) -> crate::domain::model::PaymentWindow {
+        crate::domain::model::PaymentWindow {
+            ttl: self.orders.payment_ttl,
+            grace: self.orders.payment_grace,
+        }
+    }
+
+    pub fn payment_retry_policy(&self) -> crate::domain::retry::RetryPolicy {
+        crate::domain::retry::RetryPolicy {
+            max_attempts: self.webhook.max_attempts,
+            base_delay: self.webhook.retry_base,
         }
     }
 
     /// For functions that cannot work without it: fail at cold start, not on the first request.
-    pub fn payment_retry_policy(&self) -> crate::inbox::RetryPolicy {
-        crate::inbox::RetryPolicy {
-            max_attempts: self.payment_max_attempts,
-            base_delay: self.payment_retry_base,
-        }
-    }
-
     pub fn require_admin_token(&self) -> Result<SecretString, Error> {
         self.admin_token
             .clone()
@@ -215,7 +254,8 @@ impl Config {
     }
 
     pub fn require_webhook_secrets(&self) -> Result<Vec<SecretString>, Error> {
-        self.webhook_secrets
+        self.webhook
+            .secrets
             .clone()
             .ok_or_else(|| Error::Config("WEBHOOK_SECRET must be set".into()))
     }
@@ -238,19 +278,19 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_ones() {
         let config = config(&[]).expect("defaults are valid");
-        assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
-        assert_eq!(config.listen_addr, "127.0.0.1:3000");
-        assert_eq!(config.hold_ttl, Duration::from_secs(120));
-        assert_eq!(config.max_hold_qty, 10);
-        assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
-        assert_eq!(config.payment_grace, Duration::from_secs(300));
+        assert_eq!(config.database.url.expose_secret(), DEFAULT_DATABASE_URL);
+        assert_eq!(config.local.listen_addr, "127.0.0.1:3000");
+        assert_eq!(config.holds.ttl, Duration::from_secs(120));
+        assert_eq!(config.holds.max_qty, 10);
+        assert_eq!(config.webhook.tolerance, Duration::from_secs(300));
+        assert_eq!(config.orders.payment_grace, Duration::from_secs(300));
         assert!(config.admin_token.is_none());
         assert!(config.require_webhook_secrets().is_err());
     }
 
     #[test]
     fn scheduler_settings_are_all_or_nothing() {
-        assert_eq!(config(&[]).expect("valid").scheduler, None);
+        assert_eq!(config(&[]).expect("valid").aws.scheduler, None);
         let partial = config(&[("HOLD_SCHEDULE_GROUP", "holds")]);
         assert!(
             partial
@@ -267,22 +307,23 @@ mod tests {
             ),
         ])
         .expect("valid");
-        let settings = full.scheduler.expect("set");
+        let settings = full.aws.scheduler.expect("set");
         assert_eq!(
             (settings.group.as_str(), settings.order_expiry_arn),
             ("holds", None)
         );
-        assert_eq!(full.order_payment_ttl, Duration::from_secs(900));
+        assert_eq!(full.orders.payment_ttl, Duration::from_secs(900));
     }
 
     #[test]
     fn the_database_secret_needs_its_host_and_defaults_to_verified_tls() {
-        assert!(config(&[]).expect("valid").database_secret.is_none());
+        assert!(config(&[]).expect("valid").database.secret.is_none());
         let arn = "arn:aws:secretsmanager:eu-west-1:1:secret:db";
         assert!(config(&[("DATABASE_SECRET_ARN", arn)]).is_err());
         let secret = config(&[("DATABASE_SECRET_ARN", arn), ("DATABASE_HOST", "proxy")])
             .expect("valid")
-            .database_secret
+            .database
+            .secret
             .expect("set");
         assert_eq!(
             (secret.arn.as_str(), secret.host.as_str(), secret.port),

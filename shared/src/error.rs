@@ -1,7 +1,7 @@
 //! The one error type of the domain, and the one place that maps it to an HTTP status and a
 //! stable `code`. Database detail never reaches a client: 5xx answers carry a generic message.
 
-use crate::ids::ProductId;
+use crate::domain::ids::ProductId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

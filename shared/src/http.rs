@@ -106,10 +106,10 @@ pub fn idempotency_key(request: &Request) -> Result<Option<String>, Error> {
         ));
     }
     match value.to_str() {
-        Ok(key) if crate::ids::is_idempotency_key(key) => Ok(Some(key.to_owned())),
+        Ok(key) if crate::domain::ids::is_idempotency_key(key) => Ok(Some(key.to_owned())),
         _ => Err(Error::InvalidRequest(format!(
             "Idempotency-Key must be 1 to {} printable ASCII characters",
-            crate::ids::MAX_IDEMPOTENCY_KEY_LEN
+            crate::domain::ids::MAX_IDEMPOTENCY_KEY_LEN
         ))),
     }
 }

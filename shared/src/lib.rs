@@ -1,38 +1,33 @@
-//! flash-sale's domain: configuration, the stock transactions, payments, and the ports through
-//! which side effects leave the process. Nothing here depends on Lambda except [`http`].
+//! flash-sale's domain and its transactions, read bottom-up; every import points down a layer:
+//!
+//! - [`error`], [`json`], [`metrics`]: leaves every layer may use;
+//! - [`domain`]: ids, money, models, deadlines, events, the pure payment rule (no I/O);
+//! - [`config`]: every environment variable, by section;
+//! - [`store`]: the transactions, one file per job, and the database ([`store::db`]);
+//! - [`ports`]: the traits side effects leave the process through;
+//! - [`service`]: orchestration, the transaction first and then its side effects;
+//! - [`adapters`]: the ports' in-process and AWS implementations;
+//! - [`http`], [`lambda`], [`routes`]: the Lambda and HTTP edge.
 
-#[cfg(any(
-    feature = "aws-scheduler",
-    feature = "aws-sqs",
-    feature = "aws-eventbridge",
-    feature = "aws-secrets"
-))]
-pub mod adapters;
-#[cfg(any(
-    feature = "aws-scheduler",
-    feature = "aws-sqs",
-    feature = "aws-eventbridge",
-    feature = "aws-secrets"
-))]
-pub mod aws;
-pub mod config;
-pub mod db;
 pub mod error;
-pub mod events;
-pub mod http;
-pub mod ids;
-pub mod inbox;
 pub mod json;
-pub mod lambda;
 pub mod metrics;
-pub mod model;
-pub mod money;
-pub mod payments;
+
+pub mod domain;
+
+pub mod config;
+
+pub mod store;
+
 pub mod ports;
-pub mod reconcile;
-pub mod routes;
+
 pub mod service;
-pub mod stock;
+
+pub mod adapters;
+
+pub mod http;
+pub mod lambda;
+pub mod routes;
 
 pub use config::Config;
 pub use error::Error;

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use shared::ids::{HoldId, ProductId};
-use shared::money::Cents;
-use shared::stock::{self, HoldRequest, NewProduct};
-use shared::{Config, db};
+use shared::Config;
+use shared::domain::ids::{HoldId, ProductId};
+use shared::domain::money::Cents;
+use shared::store::holds::HoldRequest;
+use shared::store::products::NewProduct;
 use sqlx::{MySqlPool, Row};
 
 use crate::testing::{ADMIN_TOKEN, WEBHOOK_SECRET, with_database};
@@ -25,7 +26,7 @@ pub const POOL_SIZE: u32 = shared::config::LOCAL_SERVER_CONNECTIONS;
 pub enum Scenario {
     /// Holds of 1 on one product over HTTP against the local server.
     HotHold,
-    /// The same through `shared::stock::reserve`, no HTTP.
+    /// The same through `shared::store::holds::reserve`, no HTTP.
     HotHoldDirect,
     /// The seed's transaction shape as raw SQL: lock, sum the holds, update, insert, commit.
     SeedBaseline,
@@ -133,19 +134,21 @@ impl BenchDb {
     async fn create(server_url: &str) -> Result<Self, String> {
         let name = format!("flash_sale_bench_{}", uuid::Uuid::new_v4().simple());
         let url = SecretString::from(with_database(server_url, &name));
-        db::create_database_if_missing(&url)
+        shared::store::db::create_database_if_missing(&url)
             .await
             .map_err(|err| err.to_string())?;
-        let pool = db::connect(&url, POOL_SIZE)
+        let pool = shared::store::db::connect(&url, POOL_SIZE)
             .await
             .map_err(|err| err.to_string())?;
-        db::migrate(&pool).await.map_err(|err| err.to_string())?;
+        shared::store::db::migrate(&pool)
+            .await
+            .map_err(|err| err.to_string())?;
         Ok(Self { url, name, pool })
     }
 
     async fn drop_database(self) {
         self.pool.close().await;
-        if let Ok(pool) = db::connect(&self.url, 1).await {
+        if let Ok(pool) = shared::store::db::connect(&self.url, 1).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{}`", self.name))
                 .execute(&pool)
                 .await;
@@ -175,7 +178,7 @@ async fn run_on(bench_db: &BenchDb, config: &RunConfig) -> Result<RunResult, Str
             buckets: config.buckets,
         };
         product_ids.push(
-            stock::create_product(pool, &new)
+            shared::store::products::create_product(pool, &new)
                 .await
                 .map_err(|err| err.to_string())?
                 .id,
@@ -367,7 +370,7 @@ async fn hold_direct(pool: &MySqlPool, product: ProductId) -> String {
         qty: 1,
         idempotency_key: None,
     };
-    match stock::reserve(pool, &request, Duration::from_secs(600)).await {
+    match shared::store::holds::reserve(pool, &request, Duration::from_secs(600)).await {
         Ok(_) => "reserved".into(),
         Err(err) => err.code().into(),
     }

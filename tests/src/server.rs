@@ -9,12 +9,11 @@ use axum::body::Body as AxumBody;
 use axum::extract::State;
 use lambda_http::{Body, Request, RequestExt, Response};
 use secrecy::ExposeSecret;
-use shared::aws::SdkLoader;
-use shared::ports::{
-    DeadlineScheduler, EventPublisher, InboxQueue, LogPublisher, NoScheduler, PaymentQueue,
-    TimerScheduler,
-};
-use shared::{Config, Error, adapters, db, http, inbox, stock};
+use shared::adapters::aws as adapters;
+use shared::adapters::aws::SdkLoader;
+use shared::adapters::local::{InboxQueue, LogPublisher, NoScheduler, TimerScheduler};
+use shared::ports::{DeadlineScheduler, EventPublisher, PaymentQueue};
+use shared::{Config, Error, http};
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -63,7 +62,7 @@ pub struct LocalServer {
 
 impl LocalServer {
     /// Creates the database if needed, migrates it, seeds the demo product when there is none,
-    /// and starts serving on `config.listen_addr`.
+    /// and starts serving on `config.local.listen_addr`.
     pub async fn start(config: &Config, options: Options) -> Result<Self, Error> {
         let pool = prepare_database(config).await?;
 
@@ -97,8 +96,8 @@ impl LocalServer {
                 pool: pool.clone(),
                 scheduler: scheduler.clone(),
                 publisher: publisher.clone(),
-                hold_ttl: config.hold_ttl,
-                max_hold_qty: config.max_hold_qty,
+                hold_ttl: config.holds.ttl,
+                max_hold_qty: config.holds.max_qty,
             },
             get_hold: get_hold::Deps { pool: pool.clone() },
             create_order: create_order::Deps {
@@ -110,15 +109,18 @@ impl LocalServer {
             get_order: get_order::Deps { pool: pool.clone() },
             payment_webhook: payment_webhook::Deps {
                 secrets: config.require_webhook_secrets()?,
-                tolerance: config.webhook_tolerance,
+                tolerance: config.webhook.tolerance,
                 queue,
             },
         });
 
-        let listener = TcpListener::bind(&config.listen_addr)
+        let listener = TcpListener::bind(&config.local.listen_addr)
             .await
             .map_err(|err| {
-                Error::Config(format!("cannot listen on {}: {err}", config.listen_addr))
+                Error::Config(format!(
+                    "cannot listen on {}: {err}",
+                    config.local.listen_addr
+                ))
             })?;
         let addr = listener
             .local_addr()
@@ -131,13 +133,13 @@ impl LocalServer {
         })];
         if options.background_work {
             let policy = config.payment_retry_policy();
-            match (&config.webhook_queue_url, sqs) {
+            match (&config.aws.webhook_queue_url, sqs) {
                 (Some(queue_url), Some(_)) => {
                     let client = aws_sdk_sqs::Client::new(sdk.get().await);
                     let processor = payment_processor::Deps {
                         pool: pool.clone(),
                         publisher: publisher.clone(),
-                        max_attempts: config.payment_max_attempts,
+                        max_attempts: config.webhook.max_attempts,
                     };
                     tasks.push(tokio::spawn(crate::sqs_poller::poll_forever(
                         client,
@@ -161,11 +163,14 @@ impl LocalServer {
                 pool: pool.clone(),
                 publisher,
                 payment_retry: policy,
-                republish_grace: shared::service::REPUBLISH_GRACE,
+                republish_grace: shared::service::sweep::REPUBLISH_GRACE,
             };
-            tasks.push(tokio::spawn(sweep_forever(sweeper, config.sweep_interval)));
+            tasks.push(tokio::spawn(sweep_forever(
+                sweeper,
+                config.local.sweep_interval,
+            )));
         }
-        tracing::info!(%addr, database = %redacted(&config.database_url), "flash-sale local server listening on http://{addr}");
+        tracing::info!(%addr, database = %redacted(&config.database.url), "flash-sale local server listening on http://{addr}");
         Ok(Self { addr, tasks })
     }
 
@@ -176,13 +181,14 @@ impl LocalServer {
 
 /// Creates the database if needed, migrates it and seeds the demo product when there is none.
 pub async fn prepare_database(config: &Config) -> Result<MySqlPool, Error> {
-    db::create_database_if_missing(&config.database_url).await?;
+    shared::store::db::create_database_if_missing(&config.database.url).await?;
     let max_connections = config
-        .database_max_connections
+        .database
+        .max_connections
         .unwrap_or(shared::config::LOCAL_SERVER_CONNECTIONS);
-    let pool = db::connect(&config.database_url, max_connections).await?;
-    db::migrate(&pool).await?;
-    if stock::seed_demo_product(&pool).await? {
+    let pool = shared::store::db::connect(&config.database.url, max_connections).await?;
+    shared::store::db::migrate(&pool).await?;
+    if shared::store::products::seed_demo_product(&pool).await? {
         tracing::info!("created demo product 1: 100 units at 50.00");
     }
     Ok(pool)
@@ -296,11 +302,13 @@ fn into_axum(response: Response<Body>) -> axum::response::Response {
 async fn drain_inbox_forever(
     pool: MySqlPool,
     queue: InboxQueue,
-    policy: inbox::RetryPolicy,
+    policy: shared::domain::retry::RetryPolicy,
     publisher: Arc<dyn EventPublisher>,
 ) {
     loop {
-        if let Err(err) = inbox::drain(&pool, policy, publisher.as_ref()).await {
+        if let Err(err) =
+            shared::service::payments::drain_inbox(&pool, policy, publisher.as_ref()).await
+        {
             tracing::warn!(error = %err, "payment queue drain failed; retrying");
         }
         tokio::select! {

@@ -7,8 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use shared::ports::{EventPublisher, NoPublisher};
-use shared::{Config, db};
+use shared::Config;
+use shared::adapters::local::NoPublisher;
+use shared::ports::EventPublisher;
 use sqlx::{MySqlPool, Row};
 
 use crate::{LocalServer, Options};
@@ -27,10 +28,10 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> Self {
         let db = Self::not_created();
-        db::create_database_if_missing(&db.url)
+        shared::store::db::create_database_if_missing(&db.url)
             .await
             .expect("create the test database");
-        db::migrate(&db.pool)
+        shared::store::db::migrate(&db.pool)
             .await
             .expect("migrate the test database");
         db
@@ -47,8 +48,8 @@ impl TestDb {
         let server_url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
         let url = SecretString::from(with_database(&server_url, &name));
-        let options = db::connect_options(&url).expect("a valid DATABASE_URL");
-        let pool = db::pool_options(8).connect_lazy_with(options);
+        let options = shared::store::db::connect_options(&url).expect("a valid DATABASE_URL");
+        let pool = shared::store::db::pool_options(8).connect_lazy_with(options);
         Self { name, url, pool }
     }
 
@@ -72,7 +73,7 @@ impl TestDb {
         payment_processor::Deps {
             pool: self.pool.clone(),
             publisher: Arc::new(NoPublisher),
-            max_attempts: self.config(&[]).payment_max_attempts,
+            max_attempts: self.config(&[]).webhook.max_attempts,
         }
     }
 
@@ -95,7 +96,7 @@ impl Drop for TestDb {
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
-                let pool = db::connect(&url, 1).await.ok()?;
+                let pool = shared::store::db::connect(&url, 1).await.ok()?;
                 // Connections of the test's pools may still be open (their runtime is the one
                 // blocked here) and hold metadata locks that DROP DATABASE would wait on forever.
                 let leftovers: Vec<i64> = sqlx::query_scalar(
@@ -204,7 +205,7 @@ impl Drop for PasswordUser {
                 .build()
                 .ok()?;
             runtime.block_on(async {
-                let pool = db::connect(&url, 1).await.ok()?;
+                let pool = shared::store::db::connect(&url, 1).await.ok()?;
                 for host in USER_HOSTS {
                     let drop_user = format!("DROP USER IF EXISTS '{name}'@'{host}'");
                     sqlx::query(&drop_user).execute(&pool).await.ok()?;
@@ -451,7 +452,7 @@ pub fn webhook_signature(body: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    shared::payments::sign(
+    shared::domain::webhook::sign(
         &SecretString::from(WEBHOOK_SECRET.to_owned()),
         now,
         body.as_bytes(),

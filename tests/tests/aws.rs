@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use flash_sale_local::testing::{Api, Moto, TestDb};
 use flash_sale_local::{LocalServer, Options};
 use serde_json::{Value, json};
-use shared::aws::eventbridge::EventBridgePublisher;
+use shared::adapters::aws::eventbridge::EventBridgePublisher;
 
 const GROUP: &str = "flash-sale-holds";
 const ROLE: &str = "arn:aws:iam::123456789012:role/flash-sale-scheduler";
@@ -47,7 +47,7 @@ fn expected_at(rfc3339: &str) -> String {
     let at = chrono::DateTime::parse_from_rfc3339(rfc3339)
         .expect("RFC 3339")
         .naive_utc();
-    shared::aws::scheduler::at_expression(at)
+    shared::adapters::aws::scheduler::at_expression(at)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +125,7 @@ async fn a_hold_gets_a_one_time_expiry_schedule_and_redeeming_replaces_it_with_t
     let cancel_at = (due + chrono::Duration::seconds(300)).naive_utc();
     assert_eq!(
         deadline.schedule_expression(),
-        Some(shared::aws::scheduler::at_expression(cancel_at).as_str())
+        Some(shared::adapters::aws::scheduler::at_expression(cancel_at).as_str())
     );
     let target = deadline.target().expect("target");
     assert_eq!(target.arn(), ORDER_EXPIRY);
@@ -241,7 +241,7 @@ async fn the_webhook_sends_to_the_fifo_queue_grouped_by_order_and_deduplicated_b
     );
     assert_eq!(
         attributes.get(&MessageSystemAttributeName::MessageDeduplicationId),
-        Some(&shared::aws::sqs::deduplication_id("evt_42"))
+        Some(&shared::adapters::aws::sqs::deduplication_id("evt_42"))
     );
 }
 
@@ -503,14 +503,17 @@ struct HangingScheduler;
 impl shared::ports::DeadlineScheduler for HangingScheduler {
     async fn schedule(
         &self,
-        _deadline: &shared::ports::Deadline,
+        _deadline: &shared::domain::deadline::Deadline,
         _at: chrono::NaiveDateTime,
     ) -> Result<(), shared::Error> {
         tokio::time::sleep(Duration::from_secs(60)).await;
         Ok(())
     }
 
-    async fn cancel(&self, _deadline: &shared::ports::Deadline) -> Result<(), shared::Error> {
+    async fn cancel(
+        &self,
+        _deadline: &shared::domain::deadline::Deadline,
+    ) -> Result<(), shared::Error> {
         tokio::time::sleep(Duration::from_secs(60)).await;
         Ok(())
     }
@@ -531,11 +534,11 @@ fn api_request(method: &str, path: &str, body: Value) -> lambda_http::Request {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
     let db = TestDb::new().await;
-    let product = shared::stock::create_product(
+    let product = shared::store::products::create_product(
         &db.pool,
-        &shared::stock::NewProduct {
+        &shared::store::products::NewProduct {
             name: "Slow side effects".into(),
-            price: shared::money::Cents(500),
+            price: shared::domain::money::Cents(500),
             stock: 10,
             buckets: 1,
         },
@@ -546,7 +549,7 @@ async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
     let holds = create_hold::Deps {
         pool: db.pool.clone(),
         scheduler: scheduler.clone(),
-        publisher: Arc::new(shared::ports::NoPublisher),
+        publisher: Arc::new(shared::adapters::local::NoPublisher),
         hold_ttl: Duration::from_secs(120),
         max_hold_qty: 10,
     };
@@ -580,8 +583,8 @@ async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
     let orders = create_order::Deps {
         pool: db.pool.clone(),
         scheduler,
-        publisher: Arc::new(shared::ports::NoPublisher),
-        payment_window: shared::model::PaymentWindow {
+        publisher: Arc::new(shared::adapters::local::NoPublisher),
+        payment_window: shared::domain::model::PaymentWindow {
             ttl: Duration::from_secs(900),
             grace: Duration::from_secs(300),
         },

@@ -238,7 +238,7 @@ async fn settling_lapsed_orders_keeps_the_bucket_lock_order() {
         .expect("bucket 0");
     let pool = db.pool.clone();
     let settler = tokio::spawn(async move {
-        shared::stock::settle_lapsed(&pool, shared::ids::ProductId(product)).await
+        shared::store::settle::settle_lapsed(&pool, shared::domain::ids::ProductId(product)).await
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let started = std::time::Instant::now();

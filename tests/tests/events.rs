@@ -11,9 +11,10 @@ use flash_sale_local::testing::TestDb;
 use lambda_http::Body;
 use secrecy::SecretString;
 use serde_json::Value;
-use shared::events::DomainEvent;
-use shared::ports::{EventPublisher, InboxQueue, NoPublisher, NoScheduler};
-use shared::stock::ExpiryOutcome;
+use shared::adapters::local::{InboxQueue, NoPublisher, NoScheduler};
+use shared::domain::events::DomainEvent;
+use shared::ports::EventPublisher;
+use shared::store::expiry::ExpiryOutcome;
 
 /// The values of `[workspace.metadata.lambda.env]`, which the sample events are written for.
 const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
@@ -38,7 +39,7 @@ fn answer(response: lambda_http::Response<Body>) -> (u16, Value) {
 /// A database with the demo product, as the local server leaves it.
 async fn seeded() -> TestDb {
     let db = TestDb::new().await;
-    shared::stock::seed_demo_product(&db.pool)
+    shared::store::products::seed_demo_product(&db.pool)
         .await
         .expect("seed");
     db
@@ -164,7 +165,7 @@ async fn hold_and_order_events() {
         pool: db.pool.clone(),
         scheduler: Arc::new(NoScheduler),
         publisher: Arc::new(NoPublisher),
-        payment_window: shared::model::PaymentWindow {
+        payment_window: shared::domain::model::PaymentWindow {
             ttl: Duration::from_secs(900),
             grace: Duration::from_secs(300),
         },
@@ -227,7 +228,7 @@ async fn webhook_events() {
     let mut event: Value = serde_json::from_str(event!("payment-webhook.paid")).expect("JSON");
     let body = event["body"].as_str().expect("body").to_owned();
     let now = chrono::Utc::now().timestamp();
-    let signature = shared::payments::sign(
+    let signature = shared::domain::webhook::sign(
         &SecretString::from(DEV_WEBHOOK_SECRET.to_owned()),
         now,
         body.as_bytes(),

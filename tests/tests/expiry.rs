@@ -7,8 +7,8 @@ use std::time::Duration;
 use flash_sale_local::Options;
 use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants};
 use hold_expiry::ExpireHold;
-use shared::ports::NoPublisher;
-use shared::stock::ExpiryOutcome;
+use shared::adapters::local::NoPublisher;
+use shared::store::expiry::ExpiryOutcome;
 
 fn no_background_work() -> Options {
     Options {
@@ -357,14 +357,14 @@ async fn the_order_deadline_trigger_cancels_only_an_unpaid_order_past_its_deadli
     let apply = |key: &'static str, order_id: String| {
         let pool = db.pool.clone();
         async move {
-            let event = shared::payments::PaymentEvent {
+            let event = shared::domain::payment::PaymentEvent {
                 idempotency_key: key.into(),
-                order_id: shared::ids::OrderId::parse(&order_id).expect("id"),
-                status: shared::payments::PaymentStatus::Paid,
+                order_id: shared::domain::ids::OrderId::parse(&order_id).expect("id"),
+                status: shared::domain::payment::PaymentStatus::Paid,
                 amount: None,
                 received_at: chrono::Utc::now().naive_utc(),
             };
-            shared::service::apply_payment(&pool, &NoPublisher, &event)
+            shared::service::payments::process_payment(&pool, &NoPublisher, &event)
                 .await
                 .expect("applied")
         }
@@ -444,14 +444,14 @@ async fn a_late_paid_event_settles_the_lapsed_order_itself_and_asks_for_a_refund
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(stored_order_status(&db, &order_id).await, "pending_payment");
 
-    let event = shared::payments::PaymentEvent {
+    let event = shared::domain::payment::PaymentEvent {
         idempotency_key: "evt_too_late".into(),
-        order_id: shared::ids::OrderId::parse(&order_id).expect("id"),
-        status: shared::payments::PaymentStatus::Paid,
+        order_id: shared::domain::ids::OrderId::parse(&order_id).expect("id"),
+        status: shared::domain::payment::PaymentStatus::Paid,
         amount: None,
         received_at: chrono::Utc::now().naive_utc(),
     };
-    let outcome = shared::service::apply_payment(&db.pool, &NoPublisher, &event)
+    let outcome = shared::service::payments::process_payment(&db.pool, &NoPublisher, &event)
         .await
         .expect("applied");
     assert_eq!(outcome.as_str(), "refund_required");
@@ -559,7 +559,7 @@ fn hold_row_is_free(db: &TestDb, hold_id: &str) -> bool {
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let pool = shared::db::connect(&url, 1).await.expect("connect");
+            let pool = shared::store::db::connect(&url, 1).await.expect("connect");
             let mut tx = pool.begin().await.expect("begin");
             let locked = sqlx::query("SELECT id FROM holds WHERE id = ? FOR UPDATE NOWAIT")
                 .bind(&hold_id)
@@ -578,11 +578,11 @@ fn hold_row_is_free(db: &TestDb, hold_id: &str) -> bool {
 #[tokio::test]
 async fn transactions_that_end_early_release_their_row_locks_before_returning() {
     let db = TestDb::new().await;
-    let product = shared::stock::create_product(
+    let product = shared::store::products::create_product(
         &db.pool,
-        &shared::stock::NewProduct {
+        &shared::store::products::NewProduct {
             name: "Locks".into(),
-            price: shared::money::Cents(100),
+            price: shared::domain::money::Cents(100),
             stock: 10,
             buckets: 1,
         },
@@ -592,12 +592,12 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
     let hold = |ttl: u64| {
         let pool = db.pool.clone();
         async move {
-            let request = shared::stock::HoldRequest {
+            let request = shared::store::holds::HoldRequest {
                 product_id: product.id,
                 qty: 1,
                 idempotency_key: None,
             };
-            shared::stock::reserve(&pool, &request, Duration::from_secs(ttl))
+            shared::store::holds::reserve(&pool, &request, Duration::from_secs(ttl))
                 .await
                 .expect("reserved")
                 .value
@@ -608,7 +608,7 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
 
     // The expiry trigger fires early: it locked the hold, found it not due, and returned.
     let not_due = hold(60).await;
-    let outcome = shared::stock::expire_hold(&db.pool, &not_due)
+    let outcome = shared::store::expiry::expire_hold(&db.pool, &not_due)
         .await
         .expect("expiry ran")
         .value;
@@ -621,10 +621,10 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
     // A redeem of an expired hold: it locked the hold, found it expired, and refused.
     let expired = hold(1).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let refused = shared::stock::redeem(
+    let refused = shared::store::orders::redeem(
         &db.pool,
         &expired,
-        shared::model::PaymentWindow {
+        shared::domain::model::PaymentWindow {
             ttl: Duration::from_secs(900),
             grace: Duration::from_secs(300),
         },

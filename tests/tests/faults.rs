@@ -19,7 +19,7 @@ use flash_sale_local::{LocalServer, Options};
 use futures::future::join_all;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use shared::db::{self, Server};
+use shared::store::db::Server;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{ConnectOptions, MySqlPool, Row};
 use tokio::time::Instant;
@@ -126,8 +126,9 @@ async fn serve_on(mariadb: &PrivateMariaDb) -> (LocalServer, Api, u64, MySqlPool
         .expect("start the local server on the private MariaDB");
     let api = Api::new(&server);
     let product = api.create_product(STOCK, "5.00").await;
-    let pool = db::pool_options(2)
-        .connect_lazy_with(db::connect_options(&SecretString::from(url)).expect("a valid URL"));
+    let pool = shared::store::db::pool_options(2).connect_lazy_with(
+        shared::store::db::connect_options(&SecretString::from(url)).expect("a valid URL"),
+    );
     (server, api, product, pool)
 }
 
@@ -188,7 +189,7 @@ async fn a_statement_past_the_servers_time_limit_is_stopped_and_answers_503() {
 
 /// A connection of the test's own, outside the test database so it never kills itself.
 async fn admin_connection(url: &SecretString) -> MySqlConnection {
-    db::connect_options(url)
+    shared::store::db::connect_options(url)
         .expect("a valid URL")
         .database("information_schema")
         .connect()

@@ -106,7 +106,7 @@ fn migration_files() -> i64 {
 #[tokio::test]
 async fn create_migrates_an_empty_database_and_answers_success() {
     let db = TestDb::not_created();
-    shared::db::create_database_if_missing(&db.url)
+    shared::store::db::create_database_if_missing(&db.url)
         .await
         .expect("an empty database");
     let mut cloudformation = ResponseUrl::answering(StatusCode::OK).await;
@@ -162,7 +162,7 @@ async fn update_on_a_migrated_database_changes_nothing_and_keeps_the_resource_id
 #[tokio::test]
 async fn delete_leaves_the_schema_and_its_data_alone() {
     let db = TestDb::new().await;
-    shared::stock::seed_demo_product(&db.pool)
+    shared::store::products::seed_demo_product(&db.pool)
         .await
         .expect("a product");
     let mut cloudformation = ResponseUrl::answering(StatusCode::OK).await;
@@ -268,13 +268,13 @@ async fn a_database_with_a_64_character_name_migrates_under_a_lock_name_of_at_mo
     let name = format!("flash_sale_test_{}", uuid::Uuid::new_v4().simple());
     let db = TestDb::not_created_named(format!("{name:x<64}"));
     assert_eq!(db.name.len(), 64);
-    shared::db::create_database_if_missing(&db.url)
+    shared::store::db::create_database_if_missing(&db.url)
         .await
         .expect("a database with a 64-character name");
-    let lock = shared::db::migration_lock_name(&db.name);
+    let lock = shared::store::db::migration_lock_name(&db.name);
     assert!(lock.chars().count() <= 64, "{lock} is over 64 characters");
 
-    let mut holder = shared::db::connect_options(&db.url)
+    let mut holder = shared::store::db::connect_options(&db.url)
         .expect("options")
         .connect()
         .await
@@ -322,7 +322,7 @@ async fn a_database_with_a_64_character_name_migrates_under_a_lock_name_of_at_mo
             .await
             .expect("release the lock");
     };
-    let (migrated, ()) = tokio::join!(shared::db::migrate(&db.pool), watch);
+    let (migrated, ()) = tokio::join!(shared::store::db::migrate(&db.pool), watch);
     migrated.expect("migrated once the lock was free");
     assert_eq!(applied_migrations(&db).await, migration_files());
     holder.close().await.expect("close");

@@ -142,9 +142,10 @@ async fn an_unpaid_order_stays_sold_through_the_grace_and_is_cancelled_after_it(
     assert_eq!(order["status"], "pending_payment", "in its grace: {order}");
     assert_eq!(api.product(product).await["sold_stock"], 4);
     assert_eq!(api.hold(product, 1).await.0, 409, "its units stay sold");
-    let sweep = sweeper::handle(&db.sweeper(std::sync::Arc::new(shared::ports::NoPublisher)))
-        .await
-        .expect("sweep");
+    let sweep =
+        sweeper::handle(&db.sweeper(std::sync::Arc::new(shared::adapters::local::NoPublisher)))
+            .await
+            .expect("sweep");
     assert_eq!(sweep.settled.orders_cancelled, 0, "the sweeper waits too");
 
     sleep_until(&plus_seconds(&due, 2)).await;
@@ -447,12 +448,12 @@ async fn unsigned_forged_and_stale_webhooks_are_refused_and_nothing_is_queued() 
         json!({"idempotency_key": "evt_x", "order_id": order_id, "status": "paid"}).to_string();
     let now = chrono::Utc::now().timestamp();
     let secret = SecretString::from(WEBHOOK_SECRET.to_owned());
-    let forged = shared::payments::sign(
+    let forged = shared::domain::webhook::sign(
         &SecretString::from("guess".to_owned()),
         now,
         body.as_bytes(),
     );
-    let stale = shared::payments::sign(&secret, now - 301, body.as_bytes());
+    let stale = shared::domain::webhook::sign(&secret, now - 301, body.as_bytes());
     let tampered = webhook_signature(&body.replace("paid", "failed"));
 
     for headers in [

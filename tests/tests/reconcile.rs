@@ -9,8 +9,8 @@ use flash_sale_local::Options;
 use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants};
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use shared::ports::NoPublisher;
-use shared::reconcile::Counters;
+use shared::adapters::local::NoPublisher;
+use shared::store::reconcile::Counters;
 
 /// A product of 10 units: one active hold of 2, one order of 3, so reserved 2, sold 3.
 async fn product_with_a_hold_and_an_order(api: &Api) -> u64 {
@@ -59,7 +59,7 @@ async fn drift_is_reported_left_alone_and_repaired_only_when_asked() {
     let server = db.server_with(&[], quiet()).await;
     let api = Api::new(&server);
     let product = product_with_a_hold_and_an_order(&api).await;
-    let clean = shared::reconcile::reconcile(&db.pool, None, false)
+    let clean = shared::store::reconcile::reconcile(&db.pool, None, false)
         .await
         .expect("reconciled");
     assert!(clean.drifted.is_empty(), "{clean:?}");
@@ -69,7 +69,7 @@ async fn drift_is_reported_left_alone_and_repaired_only_when_asked() {
     );
 
     leak_a_reservation(&db, product).await;
-    let report = shared::reconcile::reconcile(&db.pool, None, false)
+    let report = shared::store::reconcile::reconcile(&db.pool, None, false)
         .await
         .expect("reconciled");
     assert_eq!(report.drifted.len(), 1, "{report:?}");
@@ -99,15 +99,18 @@ async fn drift_is_reported_left_alone_and_repaired_only_when_asked() {
         "a check repairs nothing"
     );
 
-    let repaired =
-        shared::reconcile::reconcile(&db.pool, Some(shared::ids::ProductId(product)), true)
-            .await
-            .expect("repaired");
+    let repaired = shared::store::reconcile::reconcile(
+        &db.pool,
+        Some(shared::domain::ids::ProductId(product)),
+        true,
+    )
+    .await
+    .expect("repaired");
     assert!(repaired.drifted[0].repaired, "{repaired:?}");
     assert_eq!(repaired.unresolved(), 0);
     assert_eq!(stored(&db, product).await, (5, 2, 3));
     assert_stock_invariants(&db.pool, &api, product).await;
-    let after = shared::reconcile::reconcile(&db.pool, None, false)
+    let after = shared::store::reconcile::reconcile(&db.pool, None, false)
         .await
         .expect("reconciled");
     assert!(after.drifted.is_empty(), "{after:?}");
@@ -125,7 +128,7 @@ async fn more_units_held_than_exist_is_reported_but_never_written() {
         .execute(&db.pool)
         .await
         .expect("corrupt a hold");
-    let report = shared::reconcile::reconcile(&db.pool, None, true)
+    let report = shared::store::reconcile::reconcile(&db.pool, None, true)
         .await
         .expect("reconciled");
     assert_eq!(report.drifted.len(), 1, "{report:?}");
@@ -165,7 +168,7 @@ async fn a_product_whose_total_differs_from_its_buckets_is_not_repaired_and_is_r
     let other = product_with_a_hold_and_an_order(&api).await;
     leak_a_reservation(&db, other).await;
 
-    let report = shared::reconcile::reconcile(&db.pool, None, true)
+    let report = shared::store::reconcile::reconcile(&db.pool, None, true)
         .await
         .expect("reconciled");
 
@@ -200,7 +203,7 @@ async fn a_product_whose_total_differs_from_its_buckets_is_not_repaired_and_is_r
     );
 
     // A check alone refuses nothing: it repairs nothing.
-    let checked = shared::reconcile::reconcile(&db.pool, None, false)
+    let checked = shared::store::reconcile::reconcile(&db.pool, None, false)
         .await
         .expect("reconciled");
     assert!(!checked.totals_drifted[0].repair_refused, "{checked:?}");
@@ -314,10 +317,13 @@ async fn reconciling_under_load_never_reports_false_drift_nor_breaks_the_stock()
     while tokio::time::Instant::now() < until {
         // A repair now and then: with nothing drifted it must write nothing.
         let repair = checks % 5 == 4;
-        let report =
-            shared::reconcile::reconcile(&db.pool, Some(shared::ids::ProductId(product)), repair)
-                .await
-                .expect("reconciled");
+        let report = shared::store::reconcile::reconcile(
+            &db.pool,
+            Some(shared::domain::ids::ProductId(product)),
+            repair,
+        )
+        .await
+        .expect("reconciled");
         assert!(
             report.drifted.is_empty(),
             "false drift under load: {report:?}"
@@ -330,7 +336,7 @@ async fn reconciling_under_load_never_reports_false_drift_nor_breaks_the_stock()
     }
     assert!(checks > 10, "only {checks} checks ran");
     assert_stock_invariants(&db.pool, &api, product).await;
-    let after = shared::reconcile::reconcile(&db.pool, None, false)
+    let after = shared::store::reconcile::reconcile(&db.pool, None, false)
         .await
         .expect("reconciled");
     assert_eq!(after.unresolved(), 0, "{after:?}");

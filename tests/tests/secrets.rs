@@ -9,7 +9,7 @@ use aws_sdk_secretsmanager::Client as SecretsManager;
 use flash_sale_local::testing::{Moto, PasswordUser, TestDb};
 use serde_json::json;
 use shared::Config;
-use shared::aws::SdkLoader;
+use shared::adapters::aws::SdkLoader;
 
 fn config(secret_arn: &str, database: &str, ssl_mode: &str) -> Config {
     let vars = HashMap::from([
@@ -40,7 +40,7 @@ async fn a_function_connects_with_the_secrets_credentials_and_requires_tls_by_de
     let arn = secret.arn().expect("an ARN").to_owned();
 
     // This machine's MariaDB speaks no TLS, so the test allows plaintext explicitly.
-    let pool = shared::adapters::lambda_pool(
+    let pool = shared::adapters::aws::lambda_pool(
         &config(&arn, &db.name, "preferred"),
         &SdkLoader::given(sdk.clone()),
     )
@@ -61,7 +61,7 @@ async fn a_function_connects_with_the_secrets_credentials_and_requires_tls_by_de
     assert_eq!(database, db.name);
 
     // The default, verify_identity, will not talk to a server without a verified certificate.
-    let strict = shared::adapters::lambda_pool(
+    let strict = shared::adapters::aws::lambda_pool(
         &config(&arn, &db.name, "verify_identity"),
         &SdkLoader::given(sdk.clone()),
     )
@@ -74,7 +74,7 @@ async fn a_function_connects_with_the_secrets_credentials_and_requires_tls_by_de
     assert!(matches!(refused, sqlx::Error::Tls(_)), "{refused}");
 
     // A secret that is missing fails the cold start with its name, not a password.
-    let missing = shared::adapters::lambda_pool(
+    let missing = shared::adapters::aws::lambda_pool(
         &config(
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope",
             &db.name,
@@ -89,11 +89,11 @@ async fn a_function_connects_with_the_secrets_credentials_and_requires_tls_by_de
 }
 
 /// RDS rotates its managed secret while containers live on: a container reads the secret again
-/// (`shared::aws::secrets::keep_fresh`), so its next connection uses the new password; one that
+/// (`shared::adapters::aws::secrets::keep_fresh`), so its next connection uses the new password; one that
 /// did not would be locked out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_secret_is_read_again_so_new_connections_use_the_new_password() {
-    use shared::aws::secrets;
+    use shared::adapters::aws::secrets;
 
     let db = TestDb::new().await;
     let user = PasswordUser::create(&db).await;
@@ -107,14 +107,14 @@ async fn a_rotated_secret_is_read_again_so_new_connections_use_the_new_password(
         .await
         .expect("create the secret");
     let config = config(created.arn().expect("an ARN"), &db.name, "preferred");
-    let secret = config.database_secret.clone().expect("a database secret");
+    let secret = config.database.secret.clone().expect("a database secret");
     let options = || async {
         secrets::connect_options(&client, &secret)
             .await
             .expect("credentials")
     };
-    let refreshed = shared::db::lambda_pool(&config, options().await);
-    let stale = shared::db::lambda_pool(&config, options().await);
+    let refreshed = shared::store::db::lazy_pool(&config, options().await);
+    let stale = shared::store::db::lazy_pool(&config, options().await);
     secrets::keep_fresh(
         refreshed.clone(),
         client.clone(),

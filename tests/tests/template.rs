@@ -712,7 +712,7 @@ fn the_sweeper_outlasts_its_outbox_budget() {
         .as_u64()
         .or_else(|| template.0["Globals"]["Function"]["Timeout"].as_u64())
         .expect("a timeout");
-    let budget = shared::events::REPUBLISH_BUDGET;
+    let budget = shared::service::outbox::REPUBLISH_BUDGET;
     assert!(
         std::time::Duration::from_secs(timeout) >= 2 * budget,
         "the sweeper's {timeout} s timeout < 2 × the outbox budget of {budget:?}"

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use shared::aws::SdkLoader;
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
+use shared::adapters::local::NoPublisher;
+use shared::domain::ids::ProductId;
 use shared::http::{self, Body, Request, Response};
-use shared::ids::ProductId;
-use shared::ports::{DeadlineScheduler, EventPublisher, NoPublisher};
-use shared::service::{self, Effects};
-use shared::stock::HoldRequest;
-use shared::{Config, Error, adapters};
+use shared::ports::{DeadlineScheduler, EventPublisher};
+use shared::service;
+use shared::service::Effects;
+use shared::store::holds::HoldRequest;
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -26,14 +28,13 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
-        let sdk = SdkLoader::from_env();
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &sdk).await?,
-            scheduler: adapters::lambda_scheduler(&config, &sdk).await?,
+            pool: lambda.pool().await?,
+            scheduler: lambda.scheduler().await?,
             publisher: Arc::new(NoPublisher),
-            hold_ttl: config.hold_ttl,
-            max_hold_qty: config.max_hold_qty,
+            hold_ttl: lambda.config.holds.ttl,
+            max_hold_qty: lambda.config.holds.max_qty,
         })
     }
 }
@@ -69,7 +70,7 @@ async fn create_hold(deps: &Deps, request: &Request) -> Result<Response<Body>, E
         publisher: deps.publisher.as_ref(),
     };
     let reservation =
-        service::create_hold(&deps.pool, effects, &hold_request, deps.hold_ttl).await?;
+        service::holds::create_hold(&deps.pool, effects, &hold_request, deps.hold_ttl).await?;
     let mut response = http::json(201, &reservation.hold);
     if reservation.replayed {
         response.headers_mut().insert(

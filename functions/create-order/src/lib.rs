@@ -1,13 +1,14 @@
 //! `POST /api/orders`: redeems a hold into an order exactly once; a repeat returns that order.
 
 use serde::Deserialize;
-use shared::aws::SdkLoader;
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::ids::HoldId;
+use shared::domain::model::{OrderDetails, PaymentWindow};
 use shared::http::{self, Body, Request, Response};
-use shared::ids::HoldId;
-use shared::model::{OrderDetails, PaymentWindow};
 use shared::ports::{DeadlineScheduler, EventPublisher};
-use shared::service::{self, Effects};
-use shared::{Config, Error, adapters};
+use shared::service;
+use shared::service::Effects;
 use sqlx::MySqlPool;
 use std::sync::Arc;
 
@@ -20,13 +21,12 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
-        let sdk = SdkLoader::from_env();
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &sdk).await?,
-            scheduler: adapters::lambda_scheduler(&config, &sdk).await?,
-            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
-            payment_window: config.payment_window(),
+            pool: lambda.pool().await?,
+            scheduler: lambda.scheduler().await?,
+            publisher: lambda.publisher().await?,
+            payment_window: lambda.config.payment_window(),
         })
     }
 }
@@ -49,7 +49,7 @@ async fn create_order(deps: &Deps, request: &Request) -> Result<Response<Body>, 
         publisher: deps.publisher.as_ref(),
     };
     let redemption =
-        service::create_order(&deps.pool, effects, &hold_id, deps.payment_window).await?;
+        service::orders::create_order(&deps.pool, effects, &hold_id, deps.payment_window).await?;
     let status = if redemption.created { 201 } else { 200 };
     let order: &OrderDetails = &redemption.order;
     Ok(http::json(status, order))

@@ -2,11 +2,11 @@
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use shared::aws::SdkLoader;
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::money::Cents;
 use shared::http::{self, Body, Request, Response};
-use shared::money::Cents;
-use shared::stock::{self, MAX_STOCK_BUCKETS, NewProduct};
-use shared::{Config, Error, adapters};
+use shared::store::products::{MAX_STOCK_BUCKETS, NewProduct};
 use sqlx::MySqlPool;
 
 const MAX_NAME_CHARS: usize = 200;
@@ -19,10 +19,10 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            admin_token: config.require_admin_token()?,
-            pool: adapters::lambda_pool(&config, &SdkLoader::from_env()).await?,
+            admin_token: lambda.config.require_admin_token()?,
+            pool: lambda.pool().await?,
         })
     }
 }
@@ -84,6 +84,6 @@ async fn create_product(deps: &Deps, request: &Request) -> Result<Response<Body>
     };
     Ok(http::json(
         201,
-        &stock::create_product(&deps.pool, &new).await?,
+        &shared::store::products::create_product(&deps.pool, &new).await?,
     ))
 }

@@ -1,9 +1,9 @@
 //! `GET /api/orders/{order_id}`: an order and its payment status.
 
-use shared::aws::SdkLoader;
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::ids::OrderId;
 use shared::http::{self, Body, Request, Response};
-use shared::ids::OrderId;
-use shared::{Config, Error, adapters, stock};
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -12,9 +12,8 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &SdkLoader::from_env()).await?,
+            pool: LambdaStartup::from_env()?.pool().await?,
         })
     }
 }
@@ -25,5 +24,8 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
 
 async fn get_order(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
     let id = OrderId::parse(&http::path_id(request, "order_id")).ok_or(Error::OrderNotFound)?;
-    Ok(http::json(200, &stock::get_order(&deps.pool, &id).await?))
+    Ok(http::json(
+        200,
+        &shared::store::orders::get_order(&deps.pool, &id).await?,
+    ))
 }

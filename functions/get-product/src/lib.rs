@@ -1,9 +1,9 @@
 //! `GET /api/products/{id}`: a product with its stock as of this instant.
 
-use shared::aws::SdkLoader;
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::ids::ProductId;
 use shared::http::{self, Body, Request, Response};
-use shared::ids::ProductId;
-use shared::{Config, Error, adapters, stock};
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -12,9 +12,8 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &SdkLoader::from_env()).await?,
+            pool: LambdaStartup::from_env()?.pool().await?,
         })
     }
 }
@@ -30,5 +29,8 @@ async fn get_product(deps: &Deps, request: &Request) -> Result<Response<Body>, E
             "product id must be a positive integer, got {raw:?}"
         ))
     })?;
-    Ok(http::json(200, &stock::get_product(&deps.pool, id).await?))
+    Ok(http::json(
+        200,
+        &shared::store::products::get_product(&deps.pool, id).await?,
+    ))
 }

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shared::aws::SdkLoader;
-use shared::ids::HoldId;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::ids::HoldId;
 use shared::ports::EventPublisher;
-use shared::stock::ExpiryOutcome;
-use shared::{Config, Error, adapters, service};
+use shared::store::expiry::ExpiryOutcome;
+use shared::{Error, service};
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -18,11 +18,10 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
-        let sdk = SdkLoader::from_env();
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &sdk).await?,
-            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
+            pool: lambda.pool().await?,
+            publisher: lambda.publisher().await?,
         })
     }
 }
@@ -41,7 +40,8 @@ pub struct ExpiryReport {
 pub async fn handle(deps: &Deps, input: ExpireHold) -> Result<ExpiryReport, Error> {
     let hold_id = HoldId::parse(&input.hold_id)
         .ok_or_else(|| Error::InvalidRequest(format!("{:?} is not a hold id", input.hold_id)))?;
-    let outcome = service::expire_hold(&deps.pool, deps.publisher.as_ref(), &hold_id).await?;
+    let outcome =
+        service::holds::settle_hold_deadline(&deps.pool, deps.publisher.as_ref(), &hold_id).await?;
     tracing::info!(%hold_id, ?outcome, "hold expiry trigger handled");
     Ok(ExpiryReport {
         hold_id: input.hold_id,

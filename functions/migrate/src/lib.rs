@@ -1,6 +1,6 @@
 //! Applies `migrations/` on deploy, as the handler of the stack's `Custom::DatabaseMigrations`
 //! resource. Create and Update migrate (idempotent: sqlx applies only what is missing, under the
-//! lock of `shared::db::migrate`), Delete changes nothing (the schema and its data outlive the
+//! lock of `shared::store::db::migrate`), Delete changes nothing (the schema and its data outlive the
 //! resource), and every outcome is reported to CloudFormation with a PUT of the response document
 //! to the event's pre-signed `ResponseURL`: a failed migration fails the deploy.
 
@@ -18,8 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use shared::aws::SdkLoader;
-use shared::{Config, Error, adapters};
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
 use sqlx::MySqlPool;
 
 /// One schema per stack: the id never changes, so an update is never taken for a replacement
@@ -49,10 +49,7 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let pool = async {
-            let config = Config::from_env()?;
-            adapters::lambda_pool(&config, &SdkLoader::from_env()).await
-        };
+        let pool = async { LambdaStartup::from_env()?.pool().await };
         Ok(Self {
             pool: pool.await.map_err(|err| err.to_string()),
             http: http_client()?,
@@ -182,7 +179,7 @@ async fn migrate_when_reachable(deps: &Deps) -> Result<String, Error> {
 /// newer schema, and sqlx would refuse it for the migrations it does not know, failing the
 /// rollback itself. Migrations only ever add, so the older code runs on the newer schema.
 async fn migrate(pool: &MySqlPool) -> Result<String, Error> {
-    let newest_known = shared::db::MIGRATOR
+    let newest_known = shared::store::db::MIGRATOR
         .iter()
         .filter(|migration| !migration.migration_type.is_down_migration())
         .map(|migration| migration.version)
@@ -201,7 +198,7 @@ async fn migrate(pool: &MySqlPool) -> Result<String, Error> {
             "the database is at migration {applied}, ahead of this code's {newest_known}: left as it is"
         ));
     }
-    shared::db::migrate(pool).await?;
+    shared::store::db::migrate(pool).await?;
     Ok(format!("schema at migration {newest_known}"))
 }
 

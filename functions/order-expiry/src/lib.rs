@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shared::aws::SdkLoader;
-use shared::ids::OrderId;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::ids::OrderId;
 use shared::ports::EventPublisher;
-use shared::stock::ExpiryOutcome;
-use shared::{Config, Error, adapters, service};
+use shared::store::expiry::ExpiryOutcome;
+use shared::{Error, service};
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -18,11 +18,10 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
-        let sdk = SdkLoader::from_env();
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &sdk).await?,
-            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
+            pool: lambda.pool().await?,
+            publisher: lambda.publisher().await?,
         })
     }
 }
@@ -41,7 +40,9 @@ pub struct ExpiryReport {
 pub async fn handle(deps: &Deps, input: ExpireOrder) -> Result<ExpiryReport, Error> {
     let order_id = OrderId::parse(&input.order_id)
         .ok_or_else(|| Error::InvalidRequest(format!("{:?} is not an order id", input.order_id)))?;
-    let outcome = service::expire_order(&deps.pool, deps.publisher.as_ref(), &order_id).await?;
+    let outcome =
+        service::orders::settle_order_deadline(&deps.pool, deps.publisher.as_ref(), &order_id)
+            .await?;
     tracing::info!(%order_id, ?outcome, "order payment deadline trigger handled");
     Ok(ExpiryReport {
         order_id: input.order_id,

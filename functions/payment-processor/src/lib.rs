@@ -7,10 +7,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use shared::aws::SdkLoader;
-use shared::payments::PaymentEvent;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::payment::PaymentEvent;
 use shared::ports::EventPublisher;
-use shared::{Config, Error, adapters, metrics, service};
+use shared::{Error, metrics, service};
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -23,12 +23,11 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
-        let sdk = SdkLoader::from_env();
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &sdk).await?,
-            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
-            max_attempts: config.payment_max_attempts,
+            pool: lambda.pool().await?,
+            publisher: lambda.publisher().await?,
+            max_attempts: lambda.config.webhook.max_attempts,
         })
     }
 }
@@ -54,9 +53,11 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> Result<SqsBatchResponse, Er
         } else {
             let body = message.body.as_deref().unwrap_or_default().as_bytes();
             match PaymentEvent::from_queue_message(body, sent_at(&message.attributes)) {
-                Ok(event) => service::apply_payment(&deps.pool, deps.publisher.as_ref(), &event)
-                    .await
-                    .map(drop),
+                Ok(event) => {
+                    service::payments::process_payment(&deps.pool, deps.publisher.as_ref(), &event)
+                        .await
+                        .map(drop)
+                }
                 Err(err) => Err(err),
             }
         };

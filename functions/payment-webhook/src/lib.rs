@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use shared::aws::SdkLoader;
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
+use shared::adapters::local::{InboxQueue, NoPublisher};
+use shared::domain::payment::PaymentEvent;
 use shared::http::{self, Body, Request, Response};
-use shared::payments::{self, PaymentEvent};
-use shared::ports::{InboxQueue, NoPublisher, PaymentQueue};
-use shared::{Config, Error, adapters};
+use shared::ports::PaymentQueue;
 
 pub struct Deps {
     pub secrets: Vec<SecretString>,
@@ -19,18 +20,17 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
-        let sdk = SdkLoader::from_env();
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            secrets: config.require_webhook_secrets()?,
-            tolerance: config.webhook_tolerance,
-            queue: match adapters::aws_payment_queue(&config, &sdk).await? {
+            secrets: lambda.config.require_webhook_secrets()?,
+            tolerance: lambda.config.webhook.tolerance,
+            queue: match lambda.payment_queue().await? {
                 Some(sqs) => sqs,
                 // No queue service: queue durably in the database and apply at once; what cannot be
                 // applied yet is retried by the sweeper, which also publishes the events.
                 None => Arc::new(InboxQueue::draining_on_enqueue(
-                    adapters::lambda_pool(&config, &sdk).await?,
-                    config.payment_retry_policy(),
+                    lambda.pool().await?,
+                    lambda.config.payment_retry_policy(),
                     Arc::new(NoPublisher),
                 )),
             },
@@ -46,7 +46,7 @@ async fn receive(deps: &Deps, request: &Request) -> Result<Response<Body>, Error
     // The moment of receipt, before anything else: what the payment deadline is judged by.
     let received_at = chrono::Utc::now();
     let body = http::body_bytes(request)?;
-    payments::verify_signature(
+    shared::domain::webhook::verify_signature(
         http::header(request, "x-signature"),
         body,
         &deps.secrets,

@@ -4,10 +4,10 @@
 //! repair, every time it runs.
 
 use serde::Deserialize;
-use shared::aws::SdkLoader;
-use shared::ids::ProductId;
-use shared::reconcile::{self, ReconcileReport};
-use shared::{Config, Error, adapters};
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::ids::ProductId;
+use shared::store::reconcile::{self, ReconcileReport};
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -16,9 +16,8 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &SdkLoader::from_env()).await?,
+            pool: LambdaStartup::from_env()?.pool().await?,
         })
     }
 }

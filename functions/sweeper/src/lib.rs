@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::aws::SdkLoader;
-use shared::inbox::RetryPolicy;
+use shared::Error;
+use shared::adapters::aws::LambdaStartup;
+use shared::domain::retry::RetryPolicy;
 use shared::ports::EventPublisher;
-use shared::service::{self, SweepReport};
-use shared::{Config, Error, adapters};
+use shared::service::sweep::{self, SweepReport};
 use sqlx::MySqlPool;
 
 pub struct Deps {
@@ -22,19 +22,18 @@ pub struct Deps {
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let config = Config::from_env()?;
-        let sdk = SdkLoader::from_env();
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            pool: adapters::lambda_pool(&config, &sdk).await?,
-            publisher: adapters::lambda_event_publisher(&config, &sdk).await?,
-            payment_retry: config.payment_retry_policy(),
-            republish_grace: service::REPUBLISH_GRACE,
+            pool: lambda.pool().await?,
+            publisher: lambda.publisher().await?,
+            payment_retry: lambda.config.payment_retry_policy(),
+            republish_grace: sweep::REPUBLISH_GRACE,
         })
     }
 }
 
 pub async fn handle(deps: &Deps) -> Result<SweepReport, Error> {
-    let report = service::sweep(
+    let report = sweep::sweep(
         &deps.pool,
         deps.publisher.as_ref(),
         deps.payment_retry,

@@ -61,10 +61,10 @@ async fn run() -> Result<ExitCode, shared::Error> {
         println!("ADMIN_TOKEN was not set; using ADMIN_TOKEN={token}");
         config.admin_token = Some(SecretString::from(token));
     }
-    if config.webhook_secrets.is_none() {
+    if config.webhook.secrets.is_none() {
         let secret = random_secret();
         println!("WEBHOOK_SECRET was not set; using WEBHOOK_SECRET={secret}");
-        config.webhook_secrets = Some(vec![SecretString::from(secret)]);
+        config.webhook.secrets = Some(vec![SecretString::from(secret)]);
     }
     let server = LocalServer::start(&config, Options::default()).await?;
     println!("flash-sale local server listening on {}", server.url());
@@ -82,7 +82,7 @@ async fn reconcile(config: &Config, args: &[String]) -> Result<ExitCode, shared:
         return Ok(ExitCode::from(2));
     };
     let deps = reconcile::Deps {
-        pool: shared::db::connect(&config.database_url, 1).await?,
+        pool: shared::store::db::connect(&config.database.url, 1).await?,
     };
     let report = reconcile::handle(&deps, request).await?;
     // One JSON line, like everything else the binary prints.

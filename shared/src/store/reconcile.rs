@@ -15,8 +15,8 @@
 use serde::Serialize;
 use sqlx::{MySqlPool, Row};
 
+use crate::domain::ids::ProductId;
 use crate::error::Error;
-use crate::ids::ProductId;
 use crate::metrics;
 
 /// One bucket's counters.
@@ -247,10 +247,10 @@ enum Repair {
 
 /// Repairs one product's drifted buckets under their locks, unless its totals disagree there.
 async fn repair_product(pool: &MySqlPool, product_id: ProductId) -> Result<Repair, Error> {
-    crate::db::retry_conflicts("reconcile_repair", || async {
+    crate::store::db::retry_conflicts("reconcile_repair", || async {
         let mut tx = pool.begin().await?;
         let repaired = repair_locked(&mut tx, product_id).await;
-        crate::db::finish(tx, repaired).await
+        crate::store::db::finish(tx, repaired).await
     })
     .await
 }

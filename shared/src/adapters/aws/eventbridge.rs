@@ -5,8 +5,8 @@ use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
+use crate::domain::events::DomainEvent;
 use crate::error::Error;
-use crate::events::DomainEvent;
 use crate::ports::EventPublisher;
 
 pub const SOURCE: &str = "flash-sale";

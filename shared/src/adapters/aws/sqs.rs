@@ -6,8 +6,8 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use sha2::{Digest, Sha256};
 
+use crate::domain::payment::PaymentEvent;
 use crate::error::Error;
-use crate::payments::PaymentEvent;
 use crate::ports::PaymentQueue;
 
 pub struct SqsPaymentQueue {

@@ -4,8 +4,8 @@
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::ids::{HoldId, OrderId, ProductId};
-use crate::money::Cents;
+use crate::domain::ids::{HoldId, OrderId, ProductId};
+use crate::domain::money::Cents;
 
 /// Stock as readers see it: holds past their expiry already count as available.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

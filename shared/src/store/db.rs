@@ -253,9 +253,10 @@ pub(crate) async fn finish<T>(
 /// opened on first use so a database that is briefly down makes requests answer 503 instead
 /// of failing the container's start. `shared::adapters::lambda_pool` picks the options: the
 /// database secret's, or `DATABASE_URL`'s.
-pub fn lambda_pool(config: &crate::Config, options: MySqlConnectOptions) -> MySqlPool {
+pub fn lazy_pool(config: &crate::Config, options: MySqlConnectOptions) -> MySqlPool {
     let max = config
-        .database_max_connections
+        .database
+        .max_connections
         .unwrap_or(crate::config::LAMBDA_CONNECTIONS);
     pool_options(max).connect_lazy_with(options)
 }

@@ -10,8 +10,9 @@ use aws_sdk_scheduler::types::{
 use chrono::{NaiveDateTime, Timelike};
 
 use crate::config::SchedulerSettings;
+use crate::domain::deadline::Deadline;
 use crate::error::Error;
-use crate::ports::{Deadline, DeadlineScheduler};
+use crate::ports::DeadlineScheduler;
 
 /// Scheduler retries a failed invocation for up to this long, this many times.
 const MAX_EVENT_AGE_SECONDS: i32 = 3_600;
@@ -173,7 +174,7 @@ mod tests {
 
     #[test]
     fn schedule_names_fit_schedulers_rules() {
-        let deadline = Deadline::HoldExpiry(crate::ids::HoldId::generate());
+        let deadline = Deadline::HoldExpiry(crate::domain::ids::HoldId::generate());
         let name = deadline.name();
         assert!((1..=64).contains(&name.len()));
         assert!(

@@ -9,24 +9,15 @@
 //! still pending, and the event needs a refund. So does a second `paid` for a paid order (a double
 //! charge). An event whose `amount` is not the order's changes nothing and is flagged for a person.
 
-use std::time::Duration;
-
 use chrono::NaiveDateTime;
-use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use sha2::Sha256;
-use sqlx::{MySql, MySqlPool, Transaction};
 
-use crate::db::{finish, retry_conflicts};
-use crate::error::{Error, is_duplicate_key};
-use crate::events::{self, Committed, DomainEvent, EventType};
-use crate::ids::{MAX_IDEMPOTENCY_KEY_LEN, OrderId, is_idempotency_key};
-use crate::model::{Order, OrderStatus, to_rfc3339};
-use crate::money::Cents;
-use crate::stock;
+use crate::domain::ids::{MAX_IDEMPOTENCY_KEY_LEN, OrderId, is_idempotency_key};
+use crate::domain::model::{Order, OrderStatus, to_rfc3339};
+use crate::domain::money::Cents;
+use crate::error::Error;
 
-pub use crate::model::PaymentStatus;
+pub use crate::domain::model::PaymentStatus;
 
 /// One event from the payment provider, as the webhook received it and the queue carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,65 +115,6 @@ impl PaymentEvent {
     }
 }
 
-/// Verifies `X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">` against
-/// every configured secret (several during a rotation) in constant time, and that `t` is within
-/// `tolerance` of `now_unix` so a captured request cannot be replayed later.
-pub fn verify_signature(
-    header: Option<&str>,
-    body: &[u8],
-    secrets: &[SecretString],
-    tolerance: Duration,
-    now_unix: i64,
-) -> Result<(), Error> {
-    let header = header.ok_or(Error::InvalidSignature("X-Signature header is missing"))?;
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-            Some(("v1", value)) => signatures.extend(hex::decode(value).ok()),
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or(Error::InvalidSignature("no valid t= in X-Signature"))?;
-    if signatures.is_empty() {
-        return Err(Error::InvalidSignature("no valid v1= in X-Signature"));
-    }
-    let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
-    if now_unix.abs_diff(timestamp) > tolerance.unsigned_abs() {
-        return Err(Error::InvalidSignature("timestamp outside the tolerance"));
-    }
-    let verified = secrets.iter().any(|secret| {
-        signatures.iter().any(|signature| {
-            signed_payload_mac(secret, timestamp, body)
-                .verify_slice(signature)
-                .is_ok()
-        })
-    });
-    if verified {
-        Ok(())
-    } else {
-        Err(Error::InvalidSignature("signature does not match"))
-    }
-}
-
-/// The header a provider would send: what tests, the bench and the README's example produce.
-pub fn sign(secret: &SecretString, timestamp: i64, body: &[u8]) -> String {
-    let mac = signed_payload_mac(secret, timestamp, body)
-        .finalize()
-        .into_bytes();
-    format!("t={timestamp},v1={}", hex::encode(mac))
-}
-
-fn signed_payload_mac(secret: &SecretString, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
-        .expect("HMAC accepts keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
-}
-
 /// What applying an event did, recorded with the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentOutcome {
@@ -258,145 +190,12 @@ pub fn decide(
     }
 }
 
-/// Applies one event, exactly once per idempotency key: the order row lock serialises events of
-/// one order, the key's primary key makes a repeat a no-op. An unknown order is an error the
-/// caller retries later: its event may have overtaken the order.
-pub async fn apply_payment(
-    pool: &MySqlPool,
-    event: &PaymentEvent,
-) -> Result<Committed<PaymentOutcome>, Error> {
-    retry_conflicts("apply_payment", || async {
-        let mut tx = pool.begin().await?;
-        let applied = try_apply_payment(&mut tx, event).await;
-        if matches!(&applied, Ok(committed) if committed.value == PaymentOutcome::Duplicate) {
-            // The failed INSERT changed nothing; end the transaction without a commit to write.
-            tx.rollback().await?;
-            return applied;
-        }
-        finish(tx, applied).await
-    })
-    .await
-}
-
-async fn try_apply_payment(
-    tx: &mut Transaction<'static, MySql>,
-    event: &PaymentEvent,
-) -> Result<Committed<PaymentOutcome>, Error> {
-    let (order, stored) = stock::lock_order(tx, &event.order_id)
-        .await?
-        .ok_or(Error::OrderNotFound)?;
-    // `order.status` is what readers see: a pending order past its cancel_at is cancelled.
-    let lapsed = stored == OrderStatus::PendingPayment && order.status == OrderStatus::Cancelled;
-    let (outcome, cancel) = decide(&order, stored, lapsed, event);
-    // Inserted under the order lock, so a concurrent repeat of this key waits for us and then
-    // finds it: the duplicate check and the effect are one atomic step.
-    let recorded = sqlx::query(
-        "INSERT INTO payment_events (idempotency_key, order_id, status, received_at, amount_cents, \
-                                     outcome, applied_at) \
-         VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
-    )
-    .bind(&event.idempotency_key)
-    .bind(event.order_id.as_str())
-    .bind(event.status.as_db())
-    .bind(event.received_at)
-    .bind(event.amount.map(|amount| amount.0))
-    .bind(outcome.as_str())
-    .execute(&mut **tx)
-    .await;
-    match recorded {
-        Ok(_) => {}
-        Err(err) if is_duplicate_key(&err) => {
-            return Ok(Committed::quiet(PaymentOutcome::Duplicate));
-        }
-        Err(err) => return Err(err.into()),
-    }
-    let mut events = Vec::new();
-    if let Some(reason) = cancel {
-        events.push(stock::cancel_order(tx, &order, reason).await?);
-    }
-    let event_type = match outcome {
-        PaymentOutcome::Applied(OrderStatus::Paid) => {
-            sqlx::query(
-                "UPDATE orders SET status = 'paid', updated_at = UTC_TIMESTAMP(3) WHERE id = ?",
-            )
-            .bind(event.order_id.as_str())
-            .execute(&mut **tx)
-            .await?;
-            Some(EventType::OrderPaid)
-        }
-        PaymentOutcome::RefundRequired => Some(EventType::LatePayment),
-        PaymentOutcome::DoubleCharge => Some(EventType::DoublePayment),
-        PaymentOutcome::AmountMismatch => Some(EventType::PaymentAmountMismatch),
-        PaymentOutcome::Applied(_)
-        | PaymentOutcome::Duplicate
-        | PaymentOutcome::IgnoredTerminal(_) => None,
-    };
-    if let Some(event_type) = event_type {
-        events.push(record_payment_event(tx, event_type, &order, event).await?);
-    }
-    Ok(Committed::new(outcome, events))
-}
-
-async fn record_payment_event(
-    tx: &mut Transaction<'static, MySql>,
-    event_type: EventType,
-    order: &Order,
-    event: &PaymentEvent,
-) -> Result<DomainEvent, Error> {
-    let mut detail = stock::order_event_detail(order, event.status.as_db());
-    detail["idempotency_key"] = serde_json::Value::String(event.idempotency_key.clone());
-    detail["received_at"] = serde_json::Value::String(to_rfc3339(&event.received_at));
-    if let Some(amount) = event.amount {
-        detail["reported_amount"] = serde_json::Value::String(amount.to_string());
-    }
-    events::record(tx, event_type, detail).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::RecordedOutcome;
+    use crate::domain::model::RecordedOutcome;
 
-    const TOLERANCE: Duration = Duration::from_secs(300);
     const NOW: i64 = 1_790_000_000;
-
-    fn secret(value: &str) -> SecretString {
-        SecretString::from(value.to_owned())
-    }
-
-    #[test]
-    fn a_correctly_signed_body_verifies() {
-        let body = br#"{"idempotency_key":"evt_1","order_id":"x","status":"paid"}"#;
-        let header = sign(&secret("whsec"), NOW, body);
-        assert!(verify_signature(Some(&header), body, &[secret("whsec")], TOLERANCE, NOW).is_ok());
-    }
-
-    #[test]
-    fn any_configured_secret_verifies_during_rotation() {
-        let body = b"{}";
-        let header = sign(&secret("old"), NOW, body);
-        let secrets = [secret("new"), secret("old")];
-        assert!(verify_signature(Some(&header), body, &secrets, TOLERANCE, NOW).is_ok());
-    }
-
-    #[test]
-    fn tampering_wrong_secrets_and_stale_timestamps_are_refused() {
-        let body = b"{\"status\":\"paid\"}";
-        let secrets = [secret("whsec")];
-        let header = sign(&secrets[0], NOW, body);
-        let refused = |header: Option<&str>, body: &[u8], now: i64| {
-            verify_signature(header, body, &secrets, TOLERANCE, now).is_err()
-        };
-        assert!(refused(Some(&header), b"{\"status\":\"failed\"}", NOW));
-        assert!(refused(Some(&sign(&secret("other"), NOW, body)), body, NOW));
-        assert!(refused(Some(&header), body, NOW + 301));
-        assert!(refused(Some(&header), body, NOW - 301));
-        assert!(!refused(Some(&header), body, NOW + 300));
-        assert!(refused(None, body, NOW));
-        assert!(refused(Some("t=abc,v1=00"), body, NOW));
-        assert!(refused(Some(&format!("t={NOW}")), body, NOW));
-        assert!(refused(Some(&format!("t={NOW},v1=zz")), body, NOW));
-    }
 
     #[test]
     fn event_bodies_are_validated() {
@@ -460,8 +259,8 @@ mod tests {
     fn order(status: OrderStatus) -> Order {
         Order {
             order_id: OrderId::generate(),
-            hold_id: crate::ids::HoldId::generate(),
-            product_id: crate::ids::ProductId(1),
+            hold_id: crate::domain::ids::HoldId::generate(),
+            product_id: crate::domain::ids::ProductId(1),
             bucket: 0,
             qty: 2,
             amount: Cents(4000),

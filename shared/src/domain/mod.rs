@@ -1,0 +1,11 @@
+//! The domain: identifiers, money, what the API shows, deadlines, events and the pure payment
+//! rule. Nothing here does I/O.
+
+pub mod deadline;
+pub mod events;
+pub mod ids;
+pub mod model;
+pub mod money;
+pub mod payment;
+pub mod retry;
+pub mod webhook;

@@ -1,0 +1,98 @@
+//! The transactional outbox: events written in the transaction of their change, marked once
+//! the bus has them, and read back page by page while they are not.
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use serde_json::Value;
+use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
+
+use crate::domain::events::{DomainEvent, EventType};
+use crate::error::Error;
+
+/// The sweeper reads unpublished events this many at a time.
+pub const REPUBLISH_PAGE: u32 = 500;
+
+/// Writes an event in the caller's transaction.
+pub async fn record(
+    tx: &mut Transaction<'_, MySql>,
+    event_type: EventType,
+    detail: Value,
+) -> Result<DomainEvent, Error> {
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let mut detail = detail;
+    if let Value::Object(fields) = &mut detail {
+        fields.insert("event_id".into(), Value::String(id.clone()));
+    }
+    sqlx::query(
+        "INSERT INTO outbox_events (id, event_type, detail, created_at) VALUES (?, ?, ?, UTC_TIMESTAMP(3))",
+    )
+    .bind(&id)
+    .bind(event_type.as_str())
+    .bind(detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(DomainEvent {
+        id,
+        event_type: event_type.as_str().to_owned(),
+        detail,
+    })
+}
+
+/// Marks events the bus accepted as published (those not yet marked: a repeat is harmless).
+pub async fn mark_published(pool: &MySqlPool, ids: &[String]) -> Result<(), Error> {
+    let mut mark = QueryBuilder::<MySql>::new(
+        "UPDATE outbox_events SET published_at = UTC_TIMESTAMP(3) WHERE published_at IS NULL AND id IN (",
+    );
+    let mut separated = mark.separated(", ");
+    for id in ids {
+        separated.push_bind(id);
+    }
+    mark.push(")");
+    mark.build().execute(pool).await?;
+    Ok(())
+}
+
+/// One page of unpublished events past `after`, and the (`created_at`, `id`) of its last. The
+/// outbox index (`published_at`, `created_at`, and the primary key `id` InnoDB appends) serves
+/// both the filter and the order.
+pub async fn pending_page(
+    pool: &MySqlPool,
+    grace: Duration,
+    after: Option<&(NaiveDateTime, String)>,
+) -> Result<(Vec<DomainEvent>, Option<(NaiveDateTime, String)>), Error> {
+    let mut query = QueryBuilder::<MySql>::new(
+        "SELECT id, event_type, detail, created_at FROM outbox_events \
+         WHERE published_at IS NULL AND created_at <= UTC_TIMESTAMP(3) - INTERVAL ",
+    );
+    query
+        .push_bind(grace.as_micros() as u64)
+        .push(" MICROSECOND");
+    if let Some((created_at, id)) = after {
+        query
+            .push(" AND (created_at > ")
+            .push_bind(*created_at)
+            .push(" OR (created_at = ")
+            .push_bind(*created_at)
+            .push(" AND id > ")
+            .push_bind(id)
+            .push("))");
+    }
+    query
+        .push(" ORDER BY created_at, id LIMIT ")
+        .push_bind(REPUBLISH_PAGE);
+    let rows = query.build().fetch_all(pool).await?;
+    let mut events = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for row in rows {
+        let detail: String = row.try_get("detail")?;
+        let id: String = row.try_get("id")?;
+        last = Some((row.try_get("created_at")?, id.clone()));
+        events.push(DomainEvent {
+            id,
+            event_type: row.try_get("event_type")?,
+            detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+        });
+    }
+    Ok((events, last))
+}
