@@ -6,9 +6,9 @@ use sqlx::{MySql, MySqlPool, Row, Transaction};
 
 use super::buckets::{Counter, move_stock};
 use super::db::{finish, retry_conflicts};
-use super::holds::{HOLD_SELECT, hold_event_detail, hold_from_row};
 use super::orders::{cancel_order, lock_order};
 use super::outbox;
+use super::rows::{HOLD_SELECT, hold_event_detail, hold_from_row};
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::ids::{HoldId, OrderId};
 use crate::domain::model::{Hold, HoldStatus, Order, OrderStatus};

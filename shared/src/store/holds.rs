@@ -4,15 +4,14 @@
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use serde_json::json;
-use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, MySqlPool, Row, Transaction};
 
 use super::buckets::{Counter, move_stock};
 use super::db::{finish, retry_conflicts};
 use super::products::get_product;
+use super::rows::{HOLD_SELECT, hold_from_row};
 use super::settle::settle_lapsed;
-use super::{chrono_duration, corrupt, db_now};
+use super::{chrono_duration, db_now};
 use crate::domain::events::Committed;
 use crate::domain::ids::{HoldId, ProductId};
 use crate::domain::model::{Hold, HoldStatus};
@@ -308,28 +307,6 @@ async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, 
     })
 }
 
-pub(super) const HOLD_SELECT: &str =
-    "SELECT id, product_id, bucket, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds";
-
-pub(super) fn hold_from_row(row: &MySqlRow) -> Result<Hold, Error> {
-    hold_from_row_at(row, row.try_get("db_now")?)
-}
-
-/// The hold a row says, as of `now` by the database clock.
-pub(super) fn hold_from_row_at(row: &MySqlRow, now: NaiveDateTime) -> Result<Hold, Error> {
-    let id: String = row.try_get("id")?;
-    let expires_at: NaiveDateTime = row.try_get("expires_at")?;
-    let status: String = row.try_get("status")?;
-    Ok(Hold {
-        hold_id: HoldId::parse(&id).ok_or_else(|| corrupt("holds.id", &id))?,
-        product_id: ProductId(row.try_get("product_id")?),
-        bucket: row.try_get("bucket")?,
-        qty: row.try_get("qty")?,
-        status: HoldStatus::from_db(&status, expires_at <= now),
-        expires_at,
-    })
-}
-
 pub async fn get_hold(pool: &MySqlPool, id: &HoldId) -> Result<Hold, Error> {
     let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ?"))
         .bind(id.as_str())
@@ -337,11 +314,4 @@ pub async fn get_hold(pool: &MySqlPool, id: &HoldId) -> Result<Hold, Error> {
         .await?
         .ok_or(Error::HoldNotFound)?;
     hold_from_row(&row)
-}
-
-pub(super) fn hold_event_detail(hold: &Hold) -> serde_json::Value {
-    json!({
-        "hold_id": hold.hold_id, "product_id": hold.product_id, "qty": hold.qty,
-        "expires_at": crate::domain::model::to_rfc3339(&hold.expires_at),
-    })
 }

@@ -33,6 +33,7 @@ pub mod outbox;
 pub mod payments;
 pub mod products;
 pub mod reconcile;
+pub mod rows;
 pub mod settle;
 
 use std::time::Duration;

@@ -3,16 +3,17 @@
 
 use chrono::NaiveDateTime;
 use serde_json::json;
-use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, MySqlConnection, MySqlPool, Row, Transaction};
 
 use super::buckets::{Counter, move_stock};
+use super::chrono_duration;
 use super::db::{finish, retry_conflicts};
-use super::holds::{HOLD_SELECT, hold_from_row_at};
 use super::outbox;
-use super::{chrono_duration, corrupt};
+use super::rows::{
+    HOLD_SELECT, ORDER_SELECT, hold_from_row_at, order_event_detail, order_from_row,
+};
 use crate::domain::events::{Committed, DomainEvent, EventType};
-use crate::domain::ids::{HoldId, OrderId, ProductId};
+use crate::domain::ids::{HoldId, OrderId};
 use crate::domain::model::{
     HoldStatus, Order, OrderDetails, OrderStatus, PaymentRecord, PaymentStatus, PaymentWindow,
     RecordedOutcome,
@@ -152,9 +153,6 @@ pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<OrderDetails, E
     Ok(OrderDetails { order, payments })
 }
 
-pub(super) const ORDER_SELECT: &str = "SELECT id, hold_id, product_id, bucket, qty, amount_cents, status, created_at, \
-                            payment_due_at, cancel_at, UTC_TIMESTAMP(3) AS db_now FROM orders";
-
 async fn fetch_order(
     conn: &mut MySqlConnection,
     column: &'static str,
@@ -194,29 +192,6 @@ async fn fetch_payments(
             })
         })
         .collect()
-}
-
-/// The order a row says as readers see it, and the status the row stores (a lapsed unpaid
-/// order reads as cancelled but is stored pending until something settles it).
-pub(super) fn order_from_row(row: &MySqlRow) -> Result<(Order, OrderStatus), Error> {
-    let id: String = row.try_get("id")?;
-    let hold_id: String = row.try_get("hold_id")?;
-    let status: String = row.try_get("status")?;
-    let cancel_at: NaiveDateTime = row.try_get("cancel_at")?;
-    let db_now: NaiveDateTime = row.try_get("db_now")?;
-    let order = Order {
-        order_id: OrderId::parse(&id).ok_or_else(|| corrupt("orders.id", &id))?,
-        hold_id: HoldId::parse(&hold_id).ok_or_else(|| corrupt("orders.hold_id", &hold_id))?,
-        product_id: ProductId(row.try_get("product_id")?),
-        bucket: row.try_get("bucket")?,
-        qty: row.try_get("qty")?,
-        amount: Cents(row.try_get("amount_cents")?),
-        status: OrderStatus::from_db(&status, cancel_at <= db_now),
-        created_at: row.try_get("created_at")?,
-        payment_due_at: row.try_get("payment_due_at")?,
-        cancel_at,
-    };
-    Ok((order, OrderStatus::from_db(&status, false)))
 }
 
 /// Locks an order row for a change of its status (orders come before stock buckets in the lock
@@ -263,11 +238,4 @@ pub(crate) async fn cancel_order(
     )
     .await?;
     Ok(event)
-}
-
-pub(crate) fn order_event_detail(order: &Order, reason: &str) -> serde_json::Value {
-    json!({
-        "order_id": order.order_id, "hold_id": order.hold_id, "product_id": order.product_id,
-        "qty": order.qty, "amount": order.amount, "reason": reason,
-    })
 }

@@ -4,8 +4,9 @@
 use sqlx::{MySql, MySqlPool, Transaction};
 
 use super::db::{finish, retry_conflicts};
-use super::orders::{cancel_order, lock_order, order_event_detail};
+use super::orders::{cancel_order, lock_order};
 use super::outbox;
+use super::rows::order_event_detail;
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::model::{Order, OrderStatus, to_rfc3339};
 use crate::domain::payment::{PaymentEvent, PaymentOutcome, decide};

@@ -6,9 +6,10 @@ use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 
 use super::buckets::{Counter, return_units};
 use super::db::{finish, retry_conflicts};
-use super::holds::{hold_event_detail, hold_from_row};
-use super::orders::{ORDER_SELECT, order_event_detail, order_from_row};
 use super::outbox;
+use super::rows::{
+    ORDER_SELECT, hold_event_detail, hold_from_row, order_event_detail, order_from_row,
+};
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::ids::ProductId;
 use crate::error::Error;
