@@ -1,13 +1,4 @@
-//! flash-sale's domain and its transactions, read bottom-up; every import points down a layer:
-//!
-//! - [`error`], [`json`], [`metrics`]: leaves every layer may use;
-//! - [`domain`]: ids, money, models, deadlines, events, the pure payment rule (no I/O);
-//! - [`config`]: every environment variable, by section;
-//! - [`store`]: the transactions, one file per job, and the database ([`store::db`]);
-//! - [`ports`]: the traits side effects leave the process through;
-//! - [`service`]: orchestration, the transaction first and then its side effects;
-//! - [`adapters`]: the ports' in-process and AWS implementations;
-//! - [`http`], [`lambda`], [`routes`]: the Lambda and HTTP edge.
+#![doc = include_str!("../README.md")]
 
 pub mod error;
 pub mod json;

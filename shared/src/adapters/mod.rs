@@ -1,5 +1,5 @@
 //! The ports' adapters: in-process ones ([`local`]) for the local server and for functions running
-//! without AWS, and AWS ones ([`aws`]), each behind its own cargo feature.
+//! without AWS, and AWS ones (`aws`), each behind its own cargo feature.
 
 pub mod local;
 

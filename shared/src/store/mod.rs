@@ -1,10 +1,13 @@
-//! The transactions. Each public function is one business operation that owns its
-//! transaction(s) from `begin()` to `commit()`.
+//! The transactions, one file per job. Each public function is one business operation that owns
+//! its transaction(s) from `begin()` to `commit()`.
 //!
 //! Invariant, enforced per bucket by a CHECK constraint as well: `available + reserved + sold =
-//! total`, none negative; a product's total is the sum of its buckets'. Correctness comes from InnoDB row locks only, taken in one order everywhere:
+//! total`, none negative; a product's total is the sum of its buckets'. Correctness comes from
+//! InnoDB row locks only, taken in one order everywhere:
 //!
-//!   holds -> orders -> stock buckets (in bucket order when several)
+//! ```text
+//! holds -> orders -> stock buckets (in bucket order when several)
+//! ```
 //!
 //! A stock bucket row is the contended one, so it is always locked last, by the one conditional
 //! UPDATE that checks and moves stock, immediately followed by COMMIT. A product's stock may be
@@ -13,15 +16,16 @@
 //! Deadlines need no job to take effect: an `active` hold whose `expires_at` has passed, or a
 //! `pending_payment` order whose `cancel_at` has passed (by the database clock), is expired or
 //! cancelled for every reader and every check. (An order's `cancel_at` is its `payment_due_at`
-//! plus the grace in which a payment received in time may still be applied: [`crate::payments`].) Settling the row (units back to
-//! `available_stock`) is bookkeeping that its trigger, the sweeper, a reservation that finds the
-//! counter short or a late payment will do, whichever comes first.
+//! plus the grace in which a payment received in time may still be applied:
+//! [`crate::domain::payment`].) Settling the row (units back to `available_stock`) is
+//! bookkeeping that its trigger, the sweeper, a reservation that finds the counter short or a
+//! late payment will do, whichever comes first.
 //!
 //! Every change worth telling other systems about writes its domain event to the outbox in the
-//! same transaction ([`crate::events`]); functions here return those events with their result.
+//! same transaction ([`outbox`]); functions here return those events with their result.
 //!
-//! Every transaction ends in [`finish`] (or an explicit rollback): none is left to a drop, which
-//! would keep its row locks until the connection is next used.
+//! Every transaction ends in `db::finish` (or an explicit rollback): none is left to a drop,
+//! which would keep its row locks until the connection is next used.
 
 pub mod buckets;
 pub mod db;
