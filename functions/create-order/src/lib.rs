@@ -32,7 +32,11 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond_committing(create_order(deps, &request)).await
+    http::respond_committing(async {
+        let hold_id = parse(&request)?;
+        execute(deps, &hold_id).await
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -40,17 +44,93 @@ struct CreateOrder {
     hold_id: String,
 }
 
-async fn create_order(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
+/// The hold a request redeems, or the 4xx it is answered with.
+pub fn parse(request: &Request) -> Result<HoldId, Error> {
     let body: CreateOrder = http::body_json(request)?;
     // An id we could never have issued names no hold.
-    let hold_id = HoldId::parse(&body.hold_id).ok_or(Error::HoldNotFound)?;
+    HoldId::parse(&body.hold_id).ok_or(Error::HoldNotFound)
+}
+
+async fn execute(deps: &Deps, hold_id: &HoldId) -> Result<Response<Body>, Error> {
     let effects = Effects {
         scheduler: deps.scheduler.as_ref(),
         publisher: deps.publisher.as_ref(),
     };
     let redemption =
-        service::orders::create_order(&deps.pool, effects, &hold_id, deps.payment_window).await?;
+        service::orders::create_order(&deps.pool, effects, hold_id, deps.payment_window).await?;
     let status = if redemption.created { 201 } else { 200 };
     let order: &OrderDetails = &redemption.order;
     Ok(http::json(status, order))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(json: &str) -> Request {
+        lambda_http::request::from_str(json).expect("an API Gateway HTTP API request")
+    }
+
+    fn post(body: &str) -> Request {
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/api/orders")
+            .body(Body::from(body))
+            .expect("a request")
+    }
+
+    /// How the request is answered: (status, code, message).
+    fn refused(request: &Request) -> (u16, &'static str, String) {
+        match parse(request) {
+            Ok(hold_id) => panic!("accepted: {hold_id}"),
+            Err(err) => (err.status(), err.code(), err.public_message()),
+        }
+    }
+
+    #[test]
+    fn the_sample_events_redeem_a_hold_or_are_malformed() {
+        let unknown = sample(include_str!(
+            "../../../events/create-order.unknown-hold.json"
+        ));
+        assert_eq!(
+            parse(&unknown).map_err(|err| err.code()),
+            Ok(HoldId::parse("5b0e7c4e-3f55-4b7e-9a57-0f9b6a1d2c3e").expect("an id"))
+        );
+        let malformed = sample(include_str!("../../../events/create-order.malformed.json"));
+        assert_eq!(refused(&malformed).1, "malformed_json");
+    }
+
+    #[test]
+    fn an_id_we_could_never_have_issued_names_no_hold() {
+        for hold_id in [
+            "",
+            "not-a-hold",
+            "5B0E7C4E-3F55-4B7E-9A57-0F9B6A1D2C3E",
+            "5b0e7c4e3f554b7e9a570f9b6a1d2c3e",
+            "{5b0e7c4e-3f55-4b7e-9a57-0f9b6a1d2c3e}",
+            " 5b0e7c4e-3f55-4b7e-9a57-0f9b6a1d2c3e",
+        ] {
+            let body = format!(r#"{{"hold_id": "{hold_id}"}}"#);
+            assert_eq!(
+                refused(&post(&body)),
+                (404, "hold_not_found", "hold not found".to_owned()),
+                "{hold_id:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_without_a_hold_id_string_is_an_invalid_request() {
+        for body in [
+            "{}",
+            r#"{"hold_id": 5}"#,
+            r#"{"hold_id": null}"#,
+            r#"["5b0e7c4e-3f55-4b7e-9a57-0f9b6a1d2c3e"]"#,
+        ] {
+            assert_eq!(refused(&post(body)).1, "invalid_request", "{body}");
+        }
+        assert_eq!(refused(&post("")).1, "malformed_json");
+        let oversized = format!(r#"{{"hold_id": "{}"}}"#, "x".repeat(http::MAX_BODY_BYTES));
+        assert_eq!(refused(&post(&oversized)).0, 413);
+    }
 }

@@ -19,18 +19,96 @@ impl Deps {
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    http::respond(get_product(deps, &request)).await
+    http::respond(async {
+        let id = parse(&request)?;
+        execute(deps, id).await
+    })
+    .await
 }
 
-async fn get_product(deps: &Deps, request: &Request) -> Result<Response<Body>, Error> {
+/// The product a request names, or the 400 it is answered with.
+pub fn parse(request: &Request) -> Result<ProductId, Error> {
     let raw = http::path_id(request, "id");
-    let id = raw.parse::<u64>().map(ProductId).map_err(|_| {
+    raw.parse::<u64>().map(ProductId).map_err(|_| {
         Error::InvalidRequest(format!(
             "product id must be a positive integer, got {raw:?}"
         ))
-    })?;
+    })
+}
+
+async fn execute(deps: &Deps, id: ProductId) -> Result<Response<Body>, Error> {
     Ok(http::json(
         200,
         &shared::store::products::get_product(&deps.pool, id).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(json: &str) -> Request {
+        lambda_http::request::from_str(json).expect("an API Gateway HTTP API request")
+    }
+
+    fn get(uri: &str) -> Request {
+        lambda_http::http::Request::builder()
+            .uri(uri)
+            .body(Body::Empty)
+            .expect("a request")
+    }
+
+    fn parsed(request: &Request) -> Result<u64, (u16, &'static str, String)> {
+        parse(request)
+            .map(|id| id.0)
+            .map_err(|err| (err.status(), err.code(), err.public_message()))
+    }
+
+    #[test]
+    fn the_sample_events_name_their_product_in_the_path_parameters() {
+        let found = sample(include_str!("../../../events/get-product.found.json"));
+        assert_eq!(parsed(&found), Ok(1));
+        let not_found = sample(include_str!("../../../events/get-product.not-found.json"));
+        assert_eq!(parsed(&not_found), Ok(999_999));
+        let malformed = sample(include_str!(
+            "../../../events/get-product.malformed-id.json"
+        ));
+        assert_eq!(
+            parsed(&malformed),
+            Err((
+                400,
+                "invalid_request",
+                r#"product id must be a positive integer, got "abc""#.to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn under_a_function_url_the_product_is_the_last_path_segment() {
+        assert_eq!(
+            parsed(&get("/lambda-url/get-product/api/products/42")),
+            Ok(42)
+        );
+        assert_eq!(parsed(&get("/api/products/42/")), Ok(42));
+    }
+
+    #[test]
+    fn an_id_that_is_not_a_whole_number_in_range_is_an_invalid_request() {
+        for (uri, raw) in [
+            ("/api/products/-1", "-1"),
+            ("/api/products/1.0", "1.0"),
+            ("/api/products/18446744073709551616", "18446744073709551616"),
+            ("/api/products/", "products"),
+        ] {
+            assert_eq!(
+                parsed(&get(uri)),
+                Err((
+                    400,
+                    "invalid_request",
+                    format!("product id must be a positive integer, got {raw:?}")
+                )),
+                "{uri}"
+            );
+        }
+    }
 }

@@ -44,6 +44,49 @@ pub fn answer(method: &Method, path: &str) -> Response<Body> {
 mod tests {
     use super::*;
 
+    fn answer_to(json: &str) -> (u16, Option<String>, serde_json::Value) {
+        let request =
+            lambda_http::request::from_str(json).expect("an API Gateway HTTP API request");
+        let response = answer(request.method(), request.uri().path());
+        let allow = response
+            .headers()
+            .get(header::ALLOW)
+            .and_then(|allow| allow.to_str().ok())
+            .map(str::to_owned);
+        let body = serde_json::from_slice(response.body().as_ref()).expect("JSON");
+        (response.status().as_u16(), allow, body)
+    }
+
+    #[test]
+    fn a_path_of_no_route_is_route_not_found() {
+        let (status, allow, body) = answer_to(include_str!(
+            "../../../events/unmatched-route.not-found.json"
+        ));
+        assert_eq!((status, allow), (404, None));
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {
+                "code": "route_not_found",
+                "message": "no route for GET /api/product/1"
+            }})
+        );
+    }
+
+    #[test]
+    fn a_method_the_route_does_not_take_is_method_not_allowed_with_allow() {
+        let (status, allow, body) = answer_to(include_str!(
+            "../../../events/unmatched-route.method-not-allowed.json"
+        ));
+        assert_eq!((status, allow.as_deref()), (405, Some("GET")));
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {
+                "code": "method_not_allowed",
+                "message": "method DELETE is not allowed on /api/holds/3b1f6c1e-8c1a-4d5e-9a3b-1f2e3d4c5b6a"
+            }})
+        );
+    }
+
     /// A contract route that reaches `$default` means the gateway's routes are wrong: a 500, not
     /// a 404 that would tell the client the route does not exist.
     #[test]
