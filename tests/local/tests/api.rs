@@ -54,7 +54,7 @@ async fn instances_starting_together_on_a_missing_database_create_migrate_and_se
         .fetch_one(&db.pool)
         .await
         .expect("count");
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
         .expect("migrations folder")
         .count();
     assert_eq!(migrations as usize, files, "each migration applied once");

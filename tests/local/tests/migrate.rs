@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::mpsc;
 
-const CREATE: &str = include_str!("../../events/migrate.create.json");
+const CREATE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../events/migrate.create.json"
+));
 
 /// What CloudFormation's ResponseURL received.
 struct Received {
@@ -98,7 +101,7 @@ async fn applied_migrations(db: &TestDb) -> i64 {
 }
 
 fn migration_files() -> i64 {
-    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
         .expect("migrations/")
         .count() as i64
 }

@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 /// The document, at the root of the workspace.
-pub const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
+pub const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.yaml");
 
 /// Parsed and compiled on first use; a broken document fails the first test that touches it.
 pub static SPEC: LazyLock<Spec> =

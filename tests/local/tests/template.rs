@@ -80,7 +80,7 @@ struct Template(Value);
 
 impl Template {
     fn load() -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
         let text = std::fs::read_to_string(path).expect("template.yaml at the workspace root");
         let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
         Self(long_form(yaml))
@@ -226,7 +226,7 @@ fn kebab(camel: &str) -> String {
 fn every_function_crate_has_a_resource_and_every_function_resource_a_crate() {
     let template = Template::load();
     let crates: BTreeSet<String> =
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../functions"))
             .expect("functions/")
             .map(|entry| entry.expect("an entry").path())
             .filter(|path| path.join("Cargo.toml").is_file())

@@ -625,7 +625,7 @@ pub fn chart(results: &[RunResult], path: &std::path::Path, font: &[u8]) -> Resu
 
 /// Every function's binary name: the crates under `functions/`.
 pub fn functions() -> Result<Vec<String>, String> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../functions");
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|err| format!("{dir}: {err}"))?
         .filter_map(Result::ok)

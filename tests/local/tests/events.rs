@@ -22,7 +22,12 @@ const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret";
 
 macro_rules! event {
     ($name:literal) => {
-        include_str!(concat!("../../events/", $name, ".json"))
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../events/",
+            $name,
+            ".json"
+        ))
     };
 }
 
