@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -14,8 +13,9 @@ use sqlx::{MySqlPool, Row};
 
 use crate::{LocalServer, Options};
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
-pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+pub use crate::database::with_database;
+pub use crate::known_secrets::{ADMIN_TOKEN, WEBHOOK_SECRET, webhook_signature};
+pub use crate::moto::Moto;
 
 /// A database of its own for one test: created and migrated on `new`, dropped on drop, so tests
 /// run in parallel and never see each other's rows.
@@ -214,19 +214,6 @@ impl Drop for PasswordUser {
             })
         })
         .join();
-    }
-}
-
-/// `mysql://user@host:3306/anything?x=y` with its database replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(base, query)| (base, Some(query)));
-    let (scheme, rest) = base.split_once("://").unwrap_or(("mysql", base));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    match query {
-        Some(query) => format!("{scheme}://{authority}/{name}?{query}"),
-        None => format!("{scheme}://{authority}/{name}"),
     }
 }
 
@@ -445,92 +432,4 @@ pub async fn assert_stock_invariants(pool: &MySqlPool, api: &Api, product_id: u6
         "sold as shown equals live orders: {product}"
     );
     product
-}
-
-/// The `X-Signature` header a provider signing with [`WEBHOOK_SECRET`] would send now.
-pub fn webhook_signature(body: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    shared::domain::webhook::sign(
-        &SecretString::from(WEBHOOK_SECRET.to_owned()),
-        now,
-        body.as_bytes(),
-    )
-}
-
-/// A local AWS emulator (`moto_server`, `pip install 'moto[server]'`) of one test's own, on a
-/// free loopback port; stopped when dropped.
-pub struct Moto {
-    child: std::process::Child,
-    pub endpoint: String,
-}
-
-impl Moto {
-    pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server runs (pip install 'moto[server]')");
-        let moto = Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "moto_server did not start on port {port}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        moto
-    }
-
-    /// Explicit region and dummy credentials: nothing is looked up anywhere but here.
-    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "moto",
-            ))
-            .load()
-            .await
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_database_is_replaced_and_options_kept() {
-        assert_eq!(
-            super::with_database("mysql://root@127.0.0.1:3306/flash_sale", "t1"),
-            "mysql://root@127.0.0.1:3306/t1"
-        );
-        assert_eq!(
-            super::with_database("mysql://u:p@h/db?ssl-mode=disabled", "t2"),
-            "mysql://u:p@h/t2?ssl-mode=disabled"
-        );
-        assert_eq!(
-            super::with_database("mysql://root@127.0.0.1:3306", "t3"),
-            "mysql://root@127.0.0.1:3306/t3"
-        );
-    }
 }

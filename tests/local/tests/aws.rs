@@ -53,7 +53,7 @@ fn expected_at(rfc3339: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_gets_a_one_time_expiry_schedule_and_redeeming_replaces_it_with_the_payment_deadline()
  {
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let scheduler = Scheduler::new(&moto.sdk_config().await);
     scheduler
         .create_schedule_group()
@@ -137,7 +137,7 @@ async fn a_hold_gets_a_one_time_expiry_schedule_and_redeeming_replaces_it_with_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_down_never_fails_a_hold_or_an_order() {
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let db = TestDb::new().await;
     let server = server(&db, &moto, &scheduler_vars(), false).await;
     // Scheduler is down: every CreateSchedule and DeleteSchedule fails to connect.
@@ -190,7 +190,7 @@ async fn fifo_queue_with_dead_letters(sqs: &Sqs, max_receive_count: u32) -> (Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_sends_to_the_fifo_queue_grouped_by_order_and_deduplicated_by_key() {
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let sqs = Sqs::new(&moto.sdk_config().await);
     let (queue_url, _) = fifo_queue_with_dead_letters(&sqs, 3).await;
     let db = TestDb::new().await;
@@ -247,7 +247,7 @@ async fn the_webhook_sends_to_the_fifo_queue_grouped_by_order_and_deduplicated_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_that_refuses_the_message_makes_the_webhook_answer_503() {
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let db = TestDb::new().await;
     let missing = format!("{}/123456789012/no-such-queue.fifo", moto.endpoint);
     let server = server(&db, &moto, &[("WEBHOOK_QUEUE_URL", &missing)], false).await;
@@ -264,7 +264,7 @@ async fn a_queue_that_refuses_the_message_makes_the_webhook_answer_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqs_pipeline_applies_events_in_order_and_dead_letters_what_it_cannot_apply() {
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let sqs = Sqs::new(&moto.sdk_config().await);
     let (queue_url, dlq_url) = fifo_queue_with_dead_letters(&sqs, 2).await;
     let db = TestDb::new().await;
@@ -411,7 +411,7 @@ async fn outbox(db: &TestDb) -> Vec<(String, String, Option<chrono::NaiveDateTim
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domain_events_reach_eventbridge_exactly_as_recorded_in_the_outbox() {
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let (sqs, sink_url) = bus_with_sink(&moto, "flash-sale").await;
     let db = TestDb::new().await;
     let server = server(&db, &moto, &[("EVENT_BUS_NAME", "flash-sale")], true).await;
@@ -454,7 +454,7 @@ async fn domain_events_reach_eventbridge_exactly_as_recorded_in_the_outbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_bus_refused_stay_in_the_outbox_until_the_sweeper_publishes_them() {
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let (sqs, sink_url) = bus_with_sink(&moto, "flash-sale").await;
     let db = TestDb::new().await;
     let server = server(&db, &moto, &[("EVENT_BUS_NAME", "no-such-bus")], false).await;

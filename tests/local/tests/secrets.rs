@@ -28,7 +28,7 @@ fn config(secret_arn: &str, database: &str, ssl_mode: &str) -> Config {
 async fn a_function_connects_with_the_secrets_credentials_and_requires_tls_by_default() {
     let db = TestDb::new().await;
     let user = PasswordUser::create(&db).await;
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let sdk = moto.sdk_config().await;
     let secret = SecretsManager::new(&sdk)
         .create_secret()
@@ -97,7 +97,7 @@ async fn a_rotated_secret_is_read_again_so_new_connections_use_the_new_password(
 
     let db = TestDb::new().await;
     let user = PasswordUser::create(&db).await;
-    let moto = Moto::start().await;
+    let moto = Moto::start().await.expect("moto_server starts");
     let client = SecretsManager::new(&moto.sdk_config().await);
     let created = client
         .create_secret()

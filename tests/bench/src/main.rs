@@ -14,12 +14,18 @@
 //! everything tiny: it proves the bench works and its audits pass, it measures nothing.
 //! Exits non-zero when an audit fails or any request ended in a 5xx or a transport error.
 
+mod chart;
+mod cold_start;
+mod run;
+mod scenario;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use flash_sale_local::bench::{self, RunConfig, RunResult, Scenario};
-use flash_sale_local::testing;
+use flash_sale_local::moto::Moto;
+use run::{RunConfig, RunResult};
+use scenario::Scenario;
 
 const SWEEP_SCENARIOS: [Scenario; 3] = [
     Scenario::HotHold,
@@ -133,7 +139,7 @@ async fn run() -> Result<bool, String> {
         plan.len(),
         args.seconds,
         args.runs,
-        bench::POOL_SIZE,
+        run::POOL_SIZE,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut results = Vec::new();
@@ -148,13 +154,13 @@ async fn run() -> Result<bool, String> {
         };
         let mut runs = Vec::new();
         for _ in 0..args.runs {
-            runs.push(bench::run(&server_url, &config).await?);
+            runs.push(run::run(&server_url, &config).await?);
         }
         runs.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
         let median = runs.swap_remove(runs.len() / 2);
         print!(
             "{}",
-            bench::table(std::slice::from_ref(&median))
+            run::table(std::slice::from_ref(&median))
                 .lines()
                 .nth(1)
                 .map(|l| format!("{l}\n"))
@@ -165,7 +171,7 @@ async fn run() -> Result<bool, String> {
         }
         results.push(median);
     }
-    println!("\n{}", bench::table(&results));
+    println!("\n{}", run::table(&results));
     if !swept.is_empty() {
         chart(&swept, &args.chart);
     }
@@ -198,7 +204,7 @@ async fn run() -> Result<bool, String> {
 /// moto_server on loopback) that the cold start reads.
 async fn init_times(args: &Args, database_url: &str) -> Result<bool, String> {
     let url = url::Url::parse(database_url).map_err(|err| format!("DATABASE_URL: {err}"))?;
-    let moto = testing::Moto::start().await;
+    let moto = Moto::start().await?;
     let secret = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await)
         .create_secret()
         .name("flash-sale-bench-init")
@@ -234,7 +240,7 @@ async fn init_times(args: &Args, database_url: &str) -> Result<bool, String> {
         "{:<18} {:>8} {:>18} {:>21}",
         "function", "size MB", "init ms, URL (p50)", "init ms, secret (p50)"
     );
-    for function in bench::functions()? {
+    for function in cold_start::functions()? {
         let binary = args.functions.join(&function);
         let size = std::fs::metadata(&binary)
             .map_err(|err| format!("{}: {err}", binary.display()))?
@@ -243,7 +249,7 @@ async fn init_times(args: &Args, database_url: &str) -> Result<bool, String> {
         for database in [&with_url[..], &with_secret[..]] {
             let mut times = Vec::new();
             for _ in 0..args.runs.max(5) {
-                times.push(bench::init_time(&binary, database).await?);
+                times.push(cold_start::init_time(&binary, database).await?);
             }
             times.sort();
             medians.push(times[times.len() / 2].as_secs_f64() * 1000.0);
@@ -269,7 +275,7 @@ fn sweep(clients: &[usize]) -> Vec<(Scenario, usize, bool)> {
 fn chart(sweep: &[RunResult], path: &std::path::Path) {
     let written = std::fs::read(FONT)
         .map_err(|err| format!("no font at {FONT} ({err}); install fonts-dejavu-core"))
-        .and_then(|font| bench::chart(sweep, path, &font));
+        .and_then(|font| chart::chart(sweep, path, &font));
     match written {
         Ok(()) => println!("chart: {}", path.display()),
         Err(err) => println!("chart not written: {err}"),
