@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flash_sale_e2e::testing::{Api, TestDb, assert_stock_invariants};
 use flash_sale_local::Options;
-use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants};
 use hold_expiry::ExpireHold;
 use shared::adapters::local::NoPublisher;
 use shared::store::expiry::ExpiryOutcome;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_secretsmanager::Client as SecretsManager;
-use flash_sale_local::testing::{Moto, PasswordUser, TestDb};
+use flash_sale_e2e::testing::{Moto, PasswordUser, TestDb};
 use serde_json::json;
 use shared::Config;
 use shared::adapters::aws::SdkLoader;

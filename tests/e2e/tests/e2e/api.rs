@@ -1,7 +1,7 @@
 //! The HTTP contract, route by route, over HTTP on the local server: every status code a client
 //! can get, the JSON shapes, and bad input that must change nothing.
 
-use flash_sale_local::testing::{
+use flash_sale_e2e::testing::{
     ADMIN_TOKEN, Api, TestDb, assert_stock_invariants, webhook_signature,
 };
 use serde_json::{Value, json};

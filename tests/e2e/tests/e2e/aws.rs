@@ -9,7 +9,7 @@ use aws_sdk_eventbridge::Client as EventBridge;
 use aws_sdk_scheduler::Client as Scheduler;
 use aws_sdk_sqs::Client as Sqs;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use flash_sale_local::testing::{Api, Moto, TestDb};
+use flash_sale_e2e::testing::{Api, Moto, TestDb};
 use flash_sale_local::{LocalServer, Options};
 use serde_json::{Value, json};
 use shared::adapters::aws::eventbridge::EventBridgePublisher;

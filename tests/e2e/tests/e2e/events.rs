@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use flash_sale_local::testing::TestDb;
+use flash_sale_e2e::testing::TestDb;
 use lambda_http::Body;
 use secrecy::SecretString;
 use serde_json::Value;

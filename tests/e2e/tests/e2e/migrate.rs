@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use flash_sale_local::testing::TestDb;
+use flash_sale_e2e::testing::TestDb;
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::mpsc;

@@ -1,7 +1,7 @@
 //! Split stock: a product's stock spread over several bucket rows keeps exactly the contract of
 //! one row. Never oversold, and never refused while the product as a whole has enough.
 
-use flash_sale_local::testing::{ADMIN_TOKEN, Api, TestDb, assert_stock_invariants};
+use flash_sale_e2e::testing::{ADMIN_TOKEN, Api, TestDb, assert_stock_invariants};
 use futures::future::join_all;
 use serde_json::{Value, json};
 

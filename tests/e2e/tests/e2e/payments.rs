@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use flash_sale_local::Options;
-use flash_sale_local::testing::{
+use flash_sale_e2e::testing::{
     Api, TestDb, WEBHOOK_SECRET, assert_stock_invariants, webhook_signature,
 };
+use flash_sale_local::Options;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use flash_sale_local::openapi::{SPEC, Spec};
-use flash_sale_local::testing::{ADMIN_TOKEN, Api, TestDb};
+use flash_sale_e2e::openapi::{SPEC, Spec};
+use flash_sale_e2e::testing::{ADMIN_TOKEN, Api, TestDb};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 use shared::routes::ROUTES;
@@ -45,7 +45,7 @@ fn every_operation_documents_what_any_route_can_answer() {
 
 #[test]
 fn the_spec_parses_as_openapi_3_1_with_every_reference_resolved() {
-    let text = std::fs::read_to_string(flash_sale_local::openapi::SPEC_PATH).expect("the spec");
+    let text = std::fs::read_to_string(flash_sale_e2e::openapi::SPEC_PATH).expect("the spec");
     assert!(Spec::parse(&text).is_ok());
     assert!(
         Spec::parse(&text.replacen("openapi: 3.1.0", "openapi: 3.0.3", 1)).is_err(),

@@ -11,11 +11,11 @@ use shared::adapters::local::NoPublisher;
 use shared::ports::EventPublisher;
 use sqlx::{MySqlPool, Row};
 
-use crate::{LocalServer, Options};
+use flash_sale_local::{LocalServer, Options};
 
-pub use crate::database::with_database;
-pub use crate::known_secrets::{ADMIN_TOKEN, WEBHOOK_SECRET, webhook_signature};
-pub use crate::moto::Moto;
+pub use flash_sale_local::database::with_database;
+pub use flash_sale_local::known_secrets::{ADMIN_TOKEN, WEBHOOK_SECRET, webhook_signature};
+pub use flash_sale_local::moto::Moto;
 
 /// A database of its own for one test: created and migrated on `new`, dropped on drop, so tests
 /// run in parallel and never see each other's rows.

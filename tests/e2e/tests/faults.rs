@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flash_sale_local::mariadb::PrivateMariaDb;
-use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants, test_config};
+use flash_sale_e2e::mariadb::PrivateMariaDb;
+use flash_sale_e2e::testing::{Api, TestDb, assert_stock_invariants, test_config};
 use flash_sale_local::{LocalServer, Options};
 use futures::future::join_all;
 use secrecy::SecretString;

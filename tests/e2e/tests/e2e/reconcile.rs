@@ -1,57 +1,14 @@
 //! Reconciliation: counters corrupted on purpose are found (by the on-demand check, the sweeper
-//! and `flash-sale-local reconcile`), reported, left alone unless repair is asked for, and then
-//! repaired to exactly what the holds and orders say.
+//! and `flash-sale-local reconcile`, whose test runs the binary: tests/local/tests/cli), reported,
+//! left alone unless repair is asked for, and then repaired to exactly what the holds and orders say.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use flash_sale_local::Options;
-use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants};
-use secrecy::ExposeSecret;
-use serde_json::Value;
+use flash_sale_e2e::drift::{leak_a_reservation, product_with_a_hold_and_an_order, quiet, stored};
+use flash_sale_e2e::testing::{Api, TestDb, assert_stock_invariants};
 use shared::adapters::local::NoPublisher;
 use shared::store::reconcile::Counters;
-
-/// A product of 10 units: one active hold of 2, one order of 3, so reserved 2, sold 3.
-async fn product_with_a_hold_and_an_order(api: &Api) -> u64 {
-    let product = api.create_product(10, "5.00").await;
-    let (status, _) = api.hold(product, 2).await;
-    assert_eq!(status, 201);
-    let (status, hold) = api.hold(product, 3).await;
-    assert_eq!(status, 201);
-    let (status, _) = api.order(hold["hold_id"].as_str().expect("hold id")).await;
-    assert_eq!(status, 201);
-    product
-}
-
-/// What a bug that forgot to release a reservation would leave: one unit moved from available
-/// to reserved with no hold behind it (the CHECK constraint still holds: the row adds up).
-async fn leak_a_reservation(db: &TestDb, product: u64) {
-    sqlx::query(
-        "UPDATE stock_buckets SET available_stock = available_stock - 1, reserved_stock = reserved_stock + 1 WHERE product_id = ?",
-    )
-    .bind(product)
-    .execute(&db.pool)
-    .await
-    .expect("corrupt a counter");
-}
-
-async fn stored(db: &TestDb, product: u64) -> (i64, i64, i64) {
-    sqlx::query_as(
-        "SELECT CAST(available_stock AS SIGNED), CAST(reserved_stock AS SIGNED), CAST(sold_stock AS SIGNED) FROM stock_buckets WHERE product_id = ?",
-    )
-    .bind(product)
-    .fetch_one(&db.pool)
-    .await
-    .expect("counters")
-}
-
-fn quiet() -> Options {
-    Options {
-        background_work: false,
-        ..Options::default()
-    }
-}
 
 #[tokio::test]
 async fn drift_is_reported_left_alone_and_repaired_only_when_asked() {
@@ -220,68 +177,6 @@ async fn the_sweeper_reports_drift_without_repairing_it() {
     let report = sweeper::handle(&deps).await.expect("swept");
     assert_eq!(report.stock_drift, 1);
     assert_eq!(stored(&db, product).await, (4, 3, 3));
-}
-
-/// `flash-sale-local reconcile`: the report on stdout, the drift as an error log line and a
-/// `StockDrift` metric line, exit status 1 while drift remains; `--repair` fixes it and exits 0.
-#[tokio::test]
-async fn the_reconcile_command_reports_then_repairs() {
-    let db = TestDb::new().await;
-    let server = db.server_with(&[], quiet()).await;
-    let api = Api::new(&server);
-    let product = product_with_a_hold_and_an_order(&api).await;
-    leak_a_reservation(&db, product).await;
-
-    let run = |args: &'static [&'static str]| {
-        let url = db.url.expose_secret().to_owned();
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_flash-sale-local"))
-                .arg("reconcile")
-                .args(args)
-                .env("DATABASE_URL", url)
-                .env("RUST_LOG", "info")
-                .env_remove("AWS_LAMBDA_LOG_FORMAT")
-                .output()
-                .await
-                .expect("run flash-sale-local reconcile")
-        }
-    };
-    let checked = run(&[]).await;
-    let stdout = String::from_utf8_lossy(&checked.stdout);
-    assert_eq!(checked.status.code(), Some(1), "{stdout}");
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    assert!(
-        lines.iter().any(|l| l["level"] == "ERROR"
-            && l["fields"]["product_id"] == product
-            && l["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("drifted"))),
-        "an error log line names the product: {stdout}"
-    );
-    assert!(
-        lines.iter().any(|l| l["StockDrift"] == 1
-            && l["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] == "StockDrift"),
-        "a StockDrift metric line: {stdout}"
-    );
-    let report = lines
-        .iter()
-        .find(|l| l.get("buckets_checked").is_some())
-        .unwrap_or_else(|| panic!("a report line: {stdout}"));
-    assert_eq!(report["drifted"][0]["product_id"], product, "{report}");
-    assert_eq!(report["drifted"][0]["repaired"], false, "{report}");
-    assert_eq!(stored(&db, product).await, (4, 3, 3));
-
-    let repaired = run(&["--repair"]).await;
-    let stdout = String::from_utf8_lossy(&repaired.stdout);
-    assert_eq!(repaired.status.code(), Some(0), "{stdout}");
-    assert_eq!(stored(&db, product).await, (5, 2, 3));
-    assert_stock_invariants(&db.pool, &api, product).await;
-
-    let bad = run(&["--product"]).await;
-    assert_eq!(bad.status.code(), Some(2), "a usage error is not drift");
 }
 
 /// The check takes no lock, so it must never see drift that is not there, and a repair (under

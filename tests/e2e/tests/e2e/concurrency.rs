@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use flash_sale_local::testing::{Api, TestDb, assert_stock_invariants};
+use flash_sale_e2e::testing::{Api, TestDb, assert_stock_invariants};
 use futures::future::join_all;
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flash_sale_local::testing::{ADMIN_TOKEN, Api, PasswordUser, TestDb, WEBHOOK_SECRET};
+use flash_sale_e2e::testing::{ADMIN_TOKEN, Api, PasswordUser, TestDb, WEBHOOK_SECRET};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
