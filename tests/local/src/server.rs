@@ -67,7 +67,7 @@ impl LocalServer {
     /// Creates the database if needed, migrates it, seeds the demo product when there is none,
     /// and starts serving on `config.local.listen_addr`.
     pub async fn start(config: &Config, options: Options) -> Result<Self, Error> {
-        let pool = prepare_database(config).await?;
+        let pool = crate::database::prepare_database(config).await?.pool;
 
         // The AWS adapters when their variables are set, in-process ones otherwise.
         let sdk = options
@@ -180,21 +180,6 @@ impl LocalServer {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
-}
-
-/// Creates the database if needed, migrates it and seeds the demo product when there is none.
-pub async fn prepare_database(config: &Config) -> Result<MySqlPool, Error> {
-    shared::store::db::create_database_if_missing(&config.database.url).await?;
-    let max_connections = config
-        .database
-        .max_connections
-        .unwrap_or(shared::config::LOCAL_SERVER_CONNECTIONS);
-    let pool = shared::store::db::connect(&config.database.url, max_connections).await?;
-    shared::store::db::migrate(&pool).await?;
-    if shared::store::products::seed_demo_product(&pool).await? {
-        tracing::info!("created demo product 1: 100 units at 50.00");
-    }
-    Ok(pool)
 }
 
 impl Drop for LocalServer {

@@ -4,3 +4,4 @@
 
 mod logs;
 mod reconcile;
+mod usage;
