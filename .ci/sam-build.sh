@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 SAM_CLI_VERSION=1.170.0
 CARGO_LAMBDA_VERSION=1.9.2
 ZIGLANG_VERSION=0.15.2
-venv=${CARGO_TARGET_DIR:-target}/sam-venv
+target=${CARGO_TARGET_DIR:-target}
+# Absolute, so it can go on the PATH: a relative CARGO_TARGET_DIR is the repository root's.
+case $target in /*) ;; *) target=$PWD/$target ;; esac
+venv=$target/sam-venv
 build_dir=.aws-sam/build
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -34,7 +37,7 @@ log "fetching crates (the last step that may use the network)"
 cargo fetch --locked
 
 # cargo-lambda finds zig through the venv's python (python3 -m ziglang).
-export PATH="$PWD/$venv/bin:$PATH"
+export PATH="$venv/bin:$PATH"
 log "sam build ($(sam --version), $(cargo-lambda lambda --version), zig $(python3 -m ziglang version))"
 started=$(date +%s)
 env -u AWS_PROFILE -u AWS_SESSION_TOKEN \

@@ -67,18 +67,28 @@ pub fn disable() {
     ENABLED.store(false, Ordering::Relaxed);
 }
 
+/// A count of zero prints nothing: an idle sweep would otherwise print a line per counter every
+/// run. CloudWatch then has no data point rather than a 0, which changes no alarm: every alarm on
+/// these counts in template.yaml fills missing data with 0 (`FILL(…, 0)`) and treats it as not
+/// breaching (`TreatMissingData: notBreaching`).
 pub fn count(metric: &str, value: u64) {
-    emit(metric, "Count", value);
+    if let Some(line) = count_line(metric, value) {
+        print(&line);
+    }
 }
 
 pub fn milliseconds(metric: &str, value: u64) {
-    emit(metric, "Milliseconds", value);
+    print(&emf_line(metric, "Milliseconds", value));
 }
 
-fn emit(metric: &str, unit: &str, value: u64) {
+fn print(line: &serde_json::Value) {
     if ENABLED.load(Ordering::Relaxed) {
-        println!("{}", emf_line(metric, unit, value));
+        println!("{line}");
     }
+}
+
+fn count_line(metric: &str, value: u64) -> Option<serde_json::Value> {
+    (value > 0).then(|| emf_line(metric, "Count", value))
 }
 
 fn emf_line(metric: &str, unit: &str, value: u64) -> serde_json::Value {
@@ -111,5 +121,16 @@ mod tests {
         assert_eq!(definition["Metrics"][0]["Name"], "ExpiryLag");
         assert_eq!(definition["Metrics"][0]["Unit"], "Milliseconds");
         assert!(line["_aws"]["Timestamp"].as_u64().is_some_and(|t| t > 0));
+    }
+
+    #[test]
+    fn a_count_of_zero_is_not_a_line() {
+        assert_eq!(super::count_line(super::SWEEPER_SETTLED, 0), None);
+        let line = super::count_line(super::SWEEPER_SETTLED, 2).expect("a line for 2");
+        assert_eq!(line["SweeperSettled"], 2);
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"],
+            "Count"
+        );
     }
 }

@@ -1,0 +1,16 @@
+//! The end-to-end tests, one module per area, in one test binary: one link instead of a dozen,
+//! and the tests of every area share the test threads. Each test still has a database of its own.
+//! The fault tests, which stop and freeze a MariaDB server, are a binary of their own (faults.rs).
+
+mod api;
+mod aws;
+mod buckets;
+mod concurrency;
+mod events;
+mod expiry;
+mod migrate;
+mod openapi;
+mod payments;
+mod reconcile;
+mod secrets;
+mod template;

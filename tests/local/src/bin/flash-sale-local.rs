@@ -1,0 +1,213 @@
+//! `flash-sale-local`: the whole API on one machine. Needs only a MySQL 8 or MariaDB server at
+//! `DATABASE_URL`; creates the database, migrates it and seeds a demo product. `--help` says
+//! what else it does.
+
+use std::process::ExitCode;
+
+use flash_sale_local::{LocalServer, Options};
+use secrecy::SecretString;
+use shared::Config;
+use shared::config::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN_ADDR};
+
+/// What the command line asks for.
+enum Invocation {
+    Help,
+    Run(Command),
+}
+
+enum Command {
+    Serve,
+    /// For the functions under `cargo lambda watch`, which never migrate: ready the database, exit.
+    Migrate,
+    Reconcile(reconcile::Request),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse(&args) {
+        Ok(Invocation::Help) => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Run(command)) => command,
+        Err(problem) => {
+            eprint!("flash-sale-local: {problem}\n\n{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    match run(command).await {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!(error = %err, "flash-sale-local could not start");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> String {
+    format!(
+        "\
+flash-sale-local: the flash-sale API on one machine, every function in one process, against
+the MySQL 8 or MariaDB server in DATABASE_URL.
+
+Usage:
+  flash-sale-local [serve]      create, migrate and seed the database if needed, then serve
+  flash-sale-local migrate      create, migrate and seed the database, say what it did, exit
+  flash-sale-local reconcile [--repair] [--product ID]
+                                check the stock counters against the holds and orders (of one
+                                product with --product), print the report; with --repair, set
+                                drifted counters to what the rows say. Exit status 1 while
+                                drift remains
+  flash-sale-local --help       this text (also -h, help)
+
+Environment:
+  DATABASE_URL    the database, created if missing (default {DEFAULT_DATABASE_URL})
+  LISTEN_ADDR     where to serve (default {DEFAULT_LISTEN_ADDR})
+  ADMIN_TOKEN     the bearer token of POST /api/admin/products (generated and shown if unset)
+  WEBHOOK_SECRET  the payment webhook's secret, old,new while rotating (generated and shown
+                  if unset)
+  RUST_LOG        the log level (default info); logs are JSON lines, or plain text with
+                  AWS_LAMBDA_LOG_FORMAT=text
+  The other settings (hold TTL, payment window, retries, AWS resources) are in README.md.
+
+Exit status: 0 done, 1 failed (or drift remains), 2 a usage error.
+"
+    )
+}
+
+/// The command line; `Err` names what is wrong with it.
+fn parse(args: &[String]) -> Result<Invocation, String> {
+    let asks_for_help = |arg: &String| arg == "--help" || arg == "-h";
+    if args.iter().any(asks_for_help) || args.first().is_some_and(|arg| arg == "help") {
+        return Ok(Invocation::Help);
+    }
+    let (command, rest) = match args.split_first() {
+        None => return Ok(Invocation::Run(Command::Serve)),
+        Some((command, rest)) => (command.as_str(), rest),
+    };
+    let command = match command {
+        "serve" => Command::Serve,
+        "migrate" => Command::Migrate,
+        "reconcile" => Command::Reconcile(reconcile_request(rest)?),
+        other => return Err(format!("unknown argument {other:?}")),
+    };
+    match (&command, rest.first()) {
+        (Command::Serve | Command::Migrate, Some(extra)) => {
+            Err(format!("unknown argument {extra:?}"))
+        }
+        _ => Ok(Invocation::Run(command)),
+    }
+}
+
+fn reconcile_request(args: &[String]) -> Result<reconcile::Request, String> {
+    let mut request = reconcile::Request::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--repair" => request.repair = true,
+            "--product" => {
+                let id = args.next().ok_or("--product needs a product id")?;
+                let id = id
+                    .parse()
+                    .map_err(|_| format!("--product takes a product id, got {id:?}"))?;
+                request.product_id = Some(id);
+            }
+            other => return Err(format!("unknown argument {other:?} of reconcile")),
+        }
+    }
+    Ok(request)
+}
+
+/// JSON lines, as the functions log in Lambda (`LoggingConfig: LogFormat: JSON`), with the
+/// request's span (its request id) on every line; `AWS_LAMBDA_LOG_FORMAT=text` for plain text.
+/// `RUST_LOG` sets the level (default `info`).
+fn init_logging() {
+    use lambda_http::tracing::subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    let logs = fmt().with_env_filter(filter).with_target(false);
+    if text {
+        logs.init();
+    } else {
+        logs.json().init();
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, shared::Error> {
+    let mut config = Config::from_env()?;
+    match command {
+        Command::Serve => {}
+        Command::Migrate => {
+            migrate(&config).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Reconcile(request) => return reconcile(&config, request).await,
+    }
+    // Locally a missing secret is generated and shown once, so the first run needs no setup.
+    if config.admin_token.is_none() {
+        let token = random_secret();
+        println!("ADMIN_TOKEN was not set; using ADMIN_TOKEN={token}");
+        config.admin_token = Some(SecretString::from(token));
+    }
+    if config.webhook.secrets.is_none() {
+        let secret = random_secret();
+        println!("WEBHOOK_SECRET was not set; using WEBHOOK_SECRET={secret}");
+        config.webhook.secrets = Some(vec![SecretString::from(secret)]);
+    }
+    let server = LocalServer::start(&config, Options::default()).await?;
+    println!("flash-sale local server listening on {}", server.url());
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|err| shared::Error::Internal(format!("cannot wait for Ctrl-C: {err}")))?;
+    tracing::info!("shutting down");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Readies the database and says what that took, for a person at a terminal.
+async fn migrate(config: &Config) -> Result<(), shared::Error> {
+    let prepared = flash_sale_local::database::prepare_database(config).await?;
+    let known = shared::store::db::MIGRATOR.iter().count();
+    for (version, description) in &prepared.applied {
+        println!("applied migration {version}: {description}");
+    }
+    if prepared.applied.is_empty() {
+        println!(
+            "database {} was already up to date ({known} migrations)",
+            prepared.name
+        );
+    } else {
+        println!(
+            "database {} is up to date ({known} migrations)",
+            prepared.name
+        );
+    }
+    Ok(())
+}
+
+/// Exit status 0: no drift left; 1: drift remains.
+async fn reconcile(
+    config: &Config,
+    request: reconcile::Request,
+) -> Result<ExitCode, shared::Error> {
+    let deps = reconcile::Deps {
+        pool: shared::store::db::connect(&config.database.url, 1).await?,
+    };
+    let report = reconcile::handle(&deps, request).await?;
+    // One JSON line, like everything else the binary prints.
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    Ok(if report.unresolved() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}

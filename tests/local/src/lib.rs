@@ -1,0 +1,12 @@
+//! flash-sale on one machine: every HTTP function mounted at its API path, calling the very
+//! `handle` functions the Lambdas run, plus the in-process expiry timers, the sweeper and the
+//! durable payment queue workers. Also what the benchmark and the end-to-end tests both use
+//! (database names, the known secrets, the AWS emulator), so the benchmark needs nothing of theirs.
+
+pub mod database;
+pub mod known_secrets;
+pub mod moto;
+pub mod server;
+pub mod sqs_poller;
+
+pub use server::{LocalServer, Options};
