@@ -229,7 +229,7 @@ async fn webhook_events() {
     );
     assert_eq!(status, 401);
 
-    // Signed now, as the provider would send it (what events/sign-webhook.sh does).
+    // Signed now, as the provider would send it (what events/fresh.sh does).
     let mut event: Value = serde_json::from_str(event!("payment-webhook.paid")).expect("JSON");
     let body = event["body"].as_str().expect("body").to_owned();
     let now = chrono::Utc::now().timestamp();
@@ -277,6 +277,49 @@ async fn queue_and_trigger_events() {
             "3c4d5e6f-7a8b-4c9d-8e1f-2a3b4c5d6e7f"
         ]
     );
+
+    // The sample that succeeds, given a real order (what `events/fresh.sh <file> <order id>`
+    // does): two units of the demo product, 100.00, paid.
+    let hold = shared::store::holds::reserve(
+        &db.pool,
+        &shared::store::holds::HoldRequest {
+            product_id: shared::domain::ids::ProductId(1),
+            qty: 2,
+            idempotency_key: None,
+        },
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("a hold")
+    .value
+    .hold;
+    let window = shared::domain::model::PaymentWindow {
+        ttl: Duration::from_secs(900),
+        grace: Duration::from_secs(300),
+    };
+    let order = shared::store::orders::redeem(&db.pool, &hold.hold_id, window)
+        .await
+        .expect("an order")
+        .value
+        .order
+        .order;
+    let sample_order = "9d2f8a61-7c4b-4e1a-8f3d-2b6c5e4a1f70";
+    let paid: SqsEvent = serde_json::from_str(
+        &event!("payment-processor.paid").replace(sample_order, order.order_id.as_str()),
+    )
+    .expect("an SQS event");
+    let response = payment_processor::handle(&deps, paid)
+        .await
+        .expect("handled");
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        response.batch_item_failures
+    );
+    let paid = shared::store::orders::get_order(&db.pool, &order.order_id)
+        .await
+        .expect("the order");
+    assert_eq!(paid.order.status, shared::domain::model::OrderStatus::Paid);
 
     let deps = hold_expiry::Deps {
         pool: db.pool.clone(),

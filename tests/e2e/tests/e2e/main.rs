@@ -11,6 +11,7 @@ mod expiry;
 mod migrate;
 mod openapi;
 mod payments;
+mod readme;
 mod reconcile;
 mod secrets;
 mod template;
