@@ -29,6 +29,16 @@ pub enum Error {
     InsufficientStock { requested: u32, available: i64 },
     #[error("hold has expired")]
     HoldExpired,
+    #[error("the sale has not started yet: it starts in {starts_in_seconds} s")]
+    SaleNotStarted { starts_in_seconds: u64 },
+    #[error("the sale has ended")]
+    SaleEnded,
+    #[error("at most {limit} units of this product per buyer: {held} held or bought already")]
+    BuyerLimitReached { limit: u32, held: i64 },
+    #[error("the hold was redeemed into an order")]
+    HoldRedeemed,
+    #[error("the hold was released")]
+    HoldReleased,
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
     #[error("invalid configuration: {0}")]
@@ -55,7 +65,12 @@ impl Error {
             | Self::HoldNotFound
             | Self::OrderNotFound => 404,
             Self::MethodNotAllowed { .. } => 405,
-            Self::InsufficientStock { .. } => 409,
+            Self::InsufficientStock { .. }
+            | Self::SaleNotStarted { .. }
+            | Self::SaleEnded
+            | Self::BuyerLimitReached { .. }
+            | Self::HoldRedeemed
+            | Self::HoldReleased => 409,
             Self::HoldExpired => 410,
             Self::PayloadTooLarge { .. } => 413,
             Self::IdempotencyKeyReused => 422,
@@ -79,6 +94,11 @@ impl Error {
             Self::OrderNotFound => "order_not_found",
             Self::InsufficientStock { .. } => "insufficient_stock",
             Self::HoldExpired => "hold_expired",
+            Self::SaleNotStarted { .. } => "sale_not_started",
+            Self::SaleEnded => "sale_ended",
+            Self::BuyerLimitReached { .. } => "buyer_limit_reached",
+            Self::HoldRedeemed => "hold_redeemed",
+            Self::HoldReleased => "hold_released",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::QueueUnavailable(_) | Self::DeadlineExceeded(_) => "service_unavailable",
             Self::Database(_) if self.status() == 503 => "service_unavailable",

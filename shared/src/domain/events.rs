@@ -8,6 +8,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum EventType {
     HoldExpired,
+    /// A buyer gave a hold back before it expired.
+    HoldReleased,
     OrderCreated,
     OrderPaid,
     OrderCancelled,
@@ -24,6 +26,7 @@ impl EventType {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::HoldExpired => "HoldExpired",
+            Self::HoldReleased => "HoldReleased",
             Self::OrderCreated => "OrderCreated",
             Self::OrderPaid => "OrderPaid",
             Self::OrderCancelled => "OrderCancelled",

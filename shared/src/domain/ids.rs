@@ -25,6 +25,39 @@ pub fn is_idempotency_key(key: &str) -> bool {
         && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// The buyer a hold and an order belong to: the `sub` of the buyer's token, 1 to 255 printable
+/// ASCII characters. An anonymous request (`BUYER_AUTH=none`) has none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BuyerId(String);
+
+impl BuyerId {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let fits = !raw.is_empty() && raw.len() <= 255 && raw.bytes().all(|b| b.is_ascii_graphic());
+        fits.then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// As stored: `''` stands for no buyer (anonymous), which a token's `sub` can never be.
+    pub fn stored(buyer: Option<&Self>) -> &str {
+        buyer.map_or("", Self::as_str)
+    }
+
+    /// The buyer a stored value names.
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        Self::parse(stored)
+    }
+}
+
+impl fmt::Display for BuyerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 macro_rules! random_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -87,6 +120,19 @@ mod tests {
             assert!(!is_idempotency_key(bad), "{bad:?}");
         }
         assert!(!is_idempotency_key(&"k".repeat(256)));
+    }
+
+    #[test]
+    fn a_buyer_is_1_to_255_printable_ascii_and_empty_is_anonymous() {
+        assert!(BuyerId::parse("auth0|5f7c8ec7c33c6c004bbafe82").is_some());
+        assert!(BuyerId::parse(&"b".repeat(255)).is_some());
+        for bad in ["", "a b", "ключ", &"b".repeat(256)] {
+            assert!(BuyerId::parse(bad).is_none(), "{bad:?}");
+        }
+        assert_eq!(BuyerId::stored(None), "");
+        assert_eq!(BuyerId::from_stored(""), None);
+        let buyer = BuyerId::parse("alice").expect("valid");
+        assert_eq!(BuyerId::from_stored(BuyerId::stored(Some(&buyer))), Some(buyer));
     }
 
     #[test]

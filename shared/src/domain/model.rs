@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::domain::ids::{HoldId, OrderId, ProductId};
+use crate::domain::ids::{BuyerId, HoldId, OrderId, ProductId};
 use crate::domain::money::Cents;
 
 /// Stock as readers see it: holds past their expiry already count as available.
@@ -17,8 +17,23 @@ pub struct Product {
     pub available_stock: i64,
     pub reserved_stock: i64,
     pub sold_stock: i64,
-    /// How many rows the stock is split over (see `stock::reserve`).
+    /// How many rows the stock is split over (see `store::holds::reserve`).
     pub stock_buckets: u16,
+    #[serde(flatten)]
+    pub sale: SaleTerms,
+}
+
+/// Who may hold a product's units, and when.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SaleTerms {
+    /// The most units one buyer may hold and buy (active holds, orders not cancelled).
+    pub max_per_buyer: Option<u32>,
+    /// No hold before this instant…
+    #[serde(serialize_with = "rfc3339_or_null")]
+    pub sale_starts_at: Option<NaiveDateTime>,
+    /// …nor at or after this one.
+    #[serde(serialize_with = "rfc3339_or_null")]
+    pub sale_ends_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,12 +42,16 @@ pub enum HoldStatus {
     Active,
     Redeemed,
     Expired,
+    /// Given back by its buyer before it expired.
+    Released,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hold {
     pub hold_id: HoldId,
     pub product_id: ProductId,
+    /// Whose it is; `null` for an anonymous hold (`BUYER_AUTH=none`).
+    pub buyer_id: Option<BuyerId>,
     /// The stock bucket its units are reserved in: internal.
     #[serde(skip)]
     pub bucket: u16,
@@ -55,6 +74,8 @@ pub struct Order {
     pub order_id: OrderId,
     pub hold_id: HoldId,
     pub product_id: ProductId,
+    /// Whose it is: its hold's buyer.
+    pub buyer_id: Option<BuyerId>,
     /// The stock bucket its units are sold from: internal.
     #[serde(skip)]
     pub bucket: u16,
@@ -131,6 +152,43 @@ pub enum RecordedOutcome {
     AmountMismatch,
 }
 
+impl SaleTerms {
+    /// A limit of 1 to 1,000,000 units; a window that ends after it starts.
+    pub fn validate(&self) -> Result<(), crate::error::Error> {
+        use crate::error::Error;
+        if self.max_per_buyer.is_some_and(|limit| !(1..=1_000_000).contains(&limit)) {
+            return Err(Error::InvalidRequest(
+                "max_per_buyer must be from 1 to 1000000".into(),
+            ));
+        }
+        if let (Some(starts), Some(ends)) = (self.sale_starts_at, self.sale_ends_at)
+            && ends <= starts
+        {
+            return Err(Error::InvalidRequest(
+                "sale_ends_at must be after sale_starts_at".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a hold may start `now`, by the database clock.
+    pub fn check_open(&self, now: NaiveDateTime) -> Result<(), crate::error::Error> {
+        use crate::error::Error;
+        if let Some(starts) = self.sale_starts_at
+            && now < starts
+        {
+            let millis = (starts - now).num_milliseconds().max(0) as u64;
+            return Err(Error::SaleNotStarted {
+                starts_in_seconds: millis.div_ceil(1000).max(1),
+            });
+        }
+        if self.sale_ends_at.is_some_and(|ends| now >= ends) {
+            return Err(Error::SaleEnded);
+        }
+        Ok(())
+    }
+}
+
 impl RecordedOutcome {
     /// What a stored `payment_events.outcome` (`payments::PaymentOutcome::as_str`) means.
     pub(crate) fn from_stored(stored: &str) -> Self {
@@ -157,6 +215,7 @@ impl HoldStatus {
     pub(crate) fn from_db(stored: &str, lapsed: bool) -> Self {
         match stored {
             "redeemed" => Self::Redeemed,
+            "released" => Self::Released,
             "active" if !lapsed => Self::Active,
             _ => Self::Expired,
         }
@@ -183,6 +242,16 @@ pub fn to_rfc3339(at: &NaiveDateTime) -> String {
 
 fn rfc3339<S: Serializer>(at: &NaiveDateTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&to_rfc3339(at))
+}
+
+fn rfc3339_or_null<S: Serializer>(
+    at: &Option<NaiveDateTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => serializer.serialize_str(&to_rfc3339(at)),
+        None => serializer.serialize_none(),
+    }
 }
 
 #[cfg(test)]

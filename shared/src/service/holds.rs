@@ -7,7 +7,8 @@ use sqlx::MySqlPool;
 use super::outbox::{self, publish_committed};
 use super::{Effects, after_commit, schedule, within_request_deadline};
 use crate::domain::deadline::Deadline;
-use crate::domain::ids::HoldId;
+use crate::domain::ids::{BuyerId, HoldId};
+use crate::domain::model::Hold;
 use crate::error::Error;
 use crate::metrics;
 use crate::ports::EventPublisher;
@@ -63,5 +64,19 @@ pub async fn settle_hold_deadline(
     hold_id: &HoldId,
 ) -> Result<ExpiryOutcome, Error> {
     let committed = expiry::expire_hold(pool, hold_id).await?;
+    Ok(publish_committed(pool, publisher, committed).await)
+}
+
+/// A buyer gives a hold back: released, its units available at once, its event published.
+pub async fn release_hold(
+    pool: &MySqlPool,
+    publisher: &dyn EventPublisher,
+    hold_id: &HoldId,
+    buyer: Option<&BuyerId>,
+) -> Result<Hold, Error> {
+    let committed = within_request_deadline(holds::release_hold(pool, hold_id, buyer)).await?;
+    if !committed.events.is_empty() {
+        tracing::info!(%hold_id, "hold released");
+    }
     Ok(publish_committed(pool, publisher, committed).await)
 }

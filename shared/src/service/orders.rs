@@ -6,7 +6,7 @@ use sqlx::MySqlPool;
 use super::outbox::{self, publish_committed};
 use super::{Effects, after_commit, schedule, within_request_deadline};
 use crate::domain::deadline::Deadline;
-use crate::domain::ids::{HoldId, OrderId};
+use crate::domain::ids::{BuyerId, HoldId, OrderId};
 use crate::domain::model::PaymentWindow;
 use crate::error::Error;
 use crate::metrics;
@@ -18,9 +18,10 @@ pub async fn create_order(
     pool: &MySqlPool,
     effects: Effects<'_>,
     hold_id: &HoldId,
+    buyer: Option<&BuyerId>,
     window: PaymentWindow,
 ) -> Result<Redemption, Error> {
-    let committed = within_request_deadline(orders::redeem(pool, hold_id, window)).await?;
+    let committed = within_request_deadline(orders::redeem(pool, hold_id, buyer, window)).await?;
     let order = &committed.value.order.order;
     if !committed.value.created {
         tracing::info!(order_id = %order.order_id, %hold_id, "order returned again for its redeemed hold");

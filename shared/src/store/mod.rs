@@ -42,16 +42,8 @@ pub mod settle;
 
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
-use sqlx::{MySql, Transaction};
 
 use crate::error::Error;
-
-pub(crate) async fn db_now(tx: &mut Transaction<'_, MySql>) -> Result<NaiveDateTime, Error> {
-    Ok(sqlx::query_scalar("SELECT UTC_TIMESTAMP(3)")
-        .fetch_one(&mut **tx)
-        .await?)
-}
 
 pub(crate) fn chrono_duration(duration: Duration) -> Result<chrono::Duration, Error> {
     chrono::Duration::from_std(duration).map_err(|err| Error::Config(err.to_string()))

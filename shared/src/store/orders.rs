@@ -13,7 +13,7 @@ use super::rows::{
     HOLD_SELECT, ORDER_SELECT, hold_from_row_at, order_event_detail, order_from_row,
 };
 use crate::domain::events::{Committed, DomainEvent, EventType};
-use crate::domain::ids::{HoldId, OrderId};
+use crate::domain::ids::{BuyerId, HoldId, OrderId};
 use crate::domain::model::{
     HoldStatus, Order, OrderDetails, OrderStatus, PaymentRecord, PaymentStatus, PaymentWindow,
     RecordedOutcome,
@@ -35,12 +35,13 @@ pub struct Redemption {
 pub async fn redeem(
     pool: &MySqlPool,
     hold_id: &HoldId,
+    buyer: Option<&BuyerId>,
     window: PaymentWindow,
 ) -> Result<Committed<Redemption>, Error> {
     let (ttl, grace) = (chrono_duration(window.ttl)?, chrono_duration(window.grace)?);
     retry_conflicts("redeem", || async {
         let mut tx = pool.begin().await?;
-        let redeemed = try_redeem(&mut tx, hold_id, ttl, grace).await;
+        let redeemed = try_redeem(&mut tx, hold_id, buyer, ttl, grace).await;
         finish(tx, redeemed).await
     })
     .await
@@ -49,11 +50,14 @@ pub async fn redeem(
 async fn try_redeem(
     tx: &mut Transaction<'static, MySql>,
     hold_id: &HoldId,
+    buyer: Option<&BuyerId>,
     payment_ttl: chrono::Duration,
     grace: chrono::Duration,
 ) -> Result<Committed<Redemption>, Error> {
-    let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
+    // Another buyer's hold is not found, as one that does not exist.
+    let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? AND buyer_id = ? FOR UPDATE"))
         .bind(hold_id.as_str())
+        .bind(BuyerId::stored(buyer))
         .fetch_optional(&mut **tx)
         .await?
         .ok_or(Error::HoldNotFound)?;
@@ -77,6 +81,7 @@ async fn try_redeem(
             }));
         }
         HoldStatus::Expired => return Err(Error::HoldExpired),
+        HoldStatus::Released => return Err(Error::HoldReleased),
         HoldStatus::Active => {}
     }
     let payment_due_at = now + payment_ttl;
@@ -84,6 +89,7 @@ async fn try_redeem(
         order_id: OrderId::generate(),
         hold_id: hold.hold_id.clone(),
         product_id: hold.product_id,
+        buyer_id: hold.buyer_id.clone(),
         bucket: hold.bucket,
         qty: hold.qty,
         amount: Cents(price).times(hold.qty),
@@ -93,13 +99,14 @@ async fn try_redeem(
         cancel_at: payment_due_at + grace,
     };
     sqlx::query(
-        "INSERT INTO orders (id, hold_id, product_id, bucket, qty, amount_cents, status, created_at, \
-                             payment_due_at, cancel_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, 'pending_payment', ?, ?, ?, ?)",
+        "INSERT INTO orders (id, hold_id, product_id, buyer_id, bucket, qty, amount_cents, status, \
+                             created_at, payment_due_at, cancel_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending_payment', ?, ?, ?, ?)",
     )
     .bind(order.order_id.as_str())
     .bind(order.hold_id.as_str())
     .bind(order.product_id.0)
+    .bind(BuyerId::stored(buyer))
     .bind(order.bucket)
     .bind(order.qty)
     .bind(order.amount.0)
@@ -146,9 +153,17 @@ async fn try_redeem(
 }
 
 /// An order with the payment events recorded against it.
-pub async fn get_order(pool: &MySqlPool, id: &OrderId) -> Result<OrderDetails, Error> {
+/// An order of `buyer`'s: another buyer's is not found, as one that does not exist.
+pub async fn get_order(
+    pool: &MySqlPool,
+    id: &OrderId,
+    buyer: Option<&BuyerId>,
+) -> Result<OrderDetails, Error> {
     let mut conn = pool.acquire().await?;
     let order = fetch_order(&mut conn, "id", id.as_str()).await?;
+    if order.buyer_id.as_ref() != buyer {
+        return Err(Error::OrderNotFound);
+    }
     let payments = fetch_payments(&mut conn, id).await?;
     Ok(OrderDetails { order, payments })
 }

@@ -4,7 +4,7 @@ use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
 
 use super::db::finish;
 use crate::domain::ids::ProductId;
-use crate::domain::model::Product;
+use crate::domain::model::{Product, SaleTerms};
 use crate::domain::money::Cents;
 use crate::error::{Error, is_duplicate_key};
 
@@ -18,6 +18,7 @@ pub struct NewProduct {
     /// Rows the stock is spread over (1..=MAX_STOCK_BUCKETS): more buckets, less lock contention
     /// on a hot product.
     pub buckets: u16,
+    pub sale: SaleTerms,
 }
 
 /// The stock of each bucket: as even as possible, the first ones taking the remainder.
@@ -39,13 +40,17 @@ async fn insert_product(
     new: &NewProduct,
 ) -> Result<Product, Error> {
     let inserted = sqlx::query(
-        "INSERT INTO products (name, price_cents, total_stock, stock_buckets, created_at) \
-         VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3))",
+        "INSERT INTO products (name, price_cents, total_stock, stock_buckets, max_per_buyer, \
+                               sale_starts_at, sale_ends_at, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
     )
     .bind(&new.name)
     .bind(new.price.0)
     .bind(new.stock)
     .bind(new.buckets)
+    .bind(new.sale.max_per_buyer)
+    .bind(new.sale.sale_starts_at)
+    .bind(new.sale.sale_ends_at)
     .execute(&mut **tx)
     .await?;
     let id = ProductId(inserted.last_insert_id());
@@ -59,6 +64,7 @@ async fn insert_product(
         reserved_stock: 0,
         sold_stock: 0,
         stock_buckets: new.buckets,
+        sale: new.sale,
     })
 }
 
@@ -116,6 +122,7 @@ async fn insert_demo_product(tx: &mut Transaction<'static, MySql>) -> Result<boo
 pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Error> {
     let row = sqlx::query(
         "SELECT p.id, p.name, p.price_cents, p.total_stock, p.stock_buckets, \
+                p.max_per_buyer, p.sale_starts_at, p.sale_ends_at, \
                 CAST((SELECT SUM(b.available_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS available, \
                 CAST((SELECT SUM(b.reserved_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS reserved, \
                 CAST((SELECT SUM(b.sold_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS sold, \
@@ -142,5 +149,136 @@ pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Err
         reserved_stock: sum("reserved")? - lapsed_holds,
         sold_stock: sum("sold")? - lapsed_orders,
         stock_buckets: row.try_get("stock_buckets")?,
+        sale: sale_from_row(&row)?,
     })
+}
+
+pub(super) fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<SaleTerms, Error> {
+    Ok(SaleTerms {
+        max_per_buyer: row.try_get("max_per_buyer")?,
+        sale_starts_at: row.try_get("sale_starts_at")?,
+        sale_ends_at: row.try_get("sale_ends_at")?,
+    })
+}
+
+/// What `PATCH /api/admin/products/{id}` changes: each field given is set (`Some(None)` clears a
+/// limit or a window's end), the others are left as they are.
+#[derive(Debug, Default, Clone)]
+pub struct ProductChange {
+    pub max_per_buyer: Option<Option<u32>>,
+    pub sale_starts_at: Option<Option<chrono::NaiveDateTime>>,
+    pub sale_ends_at: Option<Option<chrono::NaiveDateTime>>,
+    pub total_stock: Option<u32>,
+}
+
+/// Changes a product's sale terms and total stock. Raising the total adds available units (spread
+/// over the buckets); lowering it takes available units away, and is refused with
+/// `insufficient_stock`, changing nothing, when fewer are available than it would take (lapsed
+/// holds and orders are settled first, so only what is really held or sold stands in the way).
+/// The product row is locked first (only this takes it), then the buckets in bucket order.
+pub async fn change_product(
+    pool: &MySqlPool,
+    id: ProductId,
+    change: &ProductChange,
+) -> Result<crate::domain::events::Committed<Product>, Error> {
+    let settled = if change.total_stock.is_some() {
+        super::settle::settle_lapsed(pool, id).await?.events
+    } else {
+        Vec::new()
+    };
+    super::db::retry_conflicts("change_product", || async {
+        let mut tx = pool.begin().await?;
+        let changed = apply_change(&mut tx, id, change).await;
+        finish(tx, changed).await
+    })
+    .await?;
+    Ok(crate::domain::events::Committed::new(get_product(pool, id).await?, settled))
+}
+
+async fn apply_change(
+    tx: &mut Transaction<'static, MySql>,
+    id: ProductId,
+    change: &ProductChange,
+) -> Result<(), Error> {
+    let row = sqlx::query(
+        "SELECT total_stock, max_per_buyer, sale_starts_at, sale_ends_at FROM products \
+         WHERE id = ? FOR UPDATE",
+    )
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(Error::ProductNotFound(id))?;
+    let current = sale_from_row(&row)?;
+    let sale = SaleTerms {
+        max_per_buyer: change.max_per_buyer.unwrap_or(current.max_per_buyer),
+        sale_starts_at: change.sale_starts_at.unwrap_or(current.sale_starts_at),
+        sale_ends_at: change.sale_ends_at.unwrap_or(current.sale_ends_at),
+    };
+    sale.validate()?;
+    let total: i64 = i64::from(row.try_get::<i32, _>("total_stock")?);
+    let new_total = change.total_stock.map_or(total, i64::from);
+    if new_total != total {
+        change_stock(tx, id, new_total - total).await?;
+    }
+    sqlx::query(
+        "UPDATE products SET total_stock = ?, max_per_buyer = ?, sale_starts_at = ?, sale_ends_at = ? \
+         WHERE id = ?",
+    )
+    .bind(new_total)
+    .bind(sale.max_per_buyer)
+    .bind(sale.sale_starts_at)
+    .bind(sale.sale_ends_at)
+    .bind(id.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds (`delta` > 0) or takes away available units, moving each bucket's total with them.
+async fn change_stock(
+    tx: &mut Transaction<'static, MySql>,
+    id: ProductId,
+    delta: i64,
+) -> Result<(), Error> {
+    let buckets: Vec<(u16, i32)> = sqlx::query_as(
+        "SELECT bucket, available_stock FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE",
+    )
+    .bind(id.0)
+    .fetch_all(&mut **tx)
+    .await?;
+    let available: i64 = buckets.iter().map(|(_, units)| i64::from(*units)).sum();
+    if delta < 0 && available < -delta {
+        return Err(Error::InsufficientStock {
+            requested: u32::try_from(-delta).unwrap_or(u32::MAX),
+            available,
+        });
+    }
+    let mut left = delta.unsigned_abs();
+    let shares: Vec<(u16, i64)> = if delta > 0 {
+        let count = u16::try_from(buckets.len()).unwrap_or(1);
+        let split = split_stock(u32::try_from(left).unwrap_or(u32::MAX), count);
+        buckets.iter().zip(split).map(|((bucket, _), units)| (*bucket, i64::from(units))).collect()
+    } else {
+        buckets
+            .iter()
+            .map(|(bucket, units)| {
+                let taken = left.min(u64::try_from(*units).unwrap_or(0));
+                left -= taken;
+                (*bucket, -(taken as i64))
+            })
+            .collect()
+    };
+    for (bucket, units) in shares.into_iter().filter(|(_, units)| *units != 0) {
+        sqlx::query(
+            "UPDATE stock_buckets SET available_stock = available_stock + ?, total_stock = total_stock + ? \
+             WHERE product_id = ? AND bucket = ?",
+        )
+        .bind(units)
+        .bind(units)
+        .bind(id.0)
+        .bind(bucket)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
