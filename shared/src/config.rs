@@ -49,6 +49,31 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     pub aws: AwsConfig,
     pub local: LocalConfig,
+    pub buyers: BuyersConfig,
+}
+
+/// How a buyer is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuyerAuth {
+    /// `jwt`: the buyer routes need a bearer JWT; the buyer is its `sub`. On AWS the HTTP API's
+    /// JWT authorizer verifies it and the functions read its claims from the request context;
+    /// the local server verifies it itself and hands the same claims to the same handlers.
+    Jwt,
+    /// `none`: anonymous, as before buyers: no ownership, idempotency keys shared by everyone,
+    /// and a product with a per-buyer limit refuses every hold.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuyersConfig {
+    /// `BUYER_AUTH`: `jwt` (the default) or `none`.
+    pub auth: BuyerAuth,
+    /// `BUYER_JWT_SECRET`: the local server's HS256 secrets, comma-separated (any verifies, for
+    /// rotation; the first signs `flash-sale-local token`).
+    pub jwt_secrets: Option<Vec<SecretString>>,
+    /// `BUYER_JWT_ISSUER`, `BUYER_JWT_AUDIENCE`: checked when set.
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,13 +157,27 @@ impl Config {
                 ))),
             }
         };
-        let webhook_secrets = get("WEBHOOK_SECRET").map(|raw| {
-            raw.split(',')
-                .map(str::trim)
-                .filter(|secret| !secret.is_empty())
-                .map(|secret| SecretString::from(secret.to_owned()))
-                .collect::<Vec<_>>()
-        });
+        let secrets = |name: &str| {
+            get(name)
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|secret| !secret.is_empty())
+                        .map(|secret| SecretString::from(secret.to_owned()))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|secrets| !secrets.is_empty())
+        };
+        let webhook_secrets = secrets("WEBHOOK_SECRET");
+        let buyer_auth = match get("BUYER_AUTH").as_deref().map(str::trim) {
+            None | Some("jwt") => BuyerAuth::Jwt,
+            Some("none") => BuyerAuth::None,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "BUYER_AUTH must be jwt or none, got {other:?}"
+                )));
+            }
+        };
         let scheduler = match (
             get("HOLD_SCHEDULE_GROUP"),
             get("SCHEDULER_ROLE_ARN"),
@@ -209,7 +248,7 @@ impl Config {
                 )?),
             },
             webhook: WebhookConfig {
-                secrets: webhook_secrets.filter(|secrets| !secrets.is_empty()),
+                secrets: webhook_secrets,
                 tolerance: Duration::from_secs(number(
                     "WEBHOOK_TOLERANCE_SECONDS",
                     300,
@@ -224,6 +263,12 @@ impl Config {
                 scheduler,
                 webhook_queue_url: get("WEBHOOK_QUEUE_URL"),
                 event_bus_name: get("EVENT_BUS_NAME"),
+            },
+            buyers: BuyersConfig {
+                auth: buyer_auth,
+                jwt_secrets: secrets("BUYER_JWT_SECRET"),
+                jwt_issuer: get("BUYER_JWT_ISSUER"),
+                jwt_audience: get("BUYER_JWT_AUDIENCE"),
             },
             local: LocalConfig {
                 listen_addr: get("LISTEN_ADDR").unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned()),

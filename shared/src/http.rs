@@ -44,6 +44,11 @@ pub fn error(err: &Error) -> Response<Body> {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    if let Error::SaleNotStarted { starts_in_seconds } = err {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*starts_in_seconds));
+    }
     if matches!(err, Error::Unauthorized) {
         response
             .headers_mut()
@@ -112,6 +117,30 @@ pub fn idempotency_key(request: &Request) -> Result<Option<String>, Error> {
             crate::domain::ids::MAX_IDEMPOTENCY_KEY_LEN
         ))),
     }
+}
+
+/// The buyer a request comes from. With `jwt`, the `sub` of the token the HTTP API's JWT
+/// authorizer verified (on AWS; the local server verifies it itself and puts its claims in the
+/// same place), never a header a client could set: no verified `sub` is 401 `unauthorized`.
+pub fn buyer(
+    request: &Request,
+    auth: crate::config::BuyerAuth,
+) -> Result<Option<crate::domain::ids::BuyerId>, Error> {
+    use lambda_http::request::RequestContext;
+    if auth == crate::config::BuyerAuth::None {
+        return Ok(None);
+    }
+    let sub = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|authorizer| authorizer.jwt.as_ref())
+            .and_then(|jwt| jwt.claims.get("sub")),
+        _ => None,
+    };
+    sub.and_then(|sub| crate::domain::ids::BuyerId::parse(sub))
+        .map(Some)
+        .ok_or(Error::Unauthorized)
 }
 
 /// The id at the end of the path. API Gateway names it in the path parameters; a function URL

@@ -10,3 +10,6 @@ pub mod local;
     feature = "aws-secrets"
 ))]
 pub mod aws;
+
+#[cfg(feature = "local-auth")]
+pub mod jwt;

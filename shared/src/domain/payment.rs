@@ -261,6 +261,7 @@ mod tests {
             order_id: OrderId::generate(),
             hold_id: crate::domain::ids::HoldId::generate(),
             product_id: crate::domain::ids::ProductId(1),
+            buyer_id: None,
             bucket: 0,
             qty: 2,
             amount: Cents(4000),
