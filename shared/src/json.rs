@@ -52,6 +52,23 @@ where
         .ok_or_else(|| D::Error::custom(format!("expected a whole number in range, got {number}")))
 }
 
+/// A field that may be absent (`None`: leave it as it is) or `null` (`Some(None)`: clear it):
+/// `#[serde(default, deserialize_with = "shared::json::nullable")]` on an `Option<Option<T>>`.
+pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// An RFC 3339 instant, as UTC: what every time in the API is written as.
+pub fn instant(raw: &str) -> Result<chrono::NaiveDateTime, Error> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|at| at.naive_utc())
+        .map_err(|_| Error::InvalidRequest(format!("{raw:?} is not an RFC 3339 time")))
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(Debug, serde::Deserialize)]
