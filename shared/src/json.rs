@@ -52,6 +52,19 @@ where
         .ok_or_else(|| D::Error::custom(format!("expected a whole number in range, got {number}")))
 }
 
+/// An optional integer field, `null` or absent for none, else as [`whole_number`]: use with
+/// `#[serde(default, deserialize_with = "shared::json::optional_whole_number")]`.
+pub fn optional_whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let number = Option::<serde_json::Number>::deserialize(deserializer)?;
+    number
+        .map(|number| whole_number(serde_json::Value::Number(number)).map_err(D::Error::custom))
+        .transpose()
+}
+
 /// A field that may be absent (`None`: leave it as it is) or `null` (`Some(None)`: clear it):
 /// `#[serde(default, deserialize_with = "shared::json::nullable")]` on an `Option<Option<T>>`.
 pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>

@@ -16,6 +16,16 @@ pub enum Route {
     PaymentWebhook,
 }
 
+impl Route {
+    /// The routes of a buyer's own holds and orders: behind the JWT authorizer.
+    pub fn is_buyer_route(self) -> bool {
+        matches!(
+            self,
+            Self::CreateHold | Self::GetHold | Self::ReleaseHold | Self::CreateOrder | Self::GetOrder
+        )
+    }
+}
+
 pub const ROUTES: &[(Method, &str, Route)] = &[
     (Method::GET, "/api/products/{id}", Route::GetProduct),
     (Method::POST, "/api/admin/products", Route::CreateProduct),

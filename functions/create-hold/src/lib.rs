@@ -8,6 +8,7 @@ use serde::Deserialize;
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::adapters::local::NoPublisher;
+use shared::config::BuyerAuth;
 use shared::domain::ids::ProductId;
 use shared::http::{self, Body, Request, Response};
 use shared::ports::{DeadlineScheduler, EventPublisher};
@@ -24,6 +25,7 @@ pub struct Deps {
     pub publisher: Arc<dyn EventPublisher>,
     pub hold_ttl: Duration,
     pub max_hold_qty: u32,
+    pub buyer_auth: BuyerAuth,
 }
 
 impl Deps {
@@ -35,13 +37,14 @@ impl Deps {
             publisher: Arc::new(NoPublisher),
             hold_ttl: lambda.config.holds.ttl,
             max_hold_qty: lambda.config.holds.max_qty,
+            buyer_auth: lambda.config.buyers.auth,
         })
     }
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     http::respond_committing(async {
-        let hold = parse(&request, deps.max_hold_qty)?;
+        let hold = parse(&request, deps.max_hold_qty, deps.buyer_auth)?;
         execute(deps, &hold).await
     })
     .await
@@ -55,9 +58,11 @@ struct CreateHold {
     qty: u32,
 }
 
-/// The hold a request asks for, or the 4xx it is answered with. The `Idempotency-Key` is judged
-/// before the body, so a request with both wrong is refused for its key.
-pub fn parse(request: &Request, max_qty: u32) -> Result<HoldRequest, Error> {
+/// The hold a request asks for, or the 4xx it is answered with. The buyer is judged first (no
+/// buyer: 401, whatever else), then the `Idempotency-Key` before the body, so a request with
+/// both wrong is refused for its key.
+pub fn parse(request: &Request, max_qty: u32, buyer_auth: BuyerAuth) -> Result<HoldRequest, Error> {
+    let buyer = http::buyer(request, buyer_auth)?;
     let idempotency_key = http::idempotency_key(request)?;
     let body: CreateHold = http::body_json(request)?;
     if body.qty < 1 || body.qty > max_qty {
@@ -67,6 +72,7 @@ pub fn parse(request: &Request, max_qty: u32) -> Result<HoldRequest, Error> {
     }
     Ok(HoldRequest {
         product_id: ProductId(body.product_id),
+        buyer,
         qty: body.qty,
         idempotency_key,
     })
@@ -117,7 +123,7 @@ mod tests {
 
     /// What the request asks for: (product, qty, key).
     fn accepted(request: &Request) -> (u64, u32, Option<String>) {
-        match parse(request, MAX_QTY) {
+        match parse(request, MAX_QTY, BuyerAuth::None) {
             Ok(hold) => (hold.product_id.0, hold.qty, hold.idempotency_key),
             Err(err) => panic!("refused: {err}"),
         }
@@ -125,7 +131,7 @@ mod tests {
 
     /// How the request is answered: (status, code, message).
     fn refused(request: &Request) -> (u16, &'static str, String) {
-        match parse(request, MAX_QTY) {
+        match parse(request, MAX_QTY, BuyerAuth::None) {
             Ok(hold) => panic!("accepted: qty {}", hold.qty),
             Err(err) => (err.status(), err.code(), err.public_message()),
         }
@@ -171,7 +177,7 @@ mod tests {
                 "{qty}"
             );
         }
-        let refused_by_another_maximum = parse(&post(r#"{"product_id": 7, "qty": 3}"#), 2);
+        let refused_by_another_maximum = parse(&post(r#"{"product_id": 7, "qty": 3}"#), 2, BuyerAuth::None);
         assert!(
             matches!(refused_by_another_maximum, Err(Error::InvalidRequest(message)) if message == "qty must be from 1 to 2")
         );

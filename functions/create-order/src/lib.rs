@@ -3,7 +3,8 @@
 use serde::Deserialize;
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
-use shared::domain::ids::HoldId;
+use shared::config::BuyerAuth;
+use shared::domain::ids::{BuyerId, HoldId};
 use shared::domain::model::{OrderDetails, PaymentWindow};
 use shared::http::{self, Body, Request, Response};
 use shared::ports::{DeadlineScheduler, EventPublisher};
@@ -17,6 +18,7 @@ pub struct Deps {
     pub scheduler: Arc<dyn DeadlineScheduler>,
     pub publisher: Arc<dyn EventPublisher>,
     pub payment_window: PaymentWindow,
+    pub buyer_auth: BuyerAuth,
 }
 
 impl Deps {
@@ -27,14 +29,15 @@ impl Deps {
             scheduler: lambda.scheduler().await?,
             publisher: lambda.publisher().await?,
             payment_window: lambda.config.payment_window(),
+            buyer_auth: lambda.config.buyers.auth,
         })
     }
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     http::respond_committing(async {
-        let hold_id = parse(&request)?;
-        execute(deps, &hold_id).await
+        let (hold_id, buyer) = parse(&request, deps.buyer_auth)?;
+        execute(deps, &hold_id, buyer.as_ref()).await
     })
     .await
 }
@@ -44,20 +47,27 @@ struct CreateOrder {
     hold_id: String,
 }
 
-/// The hold a request redeems, or the 4xx it is answered with.
-pub fn parse(request: &Request) -> Result<HoldId, Error> {
+/// The hold a request redeems and whose, or the 4xx it is answered with (no buyer: 401 first).
+pub fn parse(request: &Request, buyer_auth: BuyerAuth) -> Result<(HoldId, Option<BuyerId>), Error> {
+    let buyer = http::buyer(request, buyer_auth)?;
     let body: CreateOrder = http::body_json(request)?;
     // An id we could never have issued names no hold.
-    HoldId::parse(&body.hold_id).ok_or(Error::HoldNotFound)
+    let hold_id = HoldId::parse(&body.hold_id).ok_or(Error::HoldNotFound)?;
+    Ok((hold_id, buyer))
 }
 
-async fn execute(deps: &Deps, hold_id: &HoldId) -> Result<Response<Body>, Error> {
+async fn execute(
+    deps: &Deps,
+    hold_id: &HoldId,
+    buyer: Option<&BuyerId>,
+) -> Result<Response<Body>, Error> {
     let effects = Effects {
         scheduler: deps.scheduler.as_ref(),
         publisher: deps.publisher.as_ref(),
     };
     let redemption =
-        service::orders::create_order(&deps.pool, effects, hold_id, deps.payment_window).await?;
+        service::orders::create_order(&deps.pool, effects, hold_id, buyer, deps.payment_window)
+            .await?;
     let status = if redemption.created { 201 } else { 200 };
     let order: &OrderDetails = &redemption.order;
     Ok(http::json(status, order))
@@ -81,8 +91,8 @@ mod tests {
 
     /// How the request is answered: (status, code, message).
     fn refused(request: &Request) -> (u16, &'static str, String) {
-        match parse(request) {
-            Ok(hold_id) => panic!("accepted: {hold_id}"),
+        match parse(request, BuyerAuth::None) {
+            Ok((hold_id, _)) => panic!("accepted: {hold_id}"),
             Err(err) => (err.status(), err.code(), err.public_message()),
         }
     }
@@ -93,7 +103,9 @@ mod tests {
             "../../../events/create-order.unknown-hold.json"
         ));
         assert_eq!(
-            parse(&unknown).map_err(|err| err.code()),
+            parse(&unknown, BuyerAuth::None)
+                .map(|(id, _)| id)
+                .map_err(|err| err.code()),
             Ok(HoldId::parse("5b0e7c4e-3f55-4b7e-9a57-0f9b6a1d2c3e").expect("an id"))
         );
         let malformed = sample(include_str!("../../../events/create-order.malformed.json"));

@@ -4,6 +4,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
+use shared::domain::model::SaleTerms;
 use shared::domain::money::Cents;
 use shared::http::{self, Body, Request, Response};
 use shared::store::products::{MAX_STOCK_BUCKETS, NewProduct};
@@ -47,6 +48,12 @@ struct CreateProduct {
         deserialize_with = "shared::json::whole_number"
     )]
     stock_buckets: u16,
+    #[serde(default, deserialize_with = "shared::json::optional_whole_number")]
+    max_per_buyer: Option<u32>,
+    #[serde(default)]
+    sale_starts_at: Option<String>,
+    #[serde(default)]
+    sale_ends_at: Option<String>,
 }
 
 fn one_bucket() -> u16 {
@@ -82,11 +89,19 @@ pub fn parse(request: &Request, admin_token: &SecretString) -> Result<NewProduct
             "stock_buckets must be from 1 to {MAX_STOCK_BUCKETS}"
         )));
     }
+    let instant = |at: Option<String>| at.as_deref().map(shared::json::instant).transpose();
+    let sale = SaleTerms {
+        max_per_buyer: body.max_per_buyer,
+        sale_starts_at: instant(body.sale_starts_at)?,
+        sale_ends_at: instant(body.sale_ends_at)?,
+    };
+    sale.validate()?;
     Ok(NewProduct {
         name: name.to_owned(),
         price,
         stock: body.stock,
         buckets: body.stock_buckets,
+        sale,
     })
 }
 

@@ -2,40 +2,51 @@
 
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
-use shared::domain::ids::HoldId;
+use shared::config::BuyerAuth;
+use shared::domain::ids::{BuyerId, HoldId};
 use shared::http::{self, Body, Request, Response};
 use sqlx::MySqlPool;
 
 pub struct Deps {
     pub pool: MySqlPool,
+    pub buyer_auth: BuyerAuth,
 }
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            pool: LambdaStartup::from_env()?.pool().await?,
+            pool: lambda.pool().await?,
+            buyer_auth: lambda.config.buyers.auth,
         })
     }
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     http::respond(async {
-        let hold_id = parse(&request)?;
-        execute(deps, &hold_id).await
+        let (hold_id, buyer) = parse(&request, deps.buyer_auth)?;
+        execute(deps, &hold_id, buyer.as_ref()).await
     })
     .await
 }
 
 /// The hold a request names, or the 404 it is answered with: an id we could never have issued
 /// names no hold.
-pub fn parse(request: &Request) -> Result<HoldId, Error> {
-    HoldId::parse(&http::path_id(request, "hold_id")).ok_or(Error::HoldNotFound)
+/// The buyer is judged first: without one, 401 whatever the id.
+pub fn parse(request: &Request, buyer_auth: BuyerAuth) -> Result<(HoldId, Option<BuyerId>), Error> {
+    let buyer = http::buyer(request, buyer_auth)?;
+    let id = HoldId::parse(&http::path_id(request, "hold_id")).ok_or(Error::HoldNotFound)?;
+    Ok((id, buyer))
 }
 
-async fn execute(deps: &Deps, hold_id: &HoldId) -> Result<Response<Body>, Error> {
+async fn execute(
+    deps: &Deps,
+    hold_id: &HoldId,
+    buyer: Option<&BuyerId>,
+) -> Result<Response<Body>, Error> {
     Ok(http::json(
         200,
-        &shared::store::holds::get_hold(&deps.pool, hold_id).await?,
+        &shared::store::holds::get_hold(&deps.pool, hold_id, buyer).await?,
     ))
 }
 
@@ -53,7 +64,8 @@ mod tests {
     }
 
     fn parsed(request: &Request) -> Result<String, (u16, &'static str)> {
-        parse(request)
+        parse(request, BuyerAuth::None)
+            .map(|(id, _)| id)
             .map(|id| id.as_str().to_owned())
             .map_err(|err| (err.status(), err.code()))
     }

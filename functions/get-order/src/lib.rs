@@ -2,40 +2,51 @@
 
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
-use shared::domain::ids::OrderId;
+use shared::config::BuyerAuth;
+use shared::domain::ids::{BuyerId, OrderId};
 use shared::http::{self, Body, Request, Response};
 use sqlx::MySqlPool;
 
 pub struct Deps {
     pub pool: MySqlPool,
+    pub buyer_auth: BuyerAuth,
 }
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
+        let lambda = LambdaStartup::from_env()?;
         Ok(Self {
-            pool: LambdaStartup::from_env()?.pool().await?,
+            pool: lambda.pool().await?,
+            buyer_auth: lambda.config.buyers.auth,
         })
     }
 }
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     http::respond(async {
-        let order_id = parse(&request)?;
-        execute(deps, &order_id).await
+        let (order_id, buyer) = parse(&request, deps.buyer_auth)?;
+        execute(deps, &order_id, buyer.as_ref()).await
     })
     .await
 }
 
 /// The order a request names, or the 404 it is answered with: an id we could never have issued
 /// names no order.
-pub fn parse(request: &Request) -> Result<OrderId, Error> {
-    OrderId::parse(&http::path_id(request, "order_id")).ok_or(Error::OrderNotFound)
+/// The buyer is judged first: without one, 401 whatever the id.
+pub fn parse(request: &Request, buyer_auth: BuyerAuth) -> Result<(OrderId, Option<BuyerId>), Error> {
+    let buyer = http::buyer(request, buyer_auth)?;
+    let id = OrderId::parse(&http::path_id(request, "order_id")).ok_or(Error::OrderNotFound)?;
+    Ok((id, buyer))
 }
 
-async fn execute(deps: &Deps, order_id: &OrderId) -> Result<Response<Body>, Error> {
+async fn execute(
+    deps: &Deps,
+    order_id: &OrderId,
+    buyer: Option<&BuyerId>,
+) -> Result<Response<Body>, Error> {
     Ok(http::json(
         200,
-        &shared::store::orders::get_order(&deps.pool, order_id).await?,
+        &shared::store::orders::get_order(&deps.pool, order_id, buyer).await?,
     ))
 }
 
@@ -53,7 +64,8 @@ mod tests {
     }
 
     fn parsed(request: &Request) -> Result<String, (u16, &'static str)> {
-        parse(request)
+        parse(request, BuyerAuth::None)
+            .map(|(id, _)| id)
             .map(|id| id.as_str().to_owned())
             .map_err(|err| (err.status(), err.code()))
     }

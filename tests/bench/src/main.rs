@@ -2,6 +2,7 @@
 //! fresh database against the server in `DATABASE_URL`, each ending with an invariant audit.
 //!
 //!   flash-sale-bench <scenario> [--clients N] [--seconds S] [--runs R] [--products M] [--buckets B]
+//!                               [--buyer-limit]
 //!   flash-sale-bench sweep [--seconds S] [--runs R] [--chart PATH]
 //!   flash-sale-bench all [--smoke]
 //!   flash-sale-bench init [--functions DIR] [--runs R]
@@ -11,7 +12,9 @@
 //! and a sweep. `init` times each function binary in DIR (default target/release) from start to
 //! ready, with `DATABASE_URL` and with a Secrets Manager secret (moto_server on loopback), and
 //! prints its size. `--runs R` reports the median (by throughput) of R runs. `--smoke` makes
-//! everything tiny: it proves the bench works and its audits pass, it measures nothing.
+//! everything tiny: it proves the bench works and its audits pass, it measures nothing. Every
+//! client is a buyer of its own (its own token); `--buyer-limit` gives the products a per-buyer
+//! limit no client reaches, so every hold also locks and counts its buyer's row.
 //! Exits non-zero when an audit fails or any request ended in a 5xx or a transport error.
 
 mod chart;
@@ -43,6 +46,7 @@ struct Args {
     runs: usize,
     products: usize,
     buckets: u16,
+    buyer_limit: bool,
     chart: PathBuf,
     functions: PathBuf,
     smoke: bool,
@@ -60,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 1,
         products: 16,
         buckets: 1,
+        buyer_limit: false,
         chart: PathBuf::from("target/flash-sale-bench.png"),
         functions: PathBuf::from("target/release"),
         smoke: false,
@@ -79,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
             "--chart" => args.chart = PathBuf::from(value()?),
             "--functions" => args.functions = PathBuf::from(value()?),
             "--smoke" => args.smoke = true,
+            "--buyer-limit" => args.buyer_limit = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -151,6 +157,7 @@ async fn run() -> Result<bool, String> {
             duration: Duration::from_secs_f64(args.seconds),
             products: args.products,
             buckets: args.buckets,
+            buyer_limit: args.buyer_limit,
         };
         let mut runs = Vec::new();
         for _ in 0..args.runs {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flash_sale_local::database::with_database;
-use flash_sale_local::known_secrets::{ADMIN_TOKEN, WEBHOOK_SECRET};
+use flash_sale_local::known_secrets::{ADMIN_TOKEN, BUYER_JWT_SECRET, WEBHOOK_SECRET, buyer_token};
 use flash_sale_local::{LocalServer, Options};
 use secrecy::{ExposeSecret, SecretString};
 use shared::Config;
@@ -33,6 +33,9 @@ pub struct RunConfig {
     pub products: usize,
     /// Stock buckets of every product the run creates.
     pub buckets: u16,
+    /// Products with a per-buyer limit (one no client reaches), so every hold takes the buyer's
+    /// row lock and counts their units: `--buyer-limit`.
+    pub buyer_limit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +133,11 @@ async fn run_on(bench_db: &BenchDb, config: &RunConfig) -> Result<RunResult, Str
             price: Cents(1000),
             stock: AMPLE_STOCK,
             buckets: config.buckets,
+            // A limit no client reaches: the reservation still locks and counts the buyer's row.
+            sale: shared::domain::model::SaleTerms {
+                max_per_buyer: config.buyer_limit.then_some(1_000_000),
+                ..Default::default()
+            },
         };
         product_ids.push(
             shared::store::products::create_product(pool, &new)
@@ -167,6 +175,8 @@ async fn run_on(bench_db: &BenchDb, config: &RunConfig) -> Result<RunResult, Str
             product_ids.clone(),
         );
         let scenario = config.scenario;
+        // Every client is a buyer of its own, as many shoppers on one hot product are.
+        let token = buyer_token(&format!("bench-buyer-{client}"));
         tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut rng = fastrand::Rng::with_seed(client as u64);
@@ -176,12 +186,14 @@ async fn run_on(bench_db: &BenchDb, config: &RunConfig) -> Result<RunResult, Str
                 let op_started = Instant::now();
                 let outcome = match scenario {
                     Scenario::HotHold | Scenario::Spread => {
-                        hold_over_http(&http, &base, product).await
+                        hold_over_http(&http, &base, &token, product).await
                     }
                     Scenario::HotHoldDirect => hold_direct(&pool, product).await,
                     Scenario::SeedBaseline => seed_hold(&pool, product).await,
                     Scenario::Read => read_over_http(&http, &base, product).await,
-                    Scenario::Flow => flow_over_http(&http, &base, product, client, round).await,
+                    Scenario::Flow => {
+                        flow_over_http(&http, &base, &token, product, client, round).await
+                    }
                 };
                 tally.record(op_started, outcome);
                 round += 1;
@@ -234,6 +246,7 @@ impl HashMapVars {
             ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
             ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
             ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("BUYER_JWT_SECRET", BUYER_JWT_SECRET.to_owned()),
             ("HOLD_TTL_SECONDS", "600".to_owned()),
         ]))
     }

@@ -56,10 +56,16 @@ impl Scenario {
     }
 }
 
-pub async fn hold_over_http(http: &reqwest::Client, base: &str, product: ProductId) -> String {
+pub async fn hold_over_http(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    product: ProductId,
+) -> String {
     let body = json!({"product_id": product.0, "qty": 1});
     match http
         .post(format!("{base}/api/holds"))
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await
@@ -84,6 +90,7 @@ pub async fn read_over_http(http: &reqwest::Client, base: &str, product: Product
 pub async fn flow_over_http(
     http: &reqwest::Client,
     base: &str,
+    token: &str,
     product: ProductId,
     client: usize,
     round: u64,
@@ -91,12 +98,14 @@ pub async fn flow_over_http(
     let step = async {
         let hold: serde_json::Value = expect_status(
             http.post(format!("{base}/api/holds"))
+                .bearer_auth(token)
                 .json(&json!({"product_id": product.0, "qty": 1})),
             201,
         )
         .await?;
         let order: serde_json::Value = expect_status(
             http.post(format!("{base}/api/orders"))
+                .bearer_auth(token)
                 .json(&json!({"hold_id": hold["hold_id"]})),
             201,
         )
@@ -134,6 +143,7 @@ async fn expect_status<T: serde::de::DeserializeOwned>(
 pub async fn hold_direct(pool: &MySqlPool, product: ProductId) -> String {
     let request = HoldRequest {
         product_id: product,
+        buyer: None,
         qty: 1,
         idempotency_key: None,
     };

@@ -14,7 +14,9 @@ use sqlx::{MySqlPool, Row};
 use flash_sale_local::{LocalServer, Options};
 
 pub use flash_sale_local::database::with_database;
-pub use flash_sale_local::known_secrets::{ADMIN_TOKEN, WEBHOOK_SECRET, webhook_signature};
+pub use flash_sale_local::known_secrets::{
+    ADMIN_TOKEN, BUYER_JWT_SECRET, WEBHOOK_SECRET, buyer_token, webhook_signature,
+};
 pub use flash_sale_local::moto::Moto;
 
 /// A database of its own for one test: created and migrated on `new`, dropped on drop, so tests
@@ -127,6 +129,7 @@ pub fn test_config(database_url: &str, vars: &[(&str, &str)]) -> Config {
         ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
         ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
+        ("BUYER_JWT_SECRET".into(), BUYER_JWT_SECRET.into()),
         ("PAYMENT_RETRY_BASE_MS".into(), "50".into()),
         ("SWEEP_INTERVAL_SECONDS".into(), "1".into()),
     ]);
@@ -223,7 +226,13 @@ impl Drop for PasswordUser {
 pub struct Api {
     pub base: String,
     client: reqwest::Client,
+    /// The bearer token sent on the buyer routes (when the request has no Authorization of its
+    /// own): a buyer's, or none (anonymous, as with `BUYER_AUTH=none`).
+    buyer_token: Option<String>,
 }
+
+/// The buyer an [`Api`] is unless told otherwise.
+pub const DEFAULT_BUYER: &str = "test-buyer";
 
 impl Api {
     pub fn new(server: &LocalServer) -> Self {
@@ -234,12 +243,42 @@ impl Api {
         Self {
             base,
             client: reqwest::Client::new(),
+            buyer_token: Some(buyer_token(DEFAULT_BUYER)),
+        }
+    }
+
+    /// The same server, as another buyer.
+    pub fn as_buyer(&self, buyer: &str) -> Self {
+        self.with_token(Some(buyer_token(buyer)))
+    }
+
+    /// The same server, sending `token` (or nothing) as the buyer's bearer token.
+    pub fn with_token(&self, token: Option<String>) -> Self {
+        Self {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            buyer_token: token,
         }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(self.client.get(format!("{}{path}", self.base)))
             .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// A PATCH with the admin token.
+    pub async fn patch_admin(&self, path: &str, body: &Value) -> (u16, Value) {
+        let request = self
+            .client
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(body.to_string());
+        self.send(request).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -276,9 +315,20 @@ impl Api {
 
     /// Every answer must be one `openapi.yaml` documents for the request (see
     /// `openapi::Spec::check`): a test that gets anything else fails here, whatever it asserts.
-    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let request = request.build().expect("a valid request");
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let mut request = request.build().expect("a valid request");
         let (method, path) = (request.method().clone(), request.url().path().to_owned());
+        let buyer_route = matches!(
+            shared::routes::find(&method, &path),
+            shared::routes::Match::Found { route, .. } if route.is_buyer_route()
+        );
+        if let Some(token) = &self.buyer_token
+            && buyer_route
+            && !request.headers().contains_key("authorization")
+        {
+            let value = format!("Bearer {token}").parse().expect("a header value");
+            request.headers_mut().insert("authorization", value);
+        }
         let response = self
             .client
             .execute(request)

@@ -7,6 +7,23 @@ use secrecy::SecretString;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+/// The HS256 secret of the buyers' tokens (`BUYER_JWT_SECRET`).
+pub const BUYER_JWT_SECRET: &str = "test-buyer-jwt-secret";
+
+/// A bearer token of `buyer`'s, valid for an hour, signed with [`BUYER_JWT_SECRET`].
+pub fn buyer_token(buyer: &str) -> String {
+    let tokens = shared::adapters::jwt::BuyerTokens::new(&shared::config::BuyersConfig {
+        auth: shared::config::BuyerAuth::Jwt,
+        jwt_secrets: Some(vec![SecretString::from(BUYER_JWT_SECRET.to_owned())]),
+        jwt_issuer: None,
+        jwt_audience: None,
+    })
+    .expect("a configured secret");
+    let buyer = shared::domain::ids::BuyerId::parse(buyer).expect("a buyer id");
+    tokens
+        .issue(&buyer, std::time::Duration::from_secs(3600))
+        .expect("a token")
+}
 
 /// The `X-Signature` header a provider signing with [`WEBHOOK_SECRET`] would send now.
 pub fn webhook_signature(body: &str) -> String {

@@ -16,6 +16,8 @@ use shared::ports::{DeadlineScheduler, EventPublisher, PaymentQueue};
 use shared::service::payments::DrainReport;
 use shared::service::sweep::SweepReport;
 use shared::store::settle::Settlement;
+use shared::adapters::jwt::BuyerTokens;
+use shared::config::BuyerAuth;
 use shared::{Config, Error, http};
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
@@ -52,9 +54,14 @@ struct Handlers {
     create_product: create_product::Deps,
     create_hold: create_hold::Deps,
     get_hold: get_hold::Deps,
+    release_hold: release_hold::Deps,
+    update_product: update_product::Deps,
     create_order: create_order::Deps,
     get_order: get_order::Deps,
     payment_webhook: payment_webhook::Deps,
+    /// The buyer routes' bearer tokens, checked here as the HTTP API's JWT authorizer does on
+    /// AWS (`BUYER_AUTH=jwt`); `None` with `BUYER_AUTH=none`.
+    buyer_tokens: Option<BuyerTokens>,
 }
 
 /// A running server; dropping it stops the listener and every background task at once.
@@ -89,11 +96,25 @@ impl LocalServer {
         let sqs = adapters::aws_payment_queue(config, &sdk).await?;
         let queue: Arc<dyn PaymentQueue> = sqs.clone().unwrap_or_else(|| Arc::new(inbox.clone()));
         let admin_token = config.require_admin_token()?;
+        let buyer_auth = config.buyers.auth;
+        let buyer_tokens = match buyer_auth {
+            BuyerAuth::Jwt => Some(BuyerTokens::new(&config.buyers)?),
+            BuyerAuth::None => None,
+        };
         let handlers = Arc::new(Handlers {
             get_product: get_product::Deps { pool: pool.clone() },
             create_product: create_product::Deps {
                 pool: pool.clone(),
+                admin_token: admin_token.clone(),
+            },
+            update_product: update_product::Deps {
+                pool: pool.clone(),
                 admin_token,
+            },
+            release_hold: release_hold::Deps {
+                pool: pool.clone(),
+                publisher: publisher.clone(),
+                buyer_auth,
             },
             create_hold: create_hold::Deps {
                 pool: pool.clone(),
@@ -101,20 +122,29 @@ impl LocalServer {
                 publisher: publisher.clone(),
                 hold_ttl: config.holds.ttl,
                 max_hold_qty: config.holds.max_qty,
+                buyer_auth,
             },
-            get_hold: get_hold::Deps { pool: pool.clone() },
+            get_hold: get_hold::Deps {
+                pool: pool.clone(),
+                buyer_auth,
+            },
             create_order: create_order::Deps {
                 pool: pool.clone(),
                 scheduler,
                 publisher: publisher.clone(),
                 payment_window: config.payment_window(),
+                buyer_auth,
             },
-            get_order: get_order::Deps { pool: pool.clone() },
+            get_order: get_order::Deps {
+                pool: pool.clone(),
+                buyer_auth,
+            },
             payment_webhook: payment_webhook::Deps {
                 secrets: config.require_webhook_secrets()?,
                 tolerance: config.webhook.tolerance,
                 queue,
             },
+            buyer_tokens,
         });
 
         let listener = TcpListener::bind(&config.local.listen_addr)
@@ -259,11 +289,22 @@ async fn route(
 }
 
 async fn call(handlers: &Handlers, route: Route, request: Request) -> Response<Body> {
+    // The buyer routes are behind the authorizer: a request without a valid token never reaches
+    // their handler, as on AWS.
+    let request = match (&handlers.buyer_tokens, route.is_buyer_route()) {
+        (Some(tokens), true) => match tokens.authorize(request) {
+            Ok(request) => request,
+            Err(err) => return http::error(&err),
+        },
+        _ => request,
+    };
     let response = match route {
         Route::GetProduct => get_product::handle(&handlers.get_product, request).await,
         Route::CreateProduct => create_product::handle(&handlers.create_product, request).await,
         Route::CreateHold => create_hold::handle(&handlers.create_hold, request).await,
         Route::GetHold => get_hold::handle(&handlers.get_hold, request).await,
+        Route::ReleaseHold => release_hold::handle(&handlers.release_hold, request).await,
+        Route::UpdateProduct => update_product::handle(&handlers.update_product, request).await,
         Route::CreateOrder => create_order::handle(&handlers.create_order, request).await,
         Route::GetOrder => get_order::handle(&handlers.get_order, request).await,
         Route::PaymentWebhook => payment_webhook::handle(&handlers.payment_webhook, request).await,

@@ -541,12 +541,14 @@ async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
             price: shared::domain::money::Cents(500),
             stock: 10,
             buckets: 1,
+            sale: Default::default(),
         },
     )
     .await
     .expect("product");
     let scheduler: Arc<dyn shared::ports::DeadlineScheduler> = Arc::new(HangingScheduler);
     let holds = create_hold::Deps {
+        buyer_auth: shared::config::BuyerAuth::None,
         pool: db.pool.clone(),
         scheduler: scheduler.clone(),
         publisher: Arc::new(shared::adapters::local::NoPublisher),
@@ -581,6 +583,7 @@ async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
     assert_eq!(reserved, 2, "exactly the one hold answered");
 
     let orders = create_order::Deps {
+        buyer_auth: shared::config::BuyerAuth::None,
         pool: db.pool.clone(),
         scheduler,
         publisher: Arc::new(shared::adapters::local::NoPublisher),

@@ -114,6 +114,7 @@ async fn product_events() {
 async fn hold_and_order_events() {
     let db = seeded().await;
     let deps = create_hold::Deps {
+        buyer_auth: shared::config::BuyerAuth::Jwt,
         pool: db.pool.clone(),
         scheduler: Arc::new(NoScheduler),
         publisher: Arc::new(NoPublisher),
@@ -158,6 +159,7 @@ async fn hold_and_order_events() {
     assert_eq!(status, 404);
 
     let get_hold = get_hold::Deps {
+        buyer_auth: shared::config::BuyerAuth::Jwt,
         pool: db.pool.clone(),
     };
     let (status, _) = answer(
@@ -167,6 +169,7 @@ async fn hold_and_order_events() {
     );
     assert_eq!(status, 404);
     let create_order = create_order::Deps {
+        buyer_auth: shared::config::BuyerAuth::Jwt,
         pool: db.pool.clone(),
         scheduler: Arc::new(NoScheduler),
         publisher: Arc::new(NoPublisher),
@@ -194,6 +197,7 @@ async fn hold_and_order_events() {
         (400, Some("malformed_json"))
     );
     let get_order = get_order::Deps {
+        buyer_auth: shared::config::BuyerAuth::Jwt,
         pool: db.pool.clone(),
     };
     let (status, _) = answer(
@@ -283,6 +287,7 @@ async fn queue_and_trigger_events() {
     let hold = shared::store::holds::reserve(
         &db.pool,
         &shared::store::holds::HoldRequest {
+            buyer: None,
             product_id: shared::domain::ids::ProductId(1),
             qty: 2,
             idempotency_key: None,
@@ -297,7 +302,7 @@ async fn queue_and_trigger_events() {
         ttl: Duration::from_secs(900),
         grace: Duration::from_secs(300),
     };
-    let order = shared::store::orders::redeem(&db.pool, &hold.hold_id, window)
+    let order = shared::store::orders::redeem(&db.pool, &hold.hold_id, None, window)
         .await
         .expect("an order")
         .value
@@ -316,7 +321,7 @@ async fn queue_and_trigger_events() {
         "{:?}",
         response.batch_item_failures
     );
-    let paid = shared::store::orders::get_order(&db.pool, &order.order_id)
+    let paid = shared::store::orders::get_order(&db.pool, &order.order_id, None)
         .await
         .expect("the order");
     assert_eq!(paid.order.status, shared::domain::model::OrderStatus::Paid);

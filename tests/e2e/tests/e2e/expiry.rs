@@ -585,6 +585,7 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
             price: shared::domain::money::Cents(100),
             stock: 10,
             buckets: 1,
+            sale: Default::default(),
         },
     )
     .await
@@ -593,6 +594,7 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
         let pool = db.pool.clone();
         async move {
             let request = shared::store::holds::HoldRequest {
+                buyer: None,
                 product_id: product.id,
                 qty: 1,
                 idempotency_key: None,
@@ -624,6 +626,7 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
     let refused = shared::store::orders::redeem(
         &db.pool,
         &expired,
+        None,
         shared::domain::model::PaymentWindow {
             ttl: Duration::from_secs(900),
             grace: Duration::from_secs(300),

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use flash_sale_local::{LocalServer, Options};
 use secrecy::SecretString;
 use shared::Config;
+use shared::adapters::jwt::BuyerTokens;
+use shared::config::BuyerAuth;
 use shared::config::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN_ADDR};
 
 /// What the command line asks for.
@@ -20,6 +22,8 @@ enum Command {
     /// For the functions under `cargo lambda watch`, which never migrate: ready the database, exit.
     Migrate,
     Reconcile(reconcile::Request),
+    /// Prints a buyer's bearer token, signed with BUYER_JWT_SECRET, valid for the seconds given.
+    Token { buyer: String, ttl_seconds: u64 },
 }
 
 #[tokio::main]
@@ -60,6 +64,9 @@ Usage:
                                 product with --product), print the report; with --repair, set
                                 drifted counters to what the rows say. Exit status 1 while
                                 drift remains
+  flash-sale-local token BUYER [--ttl SECONDS]
+                                print a bearer token of BUYER's (its `sub`), signed with
+                                BUYER_JWT_SECRET, valid for SECONDS (default 3600)
   flash-sale-local --help       this text (also -h, help)
 
 Environment:
@@ -68,6 +75,10 @@ Environment:
   ADMIN_TOKEN     the bearer token of POST /api/admin/products (generated and shown if unset)
   WEBHOOK_SECRET  the payment webhook's secret, old,new while rotating (generated and shown
                   if unset)
+  BUYER_AUTH      jwt (default: the buyer routes need a bearer token) or none (anonymous)
+  BUYER_JWT_SECRET  the buyers' tokens' HS256 secret, old,new while rotating (generated and
+                  shown, with a sample token, if unset); BUYER_JWT_ISSUER and
+                  BUYER_JWT_AUDIENCE are checked when set
   RUST_LOG        the log level (default info); logs are JSON lines, or plain text with
                   AWS_LAMBDA_LOG_FORMAT=text
   The other settings (hold TTL, payment window, retries, AWS resources) are in README.md.
@@ -91,6 +102,7 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         "serve" => Command::Serve,
         "migrate" => Command::Migrate,
         "reconcile" => Command::Reconcile(reconcile_request(rest)?),
+        "token" => return token_request(rest).map(Invocation::Run),
         other => return Err(format!("unknown argument {other:?}")),
     };
     match (&command, rest.first()) {
@@ -99,6 +111,28 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         }
         _ => Ok(Invocation::Run(command)),
     }
+}
+
+fn token_request(args: &[String]) -> Result<Command, String> {
+    let (buyer, rest) = args.split_first().ok_or("token needs a buyer id")?;
+    if shared::domain::ids::BuyerId::parse(buyer).is_none() {
+        return Err(format!(
+            "a buyer id is 1 to 255 printable ASCII characters, got {buyer:?}"
+        ));
+    }
+    let ttl_seconds = match rest {
+        [] => 3600,
+        [flag, seconds] if flag == "--ttl" => seconds
+            .parse()
+            .ok()
+            .filter(|seconds| *seconds > 0)
+            .ok_or(format!("--ttl takes a positive number of seconds, got {seconds:?}"))?,
+        [other, ..] => return Err(format!("unknown argument {other:?} of token")),
+    };
+    Ok(Command::Token {
+        buyer: buyer.clone(),
+        ttl_seconds,
+    })
 }
 
 fn reconcile_request(args: &[String]) -> Result<reconcile::Request, String> {
@@ -144,6 +178,16 @@ async fn run(command: Command) -> Result<ExitCode, shared::Error> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Reconcile(request) => return reconcile(&config, request).await,
+        Command::Token { buyer, ttl_seconds } => {
+            let tokens = BuyerTokens::new(&config.buyers)?;
+            let buyer = shared::domain::ids::BuyerId::parse(&buyer)
+                .ok_or_else(|| shared::Error::InvalidRequest("not a buyer id".into()))?;
+            println!(
+                "{}",
+                tokens.issue(&buyer, std::time::Duration::from_secs(ttl_seconds))?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     // Locally a missing secret is generated and shown once, so the first run needs no setup.
     if config.admin_token.is_none() {
@@ -155,6 +199,14 @@ async fn run(command: Command) -> Result<ExitCode, shared::Error> {
         let secret = random_secret();
         println!("WEBHOOK_SECRET was not set; using WEBHOOK_SECRET={secret}");
         config.webhook.secrets = Some(vec![SecretString::from(secret)]);
+    }
+    if config.buyers.auth == BuyerAuth::Jwt && config.buyers.jwt_secrets.is_none() {
+        let secret = random_secret();
+        println!("BUYER_JWT_SECRET was not set; using BUYER_JWT_SECRET={secret}");
+        config.buyers.jwt_secrets = Some(vec![SecretString::from(secret)]);
+        let sample = shared::domain::ids::BuyerId::parse("buyer-1").expect("a buyer id");
+        let token = BuyerTokens::new(&config.buyers)?.issue(&sample, std::time::Duration::from_secs(86_400))?;
+        println!("a day's bearer token of buyer-1: {token}");
     }
     let server = LocalServer::start(&config, Options::default()).await?;
     println!("flash-sale local server listening on {}", server.url());

@@ -69,6 +69,7 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
     let mut server = local_server(&url)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("BUYER_JWT_SECRET", flash_sale_e2e::testing::BUYER_JWT_SECRET)
         .env(
             "WEBHOOK_SECRET",
             format!("{OLD_WEBHOOK_SECRET},{WEBHOOK_SECRET}"),
