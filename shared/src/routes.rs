@@ -21,7 +21,11 @@ impl Route {
     pub fn is_buyer_route(self) -> bool {
         matches!(
             self,
-            Self::CreateHold | Self::GetHold | Self::ReleaseHold | Self::CreateOrder | Self::GetOrder
+            Self::CreateHold
+                | Self::GetHold
+                | Self::ReleaseHold
+                | Self::CreateOrder
+                | Self::GetOrder
         )
     }
 }
@@ -32,7 +36,11 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
     (Method::POST, "/api/holds", Route::CreateHold),
     (Method::GET, "/api/holds/{hold_id}", Route::GetHold),
     (Method::DELETE, "/api/holds/{hold_id}", Route::ReleaseHold),
-    (Method::PATCH, "/api/admin/products/{id}", Route::UpdateProduct),
+    (
+        Method::PATCH,
+        "/api/admin/products/{id}",
+        Route::UpdateProduct,
+    ),
     (Method::POST, "/api/orders", Route::CreateOrder),
     (Method::GET, "/api/orders/{order_id}", Route::GetOrder),
     (Method::POST, "/api/payments/webhook", Route::PaymentWebhook),

@@ -177,7 +177,8 @@ mod tests {
                 "{qty}"
             );
         }
-        let refused_by_another_maximum = parse(&post(r#"{"product_id": 7, "qty": 3}"#), 2, BuyerAuth::None);
+        let refused_by_another_maximum =
+            parse(&post(r#"{"product_id": 7, "qty": 3}"#), 2, BuyerAuth::None);
         assert!(
             matches!(refused_by_another_maximum, Err(Error::InvalidRequest(message)) if message == "qty must be from 1 to 2")
         );

@@ -33,7 +33,10 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
 /// The order a request names, or the 404 it is answered with: an id we could never have issued
 /// names no order.
 /// The buyer is judged first: without one, 401 whatever the id.
-pub fn parse(request: &Request, buyer_auth: BuyerAuth) -> Result<(OrderId, Option<BuyerId>), Error> {
+pub fn parse(
+    request: &Request,
+    buyer_auth: BuyerAuth,
+) -> Result<(OrderId, Option<BuyerId>), Error> {
     let buyer = http::buyer(request, buyer_auth)?;
     let id = OrderId::parse(&http::path_id(request, "order_id")).ok_or(Error::OrderNotFound)?;
     Ok((id, buyer))

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
+use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::config::BuyerAuth;
 use shared::domain::ids::{BuyerId, HoldId};
 use shared::http::{self, Body, Request, Response};
 use shared::ports::EventPublisher;
 use shared::service::holds;
-use shared::Error;
 use sqlx::MySqlPool;
 
 pub struct Deps {

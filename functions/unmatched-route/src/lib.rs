@@ -77,7 +77,7 @@ mod tests {
         let (status, allow, body) = answer_to(include_str!(
             "../../../events/unmatched-route.method-not-allowed.json"
         ));
-        assert_eq!((status, allow.as_deref()), (405, Some("GET")));
+        assert_eq!((status, allow.as_deref()), (405, Some("GET, DELETE")));
         assert_eq!(
             body,
             serde_json::json!({"error": {

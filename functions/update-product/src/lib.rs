@@ -125,7 +125,9 @@ mod tests {
         assert_eq!(change.max_per_buyer, Some(None));
         assert_eq!(
             change.sale_starts_at,
-            Some(Some(shared::json::instant("2026-12-24T09:00:00Z").expect("an instant")))
+            Some(Some(
+                shared::json::instant("2026-12-24T09:00:00Z").expect("an instant")
+            ))
         );
         assert_eq!(change.sale_ends_at, None);
         assert_eq!(change.total_stock, Some(30));
@@ -143,12 +145,12 @@ mod tests {
             (r#"[1]"#, "invalid_request"),
             ("{", "malformed_json"),
         ] {
-            let err = parse(&request("/api/admin/products/7", "admin", body), &token())
-                .expect_err(body);
+            let err =
+                parse(&request("/api/admin/products/7", "admin", body), &token()).expect_err(body);
             assert_eq!(err.code(), code, "{body}");
         }
-        let err = parse(&request("/api/admin/products/7", "guess", "{}"), &token())
-            .expect_err("refused");
+        let err =
+            parse(&request("/api/admin/products/7", "guess", "{}"), &token()).expect_err("refused");
         assert_eq!(err.code(), "unauthorized");
     }
 }

@@ -147,7 +147,9 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_and_names_its_buyer() {
         let tokens = tokens(&["s3cret"], Some("shop"), Some("flash-sale"));
-        let token = tokens.issue(&alice(), Duration::from_secs(60)).expect("token");
+        let token = tokens
+            .issue(&alice(), Duration::from_secs(60))
+            .expect("token");
         let claims = tokens.verify(&token).expect("valid");
         assert_eq!(claims["sub"], "alice");
         assert_eq!(claims["iss"], "shop");

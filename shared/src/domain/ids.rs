@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(BuyerId::stored(None), "");
         assert_eq!(BuyerId::from_stored(""), None);
         let buyer = BuyerId::parse("alice").expect("valid");
-        assert_eq!(BuyerId::from_stored(BuyerId::stored(Some(&buyer))), Some(buyer));
+        assert_eq!(
+            BuyerId::from_stored(BuyerId::stored(Some(&buyer))),
+            Some(buyer)
+        );
     }
 
     #[test]

@@ -156,7 +156,10 @@ impl SaleTerms {
     /// A limit of 1 to 1,000,000 units; a window that ends after it starts.
     pub fn validate(&self) -> Result<(), crate::error::Error> {
         use crate::error::Error;
-        if self.max_per_buyer.is_some_and(|limit| !(1..=1_000_000).contains(&limit)) {
+        if self
+            .max_per_buyer
+            .is_some_and(|limit| !(1..=1_000_000).contains(&limit))
+        {
             return Err(Error::InvalidRequest(
                 "max_per_buyer must be from 1 to 1000000".into(),
             ));

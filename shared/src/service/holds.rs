@@ -14,6 +14,7 @@ use crate::metrics;
 use crate::ports::EventPublisher;
 use crate::store::expiry::{self, ExpiryOutcome};
 use crate::store::holds::{self, HoldRequest, Reservation};
+use crate::store::release;
 
 pub async fn create_hold(
     pool: &MySqlPool,
@@ -74,7 +75,7 @@ pub async fn release_hold(
     hold_id: &HoldId,
     buyer: Option<&BuyerId>,
 ) -> Result<Hold, Error> {
-    let committed = within_request_deadline(holds::release_hold(pool, hold_id, buyer)).await?;
+    let committed = within_request_deadline(release::release_hold(pool, hold_id, buyer)).await?;
     if !committed.events.is_empty() {
         tracing::info!(%hold_id, "hold released");
     }

@@ -7,14 +7,13 @@ use chrono::NaiveDateTime;
 use sqlx::{MySql, MySqlPool, Row, Transaction};
 
 use super::buckets::{Counter, move_stock};
+use super::chrono_duration;
 use super::db::{finish, retry_conflicts};
 use super::products::get_product;
-use super::outbox;
-use super::rows::{HOLD_SELECT, hold_event_detail, hold_from_row};
+use super::rows::{HOLD_SELECT, hold_from_row};
+use super::sale::open_sale;
 use super::settle::settle_lapsed;
-use super::chrono_duration;
-use super::products::sale_from_row;
-use crate::domain::events::{Committed, EventType};
+use crate::domain::events::Committed;
 use crate::domain::ids::{BuyerId, HoldId, ProductId};
 use crate::domain::model::{Hold, HoldStatus};
 use crate::error::{Error, is_duplicate_key};
@@ -57,9 +56,11 @@ pub async fn reserve(
         Ok(None) => {}
         // A repeat of a request that made its hold is answered with it, whatever the sale says
         // now: it was refused before its key could meet the first one's.
-        Err(refused @ (Error::SaleNotStarted { .. } | Error::SaleEnded | Error::BuyerLimitReached { .. }))
-            if request.idempotency_key.is_some() =>
-        {
+        Err(
+            refused @ (Error::SaleNotStarted { .. }
+            | Error::SaleEnded
+            | Error::BuyerLimitReached { .. }),
+        ) if request.idempotency_key.is_some() => {
             return match find_replay(pool, request).await? {
                 Some(reservation) => Ok(Committed::quiet(reservation)),
                 None => Err(refused),
@@ -82,71 +83,6 @@ pub async fn reserve(
     })
     .await?;
     Ok(Committed::new(reservation, settled.events))
-}
-
-/// The product's bucket count and sale terms and the database clock, in one round trip outside
-/// any lock; then the sale window, and the buyer's limit under the buyer's row lock: the first
-/// lock of a reservation (before the hold and the stock bucket rows), taken only for a product
-/// with a limit, so a hold on any other product takes no lock more.
-async fn open_sale(
-    tx: &mut Transaction<'static, MySql>,
-    request: &HoldRequest,
-) -> Result<(u16, NaiveDateTime), Error> {
-    let row = sqlx::query(
-        "SELECT stock_buckets, max_per_buyer, sale_starts_at, sale_ends_at, UTC_TIMESTAMP(3) AS db_now \
-         FROM products WHERE id = ?",
-    )
-    .bind(request.product_id.0)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(Error::ProductNotFound(request.product_id))?;
-    let now: NaiveDateTime = row.try_get("db_now")?;
-    let sale = sale_from_row(&row)?;
-    sale.check_open(now)?;
-    if let Some(limit) = sale.max_per_buyer {
-        check_buyer_limit(tx, request, limit).await?;
-    }
-    Ok((row.try_get("stock_buckets")?, now))
-}
-
-/// Refuses a hold that would take the buyer past `limit` units of the product: their active
-/// holds and their orders not cancelled (lapsed ones do not count), counted under the buyer's row
-/// lock, which every reservation of theirs for the product takes first. An anonymous buyer
-/// cannot be counted, so a product with a limit refuses anonymous holds.
-async fn check_buyer_limit(
-    tx: &mut Transaction<'static, MySql>,
-    request: &HoldRequest,
-    limit: u32,
-) -> Result<(), Error> {
-    let Some(buyer) = &request.buyer else {
-        return Err(Error::BuyerLimitReached { limit: 0, held: 0 });
-    };
-    sqlx::query(
-        "INSERT INTO buyer_limits (product_id, buyer_id) VALUES (?, ?) \
-         ON DUPLICATE KEY UPDATE buyer_id = buyer_id",
-    )
-    .bind(request.product_id.0)
-    .bind(buyer.as_str())
-    .execute(&mut **tx)
-    .await?;
-    let held: i64 = sqlx::query_scalar(
-        "SELECT CAST( \
-           COALESCE((SELECT SUM(qty) FROM holds WHERE buyer_id = ? AND product_id = ? \
-                     AND status = 'active' AND expires_at > UTC_TIMESTAMP(3)), 0) + \
-           COALESCE((SELECT SUM(qty) FROM orders WHERE buyer_id = ? AND product_id = ? \
-                     AND (status = 'paid' OR (status = 'pending_payment' AND cancel_at > UTC_TIMESTAMP(3)))), 0) \
-         AS SIGNED)",
-    )
-    .bind(buyer.as_str())
-    .bind(request.product_id.0)
-    .bind(buyer.as_str())
-    .bind(request.product_id.0)
-    .fetch_one(&mut **tx)
-    .await?;
-    if held + i64::from(request.qty) > i64::from(limit) {
-        return Err(Error::BuyerLimitReached { limit, held });
-    }
-    Ok(())
 }
 
 /// Starts a hold: the row, in `bucket`, not yet backed by stock.
@@ -237,7 +173,8 @@ async fn reserve_in_one_bucket(
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Result<Hold, Miss>, Error> {
-    let (buckets, now) = open_sale(tx, request).await?;
+    let (buckets, now) =
+        open_sale(tx, request.product_id, request.buyer.as_ref(), request.qty).await?;
     let first = fastrand::u16(..buckets.max(1));
     let Ok(mut hold) = insert_hold(tx, request, first, now, ttl).await? else {
         return Ok(Err(Miss::KeyTaken));
@@ -289,7 +226,7 @@ async fn consolidate_and_reserve(
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Result<Hold, Miss>, Error> {
-    let (_, now) = open_sale(tx, request).await?;
+    let (_, now) = open_sale(tx, request.product_id, request.buyer.as_ref(), request.qty).await?;
     let rows = sqlx::query(
         "SELECT bucket, available_stock FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE",
     )
@@ -405,56 +342,4 @@ pub async fn get_hold(
         .await?
         .ok_or(Error::HoldNotFound)?;
     hold_from_row(&row)
-}
-
-/// Gives an active hold back: `released`, its units available at once. Releasing it again
-/// answers the same hold; a redeemed hold is refused (`hold_redeemed`), an expired one too
-/// (`hold_expired`). Its expiry trigger, if any, finds nothing to do.
-pub async fn release_hold(
-    pool: &MySqlPool,
-    id: &HoldId,
-    buyer: Option<&BuyerId>,
-) -> Result<Committed<Hold>, Error> {
-    retry_conflicts("release_hold", || async {
-        let mut tx = pool.begin().await?;
-        let released = release_locked(&mut tx, id, buyer).await;
-        finish(tx, released).await
-    })
-    .await
-}
-
-async fn release_locked(
-    tx: &mut Transaction<'static, MySql>,
-    id: &HoldId,
-    buyer: Option<&BuyerId>,
-) -> Result<Committed<Hold>, Error> {
-    let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? AND buyer_id = ? FOR UPDATE"))
-        .bind(id.as_str())
-        .bind(BuyerId::stored(buyer))
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(Error::HoldNotFound)?;
-    let mut hold = hold_from_row(&row)?;
-    match hold.status {
-        HoldStatus::Released => return Ok(Committed::quiet(hold)),
-        HoldStatus::Redeemed => return Err(Error::HoldRedeemed),
-        HoldStatus::Expired => return Err(Error::HoldExpired),
-        HoldStatus::Active => {}
-    }
-    sqlx::query("UPDATE holds SET status = 'released', settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
-        .bind(id.as_str())
-        .execute(&mut **tx)
-        .await?;
-    let event = outbox::record(tx, EventType::HoldReleased, hold_event_detail(&hold)).await?;
-    move_stock(
-        tx,
-        hold.product_id,
-        hold.bucket,
-        hold.qty,
-        Counter::Reserved,
-        Counter::Available,
-    )
-    .await?;
-    hold.status = HoldStatus::Released;
-    Ok(Committed::new(hold, vec![event]))
 }

@@ -37,11 +37,12 @@ pub mod outbox;
 pub mod payments;
 pub mod products;
 pub mod reconcile;
+pub mod release;
 pub mod rows;
+pub mod sale;
 pub mod settle;
 
 use std::time::Duration;
-
 
 use crate::error::Error;
 

@@ -55,12 +55,14 @@ async fn try_redeem(
     grace: chrono::Duration,
 ) -> Result<Committed<Redemption>, Error> {
     // Another buyer's hold is not found, as one that does not exist.
-    let row = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? AND buyer_id = ? FOR UPDATE"))
-        .bind(hold_id.as_str())
-        .bind(BuyerId::stored(buyer))
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(Error::HoldNotFound)?;
+    let row = sqlx::query(&format!(
+        "{HOLD_SELECT} WHERE id = ? AND buyer_id = ? FOR UPDATE"
+    ))
+    .bind(hold_id.as_str())
+    .bind(BuyerId::stored(buyer))
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(Error::HoldNotFound)?;
     // The clock is read after the hold's lock was granted (the locking statement's own clock is
     // when it started waiting): a hold that expired while we waited is expired. The price never
     // changes after creation, so this plain read needs no lock.

@@ -192,7 +192,10 @@ pub async fn change_product(
         finish(tx, changed).await
     })
     .await?;
-    Ok(crate::domain::events::Committed::new(get_product(pool, id).await?, settled))
+    Ok(crate::domain::events::Committed::new(
+        get_product(pool, id).await?,
+        settled,
+    ))
 }
 
 async fn apply_change(
@@ -257,7 +260,11 @@ async fn change_stock(
     let shares: Vec<(u16, i64)> = if delta > 0 {
         let count = u16::try_from(buckets.len()).unwrap_or(1);
         let split = split_stock(u32::try_from(left).unwrap_or(u32::MAX), count);
-        buckets.iter().zip(split).map(|((bucket, _), units)| (*bucket, i64::from(units))).collect()
+        buckets
+            .iter()
+            .zip(split)
+            .map(|((bucket, _), units)| (*bucket, i64::from(units)))
+            .collect()
     } else {
         buckets
             .iter()

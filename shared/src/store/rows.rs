@@ -12,8 +12,7 @@ use crate::domain::model::{Hold, HoldStatus, Order, OrderStatus};
 use crate::domain::money::Cents;
 use crate::error::Error;
 
-pub(super) const HOLD_SELECT: &str =
-    "SELECT id, product_id, buyer_id, bucket, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds";
+pub(super) const HOLD_SELECT: &str = "SELECT id, product_id, buyer_id, bucket, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds";
 
 pub(super) fn hold_from_row(row: &MySqlRow) -> Result<Hold, Error> {
     hold_from_row_at(row, row.try_get("db_now")?)

@@ -8,7 +8,7 @@ use super::buckets::{Counter, return_units};
 use super::db::{finish, retry_conflicts};
 use super::outbox;
 use super::rows::{
-    ORDER_SELECT, hold_event_detail, hold_from_row, order_event_detail, order_from_row,
+    HOLD_SELECT, ORDER_SELECT, hold_event_detail, hold_from_row, order_event_detail, order_from_row,
 };
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::ids::ProductId;
@@ -92,11 +92,10 @@ async fn expire_lapsed_holds(
     product_id: ProductId,
 ) -> Result<Vec<DomainEvent>, Error> {
     // Index order (expires_at, id): every settler locks a product's holds in the same order.
-    let lapsed = sqlx::query(
-        "SELECT id, product_id, bucket, qty, status, expires_at, UTC_TIMESTAMP(3) AS db_now FROM holds \
-         WHERE product_id = ? AND status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
-         ORDER BY expires_at, id LIMIT ? FOR UPDATE",
-    )
+    let lapsed = sqlx::query(&format!(
+        "{HOLD_SELECT} WHERE product_id = ? AND status = 'active' \
+             AND expires_at <= UTC_TIMESTAMP(3) ORDER BY expires_at, id LIMIT ? FOR UPDATE"
+    ))
     .bind(product_id.0)
     .bind(SETTLE_BATCH as u64)
     .fetch_all(&mut **tx)

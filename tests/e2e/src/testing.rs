@@ -266,6 +266,11 @@ impl Api {
             .await
     }
 
+    pub async fn put(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.put(format!("{}{path}", self.base)))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.send(self.client.delete(format!("{}{path}", self.base)))
             .await

@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use flash_sale_e2e::mariadb::PrivateMariaDb;
 use flash_sale_e2e::testing::{Api, TestDb, assert_stock_invariants, test_config};
+
+/// The faults here are the database's: buyers are anonymous (`BUYER_AUTH=none`), so the clients
+/// need no tokens and every answer is about the database.
+const BUYERS_ANONYMOUS: &[(&str, &str)] = &[("BUYER_AUTH", "none")];
 use flash_sale_local::{LocalServer, Options};
 use futures::future::join_all;
 use secrecy::SecretString;
@@ -41,7 +45,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_database_connections_answer_503_and_lose_no_acknowledged_hold_or_order() {
     let db = TestDb::new().await;
-    let server = db.server(&[]).await;
+    let server = db.server(BUYERS_ANONYMOUS).await;
     let api = Api::new(&server);
     let product = api.create_product(STOCK, "5.00").await;
     let mut admin = admin_connection(&db.url).await;
@@ -121,7 +125,7 @@ async fn a_frozen_database_answers_503_within_the_request_deadline_then_serves_a
 /// A local server on the private MariaDB, a product with plenty of stock, and an audit pool.
 async fn serve_on(mariadb: &PrivateMariaDb) -> (LocalServer, Api, u64, MySqlPool) {
     let url = mariadb.url("flash_sale_fault_test");
-    let server = LocalServer::start(&test_config(&url, &[]), Options::default())
+    let server = LocalServer::start(&test_config(&url, BUYERS_ANONYMOUS), Options::default())
         .await
         .expect("start the local server on the private MariaDB");
     let api = Api::new(&server);

@@ -405,7 +405,7 @@ async fn unmatched_route_events() {
             .headers()
             .get("allow")
             .and_then(|v| v.to_str().ok()),
-        Some("GET")
+        Some("GET, DELETE")
     );
     let (status, error) = answer(response);
     assert_eq!(

@@ -5,6 +5,7 @@
 mod api;
 mod aws;
 mod buckets;
+mod buyers;
 mod concurrency;
 mod events;
 mod expiry;

@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use flash_sale_e2e::testing::{ADMIN_TOKEN, TestDb, WEBHOOK_SECRET};
+use flash_sale_e2e::testing::{ADMIN_TOKEN, BUYER_JWT_SECRET, TestDb, WEBHOOK_SECRET};
 
 /// The ```bash block of README's "Try it", with its first line (where the server is and its
 /// secrets) pointed at `base` and the test server's secrets.
@@ -14,7 +14,9 @@ fn walkthrough(base: &str) -> String {
     let block = &try_it[start..start + try_it[start..].find("```").expect("its end")];
     let (first, rest) = block.split_once('\n').expect("more than one line");
     assert!(first.starts_with("B=http://127.0.0.1:3000 "), "{first}");
-    format!("B={base} ADMIN_TOKEN={ADMIN_TOKEN} WEBHOOK_SECRET={WEBHOOK_SECRET}\n{rest}")
+    format!(
+        "B={base} ADMIN_TOKEN={ADMIN_TOKEN} WEBHOOK_SECRET={WEBHOOK_SECRET} BUYER_JWT_SECRET={BUYER_JWT_SECRET}\n{rest}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +44,7 @@ async fn the_readme_walkthrough_runs_as_written_twice() {
         assert_eq!(
             statuses,
             [
-                "201", "201", "201", "200", "201", "202", "200", "200", "400"
+                "201", "201", "201", "200", "201", "202", "200", "200", "409", "401"
             ],
             "run {run}: {stdout}"
         );
@@ -62,6 +64,12 @@ async fn the_readme_walkthrough_runs_as_written_twice() {
             "run {run}: {}",
             lines[6]
         );
+        assert!(
+            lines[8].contains("buyer_limit_reached"),
+            "run {run}: {}",
+            lines[8]
+        );
+        assert!(lines[9].contains("unauthorized"), "run {run}: {}", lines[9]);
         assert!(
             lines[7].contains(r#""available_stock":23"#) && lines[7].contains(r#""sold_stock":2"#),
             "run {run}: {}",

@@ -29,6 +29,8 @@ const REQUIRED_ENV: &[(&str, bool, &[&str])] = &[
     ("create-product", true, &["ADMIN_TOKEN"]),
     ("create-hold", true, SCHEDULER),
     ("get-hold", true, &[]),
+    ("release-hold", true, &["EVENT_BUS_NAME"]),
+    ("update-product", true, &["ADMIN_TOKEN"]),
     (
         "create-order",
         true,

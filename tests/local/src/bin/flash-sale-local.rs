@@ -23,7 +23,10 @@ enum Command {
     Migrate,
     Reconcile(reconcile::Request),
     /// Prints a buyer's bearer token, signed with BUYER_JWT_SECRET, valid for the seconds given.
-    Token { buyer: String, ttl_seconds: u64 },
+    Token {
+        buyer: String,
+        ttl_seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -126,7 +129,9 @@ fn token_request(args: &[String]) -> Result<Command, String> {
             .parse()
             .ok()
             .filter(|seconds| *seconds > 0)
-            .ok_or(format!("--ttl takes a positive number of seconds, got {seconds:?}"))?,
+            .ok_or(format!(
+            "--ttl takes a positive number of seconds, got {seconds:?}"
+        ))?,
         [other, ..] => return Err(format!("unknown argument {other:?} of token")),
     };
     Ok(Command::Token {
@@ -205,7 +210,8 @@ async fn run(command: Command) -> Result<ExitCode, shared::Error> {
         println!("BUYER_JWT_SECRET was not set; using BUYER_JWT_SECRET={secret}");
         config.buyers.jwt_secrets = Some(vec![SecretString::from(secret)]);
         let sample = shared::domain::ids::BuyerId::parse("buyer-1").expect("a buyer id");
-        let token = BuyerTokens::new(&config.buyers)?.issue(&sample, std::time::Duration::from_secs(86_400))?;
+        let token = BuyerTokens::new(&config.buyers)?
+            .issue(&sample, std::time::Duration::from_secs(86_400))?;
         println!("a day's bearer token of buyer-1: {token}");
     }
     let server = LocalServer::start(&config, Options::default()).await?;

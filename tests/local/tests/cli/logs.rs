@@ -69,7 +69,10 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
     let mut server = local_server(&url)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("BUYER_JWT_SECRET", flash_sale_e2e::testing::BUYER_JWT_SECRET)
+        .env(
+            "BUYER_JWT_SECRET",
+            flash_sale_e2e::testing::BUYER_JWT_SECRET,
+        )
         .env(
             "WEBHOOK_SECRET",
             format!("{OLD_WEBHOOK_SECRET},{WEBHOOK_SECRET}"),
@@ -146,6 +149,9 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
     assert_eq!(status, 400);
     let traced = reqwest::Client::new()
         .get(format!("{base}/api/holds/{hold_id}"))
+        .bearer_auth(flash_sale_e2e::testing::buyer_token(
+            flash_sale_e2e::testing::DEFAULT_BUYER,
+        ))
         .header("x-request-id", "trace-me-7")
         .send()
         .await
@@ -183,6 +189,7 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
         ADMIN_TOKEN,
         WEBHOOK_SECRET,
         OLD_WEBHOOK_SECRET,
+        flash_sale_e2e::testing::BUYER_JWT_SECRET,
         &user.password,
         wrong_password,
     ] {

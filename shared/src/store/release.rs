@@ -1,0 +1,66 @@
+//! Releasing: a buyer gives an active hold back before it expires.
+
+use sqlx::{MySql, MySqlPool, Transaction};
+
+use super::buckets::{Counter, move_stock};
+use super::db::{finish, retry_conflicts};
+use super::outbox;
+use super::rows::{HOLD_SELECT, hold_event_detail, hold_from_row};
+use crate::domain::events::{Committed, EventType};
+use crate::domain::ids::{BuyerId, HoldId};
+use crate::domain::model::{Hold, HoldStatus};
+use crate::error::Error;
+
+/// Gives an active hold back: `released`, its units available at once. Releasing it again
+/// answers the same hold; a redeemed hold is refused (`hold_redeemed`), an expired one too
+/// (`hold_expired`). Its expiry trigger, if any, finds nothing to do.
+pub async fn release_hold(
+    pool: &MySqlPool,
+    id: &HoldId,
+    buyer: Option<&BuyerId>,
+) -> Result<Committed<Hold>, Error> {
+    retry_conflicts("release_hold", || async {
+        let mut tx = pool.begin().await?;
+        let released = release_locked(&mut tx, id, buyer).await;
+        finish(tx, released).await
+    })
+    .await
+}
+
+async fn release_locked(
+    tx: &mut Transaction<'static, MySql>,
+    id: &HoldId,
+    buyer: Option<&BuyerId>,
+) -> Result<Committed<Hold>, Error> {
+    let row = sqlx::query(&format!(
+        "{HOLD_SELECT} WHERE id = ? AND buyer_id = ? FOR UPDATE"
+    ))
+    .bind(id.as_str())
+    .bind(BuyerId::stored(buyer))
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(Error::HoldNotFound)?;
+    let mut hold = hold_from_row(&row)?;
+    match hold.status {
+        HoldStatus::Released => return Ok(Committed::quiet(hold)),
+        HoldStatus::Redeemed => return Err(Error::HoldRedeemed),
+        HoldStatus::Expired => return Err(Error::HoldExpired),
+        HoldStatus::Active => {}
+    }
+    sqlx::query("UPDATE holds SET status = 'released', settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    let event = outbox::record(tx, EventType::HoldReleased, hold_event_detail(&hold)).await?;
+    move_stock(
+        tx,
+        hold.product_id,
+        hold.bucket,
+        hold.qty,
+        Counter::Reserved,
+        Counter::Available,
+    )
+    .await?;
+    hold.status = HoldStatus::Released;
+    Ok(Committed::new(hold, vec![event]))
+}
