@@ -1,4 +1,5 @@
-"""Schemathesis hooks: sign webhook requests the way the payment provider does.
+"""Schemathesis hooks: sign webhook requests the way the payment provider does, and send the
+admin token on the admin routes and a buyer's token on the buyer routes.
 
 The webhook's credential is an HMAC over the request body, so it is a custom auth provider:
 `set` signs the exact bytes `requests` will send with the server's WEBHOOK_SECRET (passed in
@@ -39,3 +40,27 @@ class WebhookSignature:
         timestamp = str(int(time.time()))
         digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         case.headers = {**(case.headers or {}), "X-Signature": f"t={timestamp},v1={digest}"}
+
+
+class _Bearer:
+    """A bearer token from the environment, as the route's credential."""
+
+    variable = ""
+
+    def get(self, case, ctx):
+        return os.environ[self.variable]
+
+    def set(self, case, token, ctx):
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+
+
+@schemathesis.auth().apply_to(path_regex="^/api/admin/")
+class AdminToken(_Bearer):
+    variable = "SCHEMATHESIS_ADMIN_TOKEN"
+
+
+# The buyer routes: a token of one buyer's, made by `flash-sale-local token`, so the stateful
+# phase reads and redeems the holds it made (another buyer's would be 404).
+@schemathesis.auth().apply_to(path_regex="^/api/(holds|orders)")
+class BuyerToken(_Bearer):
+    variable = "SCHEMATHESIS_BUYER_TOKEN"
