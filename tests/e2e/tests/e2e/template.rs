@@ -720,3 +720,40 @@ fn the_sweeper_outlasts_its_outbox_budget() {
         "the sweeper's {timeout} s timeout < 2 × the outbox budget of {budget:?}"
     );
 }
+
+/// The buyer is the `sub` of a JWT the HTTP API's authorizer verified: exactly the buyer routes
+/// are behind it (a route left out would let anyone in as no one; an extra one would lock out
+/// the provider or the admin), and it takes its issuer and audience from the parameters.
+#[test]
+fn the_jwt_authorizer_guards_exactly_the_buyer_routes() {
+    let template = Template::load();
+    let authorizers = &template.resource("HttpApi")["Properties"]["Auth"]["Authorizers"];
+    let jwt = &authorizers["BuyerJwt"];
+    assert_eq!(jwt["IdentitySource"], "$request.header.Authorization");
+    assert_eq!(reference(&jwt["JwtConfiguration"]["issuer"]), Some("BuyerJwtIssuer"));
+    assert_eq!(
+        jwt["JwtConfiguration"]["audience"]
+            .as_array()
+            .map(|audiences| audiences.iter().filter_map(reference).collect::<Vec<_>>()),
+        Some(vec!["BuyerJwtAudience"])
+    );
+    let mut guarded = BTreeSet::new();
+    for (_, id) in template.functions() {
+        let events = template.resource(&id)["Properties"]["Events"].as_object();
+        for (_, event) in events.into_iter().flatten() {
+            let properties = &event["Properties"];
+            if event["Type"] == "HttpApi" && properties["Auth"]["Authorizer"] == "BuyerJwt" {
+                guarded.insert((
+                    properties["Method"].as_str().expect("a method").to_uppercase(),
+                    properties["Path"].as_str().expect("a path").to_owned(),
+                ));
+            }
+        }
+    }
+    let buyer_routes: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .filter(|(_, _, route)| route.is_buyer_route())
+        .map(|(method, path, _)| (method.as_str().to_owned(), (*path).to_owned()))
+        .collect();
+    assert_eq!(guarded, buyer_routes);
+}
