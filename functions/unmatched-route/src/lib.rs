@@ -82,7 +82,7 @@ mod tests {
             body,
             serde_json::json!({"error": {
                 "code": "method_not_allowed",
-                "message": "method DELETE is not allowed on /api/holds/3b1f6c1e-8c1a-4d5e-9a3b-1f2e3d4c5b6a"
+                "message": "method PUT is not allowed on /api/holds/3b1f6c1e-8c1a-4d5e-9a3b-1f2e3d4c5b6a"
             }})
         );
     }

@@ -6,7 +6,7 @@
 //! InnoDB row locks only, taken in one order everywhere:
 //!
 //! ```text
-//! holds -> orders -> stock buckets (in bucket order when several)
+//! buyer limit rows -> holds -> orders -> stock buckets (in bucket order when several)
 //! ```
 //!
 //! A stock bucket row is the contended one, so it is always locked last, by the one conditional
