@@ -730,7 +730,10 @@ fn the_jwt_authorizer_guards_exactly_the_buyer_routes() {
     let authorizers = &template.resource("HttpApi")["Properties"]["Auth"]["Authorizers"];
     let jwt = &authorizers["BuyerJwt"];
     assert_eq!(jwt["IdentitySource"], "$request.header.Authorization");
-    assert_eq!(reference(&jwt["JwtConfiguration"]["issuer"]), Some("BuyerJwtIssuer"));
+    assert_eq!(
+        reference(&jwt["JwtConfiguration"]["issuer"]),
+        Some("BuyerJwtIssuer")
+    );
     assert_eq!(
         jwt["JwtConfiguration"]["audience"]
             .as_array()
@@ -744,7 +747,10 @@ fn the_jwt_authorizer_guards_exactly_the_buyer_routes() {
             let properties = &event["Properties"];
             if event["Type"] == "HttpApi" && properties["Auth"]["Authorizer"] == "BuyerJwt" {
                 guarded.insert((
-                    properties["Method"].as_str().expect("a method").to_uppercase(),
+                    properties["Method"]
+                        .as_str()
+                        .expect("a method")
+                        .to_uppercase(),
                     properties["Path"].as_str().expect("a path").to_owned(),
                 ));
             }
