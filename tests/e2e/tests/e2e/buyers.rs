@@ -96,6 +96,7 @@ async fn released_expired_and_cancelled_units_stop_counting_and_paid_ones_keep_c
         api.delete(&format!("/api/holds/{hold_id}")).await,
         (200, released)
     );
+    assert_eq!(code(&api.order(hold_id).await), (409, "hold_released"));
 
     // Expired: may hold again.
     assert_eq!(api.hold(id, 2).await.0, 201);

@@ -108,6 +108,19 @@ async fn product_events() {
             .expect("ok"),
     );
     assert_eq!(status, 401);
+    let update = update_product::Deps {
+        pool: db.pool.clone(),
+        admin_token: SecretString::from(DEV_ADMIN_TOKEN.to_owned()),
+    };
+    let (status, error) = answer(
+        update_product::handle(&update, request(event!("update-product.unauthorized")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
 }
 
 #[tokio::test]
@@ -168,6 +181,20 @@ async fn hold_and_order_events() {
             .expect("ok"),
     );
     assert_eq!(status, 404);
+    let release = release_hold::Deps {
+        pool: db.pool.clone(),
+        publisher: Arc::new(NoPublisher),
+        buyer_auth: shared::config::BuyerAuth::Jwt,
+    };
+    let (status, error) = answer(
+        release_hold::handle(&release, request(event!("release-hold.not-found")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("hold_not_found"))
+    );
     let create_order = create_order::Deps {
         buyer_auth: shared::config::BuyerAuth::Jwt,
         pool: db.pool.clone(),
