@@ -74,11 +74,24 @@ async fn try_expire_hold(
     if hold.status == HoldStatus::Active {
         return Ok(Settled::Not(ExpiryOutcome::NotYetDue));
     }
-    sqlx::query("UPDATE holds SET status = 'expired', settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
-        .bind(hold_id.as_str())
+    let event = give_back(tx, &hold, "expired", EventType::HoldExpired).await?;
+    Ok(Settled::Now(hold, event))
+}
+
+/// Ends a locked active hold (`expired`, or `released` by its buyer): its status, its event,
+/// its units back to available.
+pub(super) async fn give_back(
+    tx: &mut Transaction<'static, MySql>,
+    hold: &Hold,
+    status: &'static str,
+    event_type: EventType,
+) -> Result<DomainEvent, Error> {
+    sqlx::query("UPDATE holds SET status = ?, settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
+        .bind(status)
+        .bind(hold.hold_id.as_str())
         .execute(&mut **tx)
         .await?;
-    let event = outbox::record(tx, EventType::HoldExpired, hold_event_detail(&hold)).await?;
+    let event = outbox::record(tx, event_type, hold_event_detail(hold)).await?;
     move_stock(
         tx,
         hold.product_id,
@@ -88,7 +101,7 @@ async fn try_expire_hold(
         Counter::Available,
     )
     .await?;
-    Ok(Settled::Now(hold, event))
+    Ok(event)
 }
 
 /// Cancels one order if, and only if, it is still unpaid past its `cancel_at`. Safe to run

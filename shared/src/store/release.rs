@@ -2,10 +2,9 @@
 
 use sqlx::{MySql, MySqlPool, Transaction};
 
-use super::buckets::{Counter, move_stock};
 use super::db::{finish, retry_conflicts};
-use super::outbox;
-use super::rows::{HOLD_SELECT, hold_event_detail, hold_from_row};
+use super::expiry::give_back;
+use super::rows::{HOLD_SELECT, hold_from_row};
 use crate::domain::events::{Committed, EventType};
 use crate::domain::ids::{BuyerId, HoldId};
 use crate::domain::model::{Hold, HoldStatus};
@@ -47,20 +46,7 @@ async fn release_locked(
         HoldStatus::Expired => return Err(Error::HoldExpired),
         HoldStatus::Active => {}
     }
-    sqlx::query("UPDATE holds SET status = 'released', settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
-        .bind(id.as_str())
-        .execute(&mut **tx)
-        .await?;
-    let event = outbox::record(tx, EventType::HoldReleased, hold_event_detail(&hold)).await?;
-    move_stock(
-        tx,
-        hold.product_id,
-        hold.bucket,
-        hold.qty,
-        Counter::Reserved,
-        Counter::Available,
-    )
-    .await?;
+    let event = give_back(tx, &hold, "released", EventType::HoldReleased).await?;
     hold.status = HoldStatus::Released;
     Ok(Committed::new(hold, vec![event]))
 }
