@@ -41,6 +41,7 @@ pub mod release;
 pub mod rows;
 pub mod sale;
 pub mod settle;
+pub mod sql;
 
 use std::time::Duration;
 
