@@ -87,6 +87,20 @@ pub struct DatabaseConfig {
     /// `DATABASE_MAX_CONNECTIONS`: pool size. Unset, a Lambda container uses one connection (it
     /// serves one request at a time) and the local server [`LOCAL_SERVER_CONNECTIONS`].
     pub max_connections: Option<u32>,
+    /// `DATABASE_SESSION_SETUP`: `connect` (default) or `proxy`; see [`SessionSetup`].
+    pub session: SessionSetup,
+}
+
+/// Where a connection's session settings (`store::db::Server::session_init`) come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionSetup {
+    /// The pool sends them when it opens a connection (local server, tests, a database reached
+    /// without RDS Proxy).
+    OnConnect,
+    /// RDS Proxy's target group sends them (its `InitQuery`) when it opens a database
+    /// connection. A `SET` of an untracked session variable from a client pins its connection
+    /// for good, so behind the proxy the functions send none.
+    ByProxy,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +242,15 @@ impl Config {
                 max_connections: get("DATABASE_MAX_CONNECTIONS")
                     .map(|_| number("DATABASE_MAX_CONNECTIONS", 1, 1, 1_000).map(|n| n as u32))
                     .transpose()?,
+                session: match get("DATABASE_SESSION_SETUP").as_deref() {
+                    None | Some("connect") => SessionSetup::OnConnect,
+                    Some("proxy") => SessionSetup::ByProxy,
+                    Some(other) => {
+                        return Err(Error::Config(format!(
+                            "DATABASE_SESSION_SETUP must be connect or proxy, got {other:?}"
+                        )));
+                    }
+                },
             },
             holds: HoldsConfig {
                 ttl: Duration::from_secs(number("HOLD_TTL_SECONDS", 120, 1, 86_400)?),

@@ -8,8 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor, MySql, Transaction};
+use sqlx::{ConnectOptions, Connection, Executor, MySql, Row, Transaction};
 
+pub use crate::config::SessionSetup;
 use crate::error::Error;
 
 /// A lock wait longer than this is a fault, not contention: fail the statement and retry or 503.
@@ -41,29 +42,39 @@ pub fn connect_options(database_url: &SecretString) -> Result<MySqlConnectOption
     Ok(options.disable_statement_logging())
 }
 
+/// How long a pooled connection may sit idle before it is pinged on its way out of the pool.
+/// sqlx pings every connection when it goes back into the pool, so one used moments ago is known
+/// good; a ping on every acquire as well would be a second round trip on every request.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
+
 /// A pool whose every connection runs at READ COMMITTED with bounded lock waits and statements.
 ///
 /// READ COMMITTED: correctness comes from row locks and conditional updates, never from snapshot
 /// repeatability, and it spares us REPEATABLE READ's gap locks on the holds indexes, which would
 /// make inserts of new holds wait behind the sweeper's range scans.
-pub fn pool_options(max_connections: u32) -> MySqlPoolOptions {
-    MySqlPoolOptions::new()
+pub fn pool_options(max_connections: u32, session: SessionSetup) -> MySqlPoolOptions {
+    let options = MySqlPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .after_connect(|conn, _meta| {
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
             Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await?;
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        });
+    match session {
+        SessionSetup::ByProxy => options,
+        SessionSetup::OnConnect => options.after_connect(|conn, _meta| {
+            Box::pin(async move {
                 let server = Server::of(conn).await?;
-                conn.execute(
-                    server
-                        .session_timeouts(LOCK_WAIT_TIMEOUT_SECONDS, STATEMENT_TIMEOUT)
-                        .as_str(),
-                )
-                .await?;
+                conn.execute(sqlx::raw_sql(&server.session_init())).await?;
                 Ok(())
             })
-        })
+        }),
+    }
 }
 
 /// The two servers name their statement timeout differently (and MySQL rejects MariaDB's name).
@@ -75,9 +86,7 @@ pub enum Server {
 
 impl Server {
     pub async fn of(conn: &mut MySqlConnection) -> Result<Self, sqlx::Error> {
-        let version: String = sqlx::query_scalar("SELECT VERSION()")
-            .fetch_one(&mut *conn)
-            .await?;
+        let version: String = conn.fetch_one("SELECT VERSION()").await?.try_get(0)?;
         Ok(Self::from_version(&version))
     }
 
@@ -88,6 +97,16 @@ impl Server {
         } else {
             Self::MySql
         }
+    }
+
+    /// Every request connection's session: READ COMMITTED, lock waits and statements bounded.
+    /// Behind RDS Proxy this is the target group's `InitQuery` (template.yaml holds the MySQL
+    /// text, and a test checks it is this one); elsewhere the pool sends it on connect.
+    pub fn session_init(self) -> String {
+        format!(
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; {}",
+            self.session_timeouts(LOCK_WAIT_TIMEOUT_SECONDS, STATEMENT_TIMEOUT)
+        )
     }
 
     /// The session's lock waits and statement time limit; a zero `statement` means none.
@@ -108,7 +127,9 @@ pub async fn connect(
     max_connections: u32,
 ) -> Result<MySqlPool, Error> {
     let options = connect_options(database_url)?;
-    Ok(pool_options(max_connections).connect_with(options).await?)
+    Ok(pool_options(max_connections, SessionSetup::OnConnect)
+        .connect_with(options)
+        .await?)
 }
 
 /// Creates the database named in the URL when it does not exist yet (the local server and tests).
@@ -258,7 +279,7 @@ pub fn lazy_pool(config: &crate::Config, options: MySqlConnectOptions) -> MySqlP
         .database
         .max_connections
         .unwrap_or(crate::config::LAMBDA_CONNECTIONS);
-    pool_options(max).connect_lazy_with(options)
+    pool_options(max, config.database.session).connect_lazy_with(options)
 }
 
 #[cfg(test)]

@@ -39,7 +39,6 @@ pub mod products;
 pub mod reconcile;
 pub mod release;
 pub mod rows;
-pub mod sale;
 pub mod settle;
 pub mod sql;
 

@@ -51,7 +51,8 @@ impl TestDb {
             .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
         let url = SecretString::from(with_database(&server_url, &name));
         let options = shared::store::db::connect_options(&url).expect("a valid DATABASE_URL");
-        let pool = shared::store::db::pool_options(8).connect_lazy_with(options);
+        let pool = shared::store::db::pool_options(8, shared::store::db::SessionSetup::OnConnect)
+            .connect_lazy_with(options);
         Self { name, url, pool }
     }
 

@@ -130,9 +130,10 @@ async fn serve_on(mariadb: &PrivateMariaDb) -> (LocalServer, Api, u64, MySqlPool
         .expect("start the local server on the private MariaDB");
     let api = Api::new(&server);
     let product = api.create_product(STOCK, "5.00").await;
-    let pool = shared::store::db::pool_options(2).connect_lazy_with(
-        shared::store::db::connect_options(&SecretString::from(url)).expect("a valid URL"),
-    );
+    let pool = shared::store::db::pool_options(2, shared::store::db::SessionSetup::OnConnect)
+        .connect_lazy_with(
+            shared::store::db::connect_options(&SecretString::from(url)).expect("a valid URL"),
+        );
     (server, api, product, pool)
 }
 
