@@ -17,7 +17,12 @@ use shared::routes::ROUTES;
 /// `DATABASE` is how a deployed function connects: `Config` reads these instead of `DATABASE_URL`
 /// when `DATABASE_SECRET_ARN` is set (the secret `{"username","password"}`, read at cold start; the
 /// RDS Proxy endpoint; the schema). A function that never connects gets none of them.
-const DATABASE: &[&str] = &["DATABASE_SECRET_ARN", "DATABASE_HOST", "DATABASE_NAME"];
+const DATABASE: &[&str] = &[
+    "DATABASE_SECRET_ARN",
+    "DATABASE_HOST",
+    "DATABASE_NAME",
+    "DATABASE_SESSION_SETUP",
+];
 const SCHEDULER: &[&str] = &[
     "HOLD_SCHEDULE_GROUP",
     "SCHEDULER_ROLE_ARN",
@@ -762,4 +767,21 @@ fn the_jwt_authorizer_guards_exactly_the_buyer_routes() {
         .map(|(method, path, _)| (method.as_str().to_owned(), (*path).to_owned()))
         .collect();
     assert_eq!(guarded, buyer_routes);
+}
+
+#[test]
+fn the_proxy_sets_up_every_session_so_the_functions_send_no_set() {
+    let template = Template::load();
+    let pool = &template.resource("DatabaseProxyTargetGroup")["Properties"]["ConnectionPoolConfigurationInfo"];
+    assert_eq!(
+        pool["InitQuery"],
+        shared::store::db::Server::MySql.session_init(),
+        "the proxy's InitQuery is the session the local server and the tests run with"
+    );
+    for (name, id) in template.functions() {
+        let env = template.env(&id);
+        if let Some(setup) = env.get("DATABASE_SESSION_SETUP") {
+            assert_eq!(setup, "proxy", "{name} connects through the proxy");
+        }
+    }
 }
