@@ -38,8 +38,21 @@ const CONFLICT_RETRY_BUDGET: Duration = Duration::from_secs(10);
 pub fn connect_options(database_url: &SecretString) -> Result<MySqlConnectOptions, Error> {
     let options = MySqlConnectOptions::from_str(database_url.expose_secret())
         .map_err(|err| Error::Config(format!("DATABASE_URL is not a valid MySQL URL: {err}")))?;
-    // Statement logging would put every query (and its timing) in the logs at INFO.
-    Ok(options.disable_statement_logging())
+    Ok(tuned(options))
+}
+
+/// What every connection of ours is told, however its address and credentials were found.
+///
+/// Statement logging would put every query (and its timing) in the logs at INFO. sqlx's own
+/// `SET` on connect then names only variables RDS Proxy tracks (`time_zone`, `NAMES`), so it
+/// does not pin: its default also appends to `sql_mode` through a subquery on `@@sql_mode`, for
+/// `PIPES_AS_CONCAT` (we never concatenate with `||`) and `NO_ENGINE_SUBSTITUTION` (in both
+/// servers' default modes already).
+pub fn tuned(options: MySqlConnectOptions) -> MySqlConnectOptions {
+    options
+        .disable_statement_logging()
+        .pipes_as_concat(false)
+        .no_engine_substitution(false)
 }
 
 /// How long a pooled connection may sit idle before it is pinged on its way out of the pool.

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::ConnectOptions;
 use sqlx::mysql::MySqlConnectOptions;
 
 use sqlx::MySqlPool;
@@ -54,14 +53,15 @@ pub async fn connect_options(
             secret.arn
         ))
     })?;
-    Ok(MySqlConnectOptions::new()
-        .host(&secret.host)
-        .port(secret.port)
-        .username(&credentials.username)
-        .password(&credentials.password)
-        .database(&secret.database)
-        .ssl_mode(secret.ssl_mode)
-        .disable_statement_logging())
+    Ok(crate::store::db::tuned(
+        MySqlConnectOptions::new()
+            .host(&secret.host)
+            .port(secret.port)
+            .username(&credentials.username)
+            .password(&credentials.password)
+            .database(&secret.database)
+            .ssl_mode(secret.ssl_mode),
+    ))
 }
 
 /// Reads the secret every `every` and gives the pool the credentials for its next connections.
