@@ -8,6 +8,8 @@
 //! WireCounter::addr(&self) -> SocketAddr
 //! WireCounter::snapshot(&self) -> WireCounts   counts since the start or the last take
 //! WireCounter::take(&self) -> WireCounts       the same, and starts counting afresh
+//! pinning(query: &str) -> Option<&'static str>   why a text query would pin an RDS Proxy connection
+//! untracked_settings(statement: &str) -> Vec<String>   what a SET sets that RDS Proxy does not track
 //! ```
 //!
 //! A command is what a client sends to start a round trip: a packet with sequence id 0 once the
@@ -47,8 +49,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use packets::{ClientHalf, ServerHalf, Stream};
+pub use pinning::{pinning, untracked_settings};
 
 mod packets;
+mod pinning;
 
 /// What clients sent through a [`WireCounter`] since it started or was last taken.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
