@@ -16,3 +16,4 @@ mod readme;
 mod reconcile;
 mod secrets;
 mod template;
+mod wire;
