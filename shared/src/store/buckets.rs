@@ -2,6 +2,7 @@
 
 use sqlx::{MySql, Transaction};
 
+use super::sql::Sql;
 use crate::domain::ids::ProductId;
 use crate::error::Error;
 
@@ -32,7 +33,7 @@ pub(crate) async fn move_stock(
     to: Counter,
 ) -> Result<(), Error> {
     let (from, to) = (from.column(), to.column());
-    let moved = sqlx::query(&format!(
+    let moved = Sql::new(format!(
         "UPDATE stock_buckets SET {from} = {from} - ?, {to} = {to} + ? WHERE product_id = ? AND bucket = ?"
     ))
     .bind(qty)

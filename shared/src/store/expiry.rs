@@ -9,6 +9,7 @@ use super::db::{finish, retry_conflicts};
 use super::orders::{cancel_order, lock_order};
 use super::outbox;
 use super::rows::{HOLD_SELECT, hold_event_detail, hold_from_row};
+use super::sql::Sql;
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::ids::{HoldId, OrderId};
 use crate::domain::model::{Hold, HoldStatus, Order, OrderStatus};
@@ -59,7 +60,7 @@ async fn try_expire_hold(
     tx: &mut Transaction<'static, MySql>,
     hold_id: &HoldId,
 ) -> Result<Settled<Hold>, Error> {
-    let Some(row) = sqlx::query(&format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
+    let Some(row) = Sql::new(format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
         .bind(hold_id.as_str())
         .fetch_optional(&mut **tx)
         .await?
@@ -86,7 +87,7 @@ pub(super) async fn give_back(
     status: &'static str,
     event_type: EventType,
 ) -> Result<DomainEvent, Error> {
-    sqlx::query("UPDATE holds SET status = ?, settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
+    Sql::new("UPDATE holds SET status = ?, settled_at = UTC_TIMESTAMP(3) WHERE id = ?")
         .bind(status)
         .bind(hold.hold_id.as_str())
         .execute(&mut **tx)

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, MySqlPool, Row, Transaction};
 
+use super::sql::{Sql, list};
 use crate::domain::ids::OrderId;
 use crate::domain::money::Cents;
 use crate::domain::payment::{PaymentEvent, PaymentStatus};
@@ -33,7 +34,7 @@ pub async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
 }
 
 async fn lease_due(tx: &mut Transaction<'static, MySql>) -> Result<Vec<Delivery>, Error> {
-    let rows = sqlx::query(
+    let rows = Sql::new(
         "SELECT i.id, i.idempotency_key, i.order_id, i.status, i.amount_cents, i.received_at, i.receive_count \
          FROM payment_inbox i \
          WHERE i.state = 'pending' AND i.visible_at <= UTC_TIMESTAMP(3) \
@@ -72,25 +73,20 @@ async fn lease_due(tx: &mut Transaction<'static, MySql>) -> Result<Vec<Delivery>
             receive_count: row.try_get::<u32, _>("receive_count")? + 1,
         });
     }
-    let mut lease = QueryBuilder::<MySql>::new(
+    Sql::new(format!(
         "UPDATE payment_inbox SET receive_count = receive_count + 1, \
-         visible_at = UTC_TIMESTAMP(3) + INTERVAL ",
-    );
-    lease
-        .push_bind(LEASE.as_secs())
-        .push(" SECOND WHERE id IN (");
-    let mut ids = lease.separated(", ");
-    for delivery in &deliveries {
-        ids.push_bind(delivery.id);
-    }
-    lease.push(")");
-    lease.build().execute(&mut **tx).await?;
+         visible_at = UTC_TIMESTAMP(3) + INTERVAL ? SECOND WHERE id IN ({})",
+        list(deliveries.iter().map(|delivery| delivery.id))
+    ))
+    .bind(LEASE.as_secs())
+    .execute(&mut **tx)
+    .await?;
     Ok(deliveries)
 }
 
 /// Durably queues an event: the webhook answers 202 only once this committed.
 pub async fn enqueue(pool: &MySqlPool, event: &PaymentEvent) -> Result<(), Error> {
-    sqlx::query(
+    Sql::new(
         "INSERT INTO payment_inbox (idempotency_key, order_id, status, amount_cents, received_at, \
                                     visible_at, enqueued_at) \
          VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
@@ -106,7 +102,7 @@ pub async fn enqueue(pool: &MySqlPool, event: &PaymentEvent) -> Result<(), Error
 }
 
 pub async fn mark_done(pool: &MySqlPool, id: u64) -> Result<(), Error> {
-    sqlx::query("UPDATE payment_inbox SET state = 'done', last_error = NULL WHERE id = ?")
+    Sql::new("UPDATE payment_inbox SET state = 'done', last_error = NULL WHERE id = ?")
         .bind(id)
         .execute(pool)
         .await?;
@@ -115,7 +111,7 @@ pub async fn mark_done(pool: &MySqlPool, id: u64) -> Result<(), Error> {
 
 /// Out of retries: kept, with why, for a person.
 pub async fn mark_dead(pool: &MySqlPool, id: u64, error: &Error) -> Result<(), Error> {
-    sqlx::query("UPDATE payment_inbox SET state = 'dead', last_error = ? WHERE id = ?")
+    Sql::new("UPDATE payment_inbox SET state = 'dead', last_error = ? WHERE id = ?")
         .bind(truncate(&error.to_string()))
         .bind(id)
         .execute(pool)
@@ -130,7 +126,7 @@ pub async fn retry_later(
     delay: Duration,
     error: &Error,
 ) -> Result<(), Error> {
-    sqlx::query(
+    Sql::new(
         "UPDATE payment_inbox SET visible_at = UTC_TIMESTAMP(3) + INTERVAL ? MICROSECOND, \
          last_error = ? WHERE id = ?",
     )

@@ -12,6 +12,7 @@ use super::outbox;
 use super::rows::{
     HOLD_SELECT, ORDER_SELECT, hold_from_row_at, order_event_detail, order_from_row,
 };
+use super::sql::Sql;
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::ids::{BuyerId, HoldId, OrderId};
 use crate::domain::model::{
@@ -55,7 +56,7 @@ async fn try_redeem(
     grace: chrono::Duration,
 ) -> Result<Committed<Redemption>, Error> {
     // Another buyer's hold is not found, as one that does not exist.
-    let row = sqlx::query(&format!(
+    let row = Sql::new(format!(
         "{HOLD_SELECT} WHERE id = ? AND buyer_id = ? FOR UPDATE"
     ))
     .bind(hold_id.as_str())
@@ -66,12 +67,12 @@ async fn try_redeem(
     // The clock is read after the hold's lock was granted (the locking statement's own clock is
     // when it started waiting): a hold that expired while we waited is expired. The price never
     // changes after creation, so this plain read needs no lock.
-    let (price, now): (i64, NaiveDateTime) =
-        sqlx::query_as("SELECT price_cents, UTC_TIMESTAMP(3) FROM products WHERE id = ?")
-            .bind(row.try_get::<u64, _>("product_id")?)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("hold {hold_id} names no product")))?;
+    let product = Sql::new("SELECT price_cents, UTC_TIMESTAMP(3) FROM products WHERE id = ?")
+        .bind(row.try_get::<u64, _>("product_id")?)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("hold {hold_id} names no product")))?;
+    let (price, now): (i64, NaiveDateTime) = (product.try_get(0)?, product.try_get(1)?);
     let hold = hold_from_row_at(&row, now)?;
     match hold.status {
         HoldStatus::Redeemed => {
@@ -100,7 +101,7 @@ async fn try_redeem(
         payment_due_at,
         cancel_at: payment_due_at + grace,
     };
-    sqlx::query(
+    Sql::new(
         "INSERT INTO orders (id, hold_id, product_id, buyer_id, bucket, qty, amount_cents, status, \
                              created_at, payment_due_at, cancel_at, updated_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, 'pending_payment', ?, ?, ?, ?)",
@@ -118,7 +119,7 @@ async fn try_redeem(
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE holds SET status = 'redeemed', settled_at = ? WHERE id = ?")
+    Sql::new("UPDATE holds SET status = 'redeemed', settled_at = ? WHERE id = ?")
         .bind(now)
         .bind(hold_id.as_str())
         .execute(&mut **tx)
@@ -175,7 +176,7 @@ async fn fetch_order(
     column: &'static str,
     value: &str,
 ) -> Result<Order, Error> {
-    let row = sqlx::query(&format!("{ORDER_SELECT} WHERE {column} = ?"))
+    let row = Sql::new(format!("{ORDER_SELECT} WHERE {column} = ?"))
         .bind(value)
         .fetch_optional(conn)
         .await?
@@ -188,7 +189,7 @@ async fn fetch_payments(
     conn: &mut MySqlConnection,
     order_id: &OrderId,
 ) -> Result<Vec<PaymentRecord>, Error> {
-    let rows = sqlx::query(
+    let rows = Sql::new(
         "SELECT idempotency_key, status, outcome, received_at FROM payment_events \
          WHERE order_id = ? ORDER BY received_at, applied_at, idempotency_key",
     )
@@ -217,7 +218,7 @@ pub(crate) async fn lock_order(
     tx: &mut Transaction<'_, MySql>,
     id: &OrderId,
 ) -> Result<Option<(Order, OrderStatus)>, Error> {
-    let Some(row) = sqlx::query(&format!("{ORDER_SELECT} WHERE id = ? FOR UPDATE"))
+    let Some(row) = Sql::new(format!("{ORDER_SELECT} WHERE id = ? FOR UPDATE"))
         .bind(id.as_str())
         .fetch_optional(&mut **tx)
         .await?
@@ -233,12 +234,10 @@ pub(crate) async fn cancel_order(
     order: &Order,
     reason: &'static str,
 ) -> Result<DomainEvent, Error> {
-    sqlx::query(
-        "UPDATE orders SET status = 'cancelled', updated_at = UTC_TIMESTAMP(3) WHERE id = ?",
-    )
-    .bind(order.order_id.as_str())
-    .execute(&mut **tx)
-    .await?;
+    Sql::new("UPDATE orders SET status = 'cancelled', updated_at = UTC_TIMESTAMP(3) WHERE id = ?")
+        .bind(order.order_id.as_str())
+        .execute(&mut **tx)
+        .await?;
     let event = outbox::record(
         tx,
         EventType::OrderCancelled,

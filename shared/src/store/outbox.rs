@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, MySqlPool, Row, Transaction};
 
+use super::sql::{Sql, list};
 use crate::domain::events::{DomainEvent, EventType};
 use crate::error::Error;
 
@@ -24,7 +25,7 @@ pub async fn record(
     if let Value::Object(fields) = &mut detail {
         fields.insert("event_id".into(), Value::String(id.clone()));
     }
-    sqlx::query(
+    Sql::new(
         "INSERT INTO outbox_events (id, event_type, detail, created_at) VALUES (?, ?, ?, UTC_TIMESTAMP(3))",
     )
     .bind(&id)
@@ -41,15 +42,12 @@ pub async fn record(
 
 /// Marks events the bus accepted as published (those not yet marked: a repeat is harmless).
 pub async fn mark_published(pool: &MySqlPool, ids: &[String]) -> Result<(), Error> {
-    let mut mark = QueryBuilder::<MySql>::new(
-        "UPDATE outbox_events SET published_at = UTC_TIMESTAMP(3) WHERE published_at IS NULL AND id IN (",
-    );
-    let mut separated = mark.separated(", ");
-    for id in ids {
-        separated.push_bind(id);
-    }
-    mark.push(")");
-    mark.build().execute(pool).await?;
+    Sql::new(format!(
+        "UPDATE outbox_events SET published_at = UTC_TIMESTAMP(3) WHERE published_at IS NULL AND id IN ({})",
+        list(ids)
+    ))
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -61,27 +59,21 @@ pub async fn pending_page(
     grace: Duration,
     after: Option<&(NaiveDateTime, String)>,
 ) -> Result<(Vec<DomainEvent>, Option<(NaiveDateTime, String)>), Error> {
-    let mut query = QueryBuilder::<MySql>::new(
+    let after_clause = if after.is_some() {
+        " AND (created_at > ? OR (created_at = ? AND id > ?))"
+    } else {
+        ""
+    };
+    let mut query = Sql::new(format!(
         "SELECT id, event_type, detail, created_at FROM outbox_events \
-         WHERE published_at IS NULL AND created_at <= UTC_TIMESTAMP(3) - INTERVAL ",
-    );
-    query
-        .push_bind(grace.as_micros() as u64)
-        .push(" MICROSECOND");
+         WHERE published_at IS NULL AND created_at <= UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND\
+         {after_clause} ORDER BY created_at, id LIMIT ?"
+    ))
+    .bind(grace.as_micros() as u64);
     if let Some((created_at, id)) = after {
-        query
-            .push(" AND (created_at > ")
-            .push_bind(*created_at)
-            .push(" OR (created_at = ")
-            .push_bind(*created_at)
-            .push(" AND id > ")
-            .push_bind(id)
-            .push("))");
+        query = query.bind(*created_at).bind(*created_at).bind(id);
     }
-    query
-        .push(" ORDER BY created_at, id LIMIT ")
-        .push_bind(REPUBLISH_PAGE);
-    let rows = query.build().fetch_all(pool).await?;
+    let rows = query.bind(REPUBLISH_PAGE).fetch_all(pool).await?;
     let mut events = Vec::with_capacity(rows.len());
     let mut last = None;
     for row in rows {

@@ -7,6 +7,7 @@ use super::db::{finish, retry_conflicts};
 use super::orders::{cancel_order, lock_order};
 use super::outbox;
 use super::rows::order_event_detail;
+use super::sql::Sql;
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::model::{Order, OrderStatus, to_rfc3339};
 use crate::domain::payment::{PaymentEvent, PaymentOutcome, decide};
@@ -44,7 +45,7 @@ async fn try_apply_payment(
     let (outcome, cancel) = decide(&order, stored, lapsed, event);
     // Inserted under the order lock, so a concurrent repeat of this key waits for us and then
     // finds it: the duplicate check and the effect are one atomic step.
-    let recorded = sqlx::query(
+    let recorded = Sql::new(
         "INSERT INTO payment_events (idempotency_key, order_id, status, received_at, amount_cents, \
                                      outcome, applied_at) \
          VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
@@ -70,7 +71,7 @@ async fn try_apply_payment(
     }
     let event_type = match outcome {
         PaymentOutcome::Applied(OrderStatus::Paid) => {
-            sqlx::query(
+            Sql::new(
                 "UPDATE orders SET status = 'paid', updated_at = UTC_TIMESTAMP(3) WHERE id = ?",
             )
             .bind(event.order_id.as_str())

@@ -1,8 +1,9 @@
 //! Products: creating one with its stock split over buckets, and reading its stock as of now.
 
-use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, MySqlPool, Row, Transaction};
 
 use super::db::finish;
+use super::sql::{Sql, literal};
 use crate::domain::ids::ProductId;
 use crate::domain::model::{Product, SaleTerms};
 use crate::domain::money::Cents;
@@ -39,7 +40,7 @@ async fn insert_product(
     tx: &mut Transaction<'static, MySql>,
     new: &NewProduct,
 ) -> Result<Product, Error> {
-    let inserted = sqlx::query(
+    let inserted = Sql::new(
         "INSERT INTO products (name, price_cents, total_stock, stock_buckets, max_per_buyer, \
                                sale_starts_at, sale_ends_at, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
@@ -74,19 +75,25 @@ async fn insert_buckets(
     stock: u32,
     buckets: u16,
 ) -> Result<(), Error> {
-    let mut insert = QueryBuilder::<MySql>::new(
-        "INSERT INTO stock_buckets (product_id, bucket, total_stock, available_stock) ",
-    );
-    insert.push_values(
-        split_stock(stock, buckets).into_iter().enumerate(),
-        |mut row, (bucket, units)| {
-            row.push_bind(product_id.0)
-                .push_bind(bucket as u16)
-                .push_bind(units)
-                .push_bind(units);
-        },
-    );
-    insert.build().execute(&mut **tx).await?;
+    let rows: Vec<String> = split_stock(stock, buckets)
+        .into_iter()
+        .enumerate()
+        .map(|(bucket, units)| {
+            format!(
+                "({}, {}, {}, {})",
+                literal(product_id.0),
+                literal(bucket as u16),
+                literal(units),
+                literal(units)
+            )
+        })
+        .collect();
+    Sql::new(format!(
+        "INSERT INTO stock_buckets (product_id, bucket, total_stock, available_stock) VALUES {}",
+        rows.join(", ")
+    ))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -99,7 +106,7 @@ pub async fn seed_demo_product(pool: &MySqlPool) -> Result<bool, Error> {
 }
 
 async fn insert_demo_product(tx: &mut Transaction<'static, MySql>) -> Result<bool, Error> {
-    let seeded = sqlx::query(
+    let seeded = Sql::new(
         "INSERT INTO products (id, name, price_cents, total_stock, stock_buckets, created_at) \
          SELECT 1, 'Demo product', 5000, 100, 1, UTC_TIMESTAMP(3) FROM DUAL \
          WHERE NOT EXISTS (SELECT 1 FROM products)",
@@ -120,7 +127,7 @@ async fn insert_demo_product(tx: &mut Transaction<'static, MySql>) -> Result<boo
 /// One consistent statement: the bucket counters, the lapsed holds they still count as reserved
 /// and the lapsed unpaid orders they still count as sold, from one snapshot at one instant.
 pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Error> {
-    let row = sqlx::query(
+    let row = Sql::new(
         "SELECT p.id, p.name, p.price_cents, p.total_stock, p.stock_buckets, \
                 p.max_per_buyer, p.sale_starts_at, p.sale_ends_at, \
                 CAST((SELECT SUM(b.available_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS available, \
@@ -203,7 +210,7 @@ async fn apply_change(
     id: ProductId,
     change: &ProductChange,
 ) -> Result<(), Error> {
-    let row = sqlx::query(
+    let row = Sql::new(
         "SELECT total_stock, max_per_buyer, sale_starts_at, sale_ends_at FROM products \
          WHERE id = ? FOR UPDATE",
     )
@@ -223,7 +230,7 @@ async fn apply_change(
     if new_total != total {
         change_stock(tx, id, new_total - total).await?;
     }
-    sqlx::query(
+    Sql::new(
         "UPDATE products SET total_stock = ?, max_per_buyer = ?, sale_starts_at = ?, sale_ends_at = ? \
          WHERE id = ?",
     )
@@ -243,12 +250,15 @@ async fn change_stock(
     id: ProductId,
     delta: i64,
 ) -> Result<(), Error> {
-    let buckets: Vec<(u16, i32)> = sqlx::query_as(
+    let buckets = Sql::new(
         "SELECT bucket, available_stock FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE",
     )
     .bind(id.0)
     .fetch_all(&mut **tx)
-    .await?;
+    .await?
+    .iter()
+    .map(|row| Ok((row.try_get::<u16, _>(0)?, row.try_get::<i32, _>(1)?)))
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let available: i64 = buckets.iter().map(|(_, units)| i64::from(*units)).sum();
     if delta < 0 && available < -delta {
         return Err(Error::InsufficientStock {
@@ -276,7 +286,7 @@ async fn change_stock(
             .collect()
     };
     for (bucket, units) in shares.into_iter().filter(|(_, units)| *units != 0) {
-        sqlx::query(
+        Sql::new(
             "UPDATE stock_buckets SET available_stock = available_stock + ?, total_stock = total_stock + ? \
              WHERE product_id = ? AND bucket = ?",
         )

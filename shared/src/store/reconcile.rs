@@ -15,6 +15,7 @@
 use serde::Serialize;
 use sqlx::{MySqlPool, Row};
 
+use super::sql::Sql;
 use crate::domain::ids::ProductId;
 use crate::error::Error;
 use crate::metrics;
@@ -112,7 +113,7 @@ where
           {where_product}
           ORDER BY b.product_id, b.bucket"
     );
-    let mut query = sqlx::query(&sql);
+    let mut query = Sql::new(sql);
     if let Some(id) = product {
         // The three derived tables' filters and the outer one.
         for _ in 0..4 {
@@ -259,7 +260,7 @@ async fn repair_locked(
     tx: &mut sqlx::Transaction<'static, sqlx::MySql>,
     product_id: ProductId,
 ) -> Result<Repair, Error> {
-    sqlx::query("SELECT bucket FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE")
+    Sql::new("SELECT bucket FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE")
         .bind(product_id.0)
         .fetch_all(&mut **tx)
         .await?;
@@ -284,7 +285,7 @@ async fn repair_locked(
         if !drift.repairable() {
             continue;
         }
-        sqlx::query(
+        Sql::new(
             "UPDATE stock_buckets SET available_stock = ?, reserved_stock = ?, sold_stock = ? \
                  WHERE product_id = ? AND bucket = ?",
         )

@@ -5,6 +5,7 @@ use sqlx::{MySql, MySqlPool, Transaction};
 use super::db::{finish, retry_conflicts};
 use super::expiry::give_back;
 use super::rows::{HOLD_SELECT, hold_from_row};
+use super::sql::Sql;
 use crate::domain::events::{Committed, EventType};
 use crate::domain::ids::{BuyerId, HoldId};
 use crate::domain::model::{Hold, HoldStatus};
@@ -31,7 +32,7 @@ async fn release_locked(
     id: &HoldId,
     buyer: Option<&BuyerId>,
 ) -> Result<Committed<Hold>, Error> {
-    let row = sqlx::query(&format!(
+    let row = Sql::new(format!(
         "{HOLD_SELECT} WHERE id = ? AND buyer_id = ? FOR UPDATE"
     ))
     .bind(id.as_str())

@@ -2,7 +2,7 @@
 //! sweeper), in short batches that take the stock bucket locks last.
 
 use serde::Serialize;
-use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
+use sqlx::{MySql, MySqlPool, Row, Transaction};
 
 use super::buckets::{Counter, return_units};
 use super::db::{finish, retry_conflicts};
@@ -10,6 +10,7 @@ use super::outbox;
 use super::rows::{
     HOLD_SELECT, ORDER_SELECT, hold_event_detail, hold_from_row, order_event_detail, order_from_row,
 };
+use super::sql::{Sql, list};
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::ids::ProductId;
 use crate::error::Error;
@@ -92,7 +93,7 @@ async fn expire_lapsed_holds(
     product_id: ProductId,
 ) -> Result<Vec<DomainEvent>, Error> {
     // Index order (expires_at, id): every settler locks a product's holds in the same order.
-    let lapsed = sqlx::query(&format!(
+    let lapsed = Sql::new(format!(
         "{HOLD_SELECT} WHERE product_id = ? AND status = 'active' \
              AND expires_at <= UTC_TIMESTAMP(3) ORDER BY expires_at, id LIMIT ? FOR UPDATE"
     ))
@@ -137,7 +138,7 @@ async fn cancel_lapsed_orders(
     product_id: ProductId,
 ) -> Result<Vec<DomainEvent>, Error> {
     // Index order (cancel_at, id), as for holds.
-    let lapsed = sqlx::query(&format!(
+    let lapsed = Sql::new(format!(
         "{ORDER_SELECT} WHERE product_id = ? AND status = 'pending_payment' \
          AND cancel_at <= UTC_TIMESTAMP(3) ORDER BY cancel_at, id LIMIT ? FOR UPDATE"
     ))
@@ -174,26 +175,24 @@ async fn set_status_where_id_in<'a>(
     update: &str,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<(), Error> {
-    let mut statement = QueryBuilder::<MySql>::new(update);
-    statement.push(" WHERE id IN (");
-    let mut separated = statement.separated(", ");
-    for id in ids {
-        separated.push_bind(id);
-    }
-    statement.push(")");
-    statement.build().execute(&mut **tx).await?;
+    Sql::new(format!("{update} WHERE id IN ({})", list(ids)))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
 /// Settles every lapsed hold and unpaid order of every product: the sweeper's job.
 pub async fn settle_all_lapsed(pool: &MySqlPool) -> Result<Committed<Settlement>, Error> {
-    let products: Vec<u64> = sqlx::query_scalar(
+    let products = Sql::new(
         "SELECT product_id FROM holds WHERE status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
          UNION \
          SELECT product_id FROM orders WHERE status = 'pending_payment' AND cancel_at <= UTC_TIMESTAMP(3)",
     )
     .fetch_all(pool)
-    .await?;
+    .await?
+    .iter()
+    .map(|row| row.try_get::<u64, _>(0))
+    .collect::<Result<Vec<_>, _>>()?;
     let mut settlement = Settlement::default();
     let mut events = Vec::new();
     for product_id in products {

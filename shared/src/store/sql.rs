@@ -112,6 +112,18 @@ pub fn literal(value: impl Literal) -> String {
     out
 }
 
+/// Values rendered and comma-separated, for an `IN (…)` list built from a collection.
+pub fn list<T: Literal>(values: impl IntoIterator<Item = T>) -> String {
+    let mut out = String::new();
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        value.write_literal(&mut out);
+    }
+    out
+}
+
 /// A statement being filled in: the template's text up to the next `?`, the values so far.
 #[derive(Debug)]
 pub struct Sql {
@@ -222,6 +234,13 @@ mod tests {
         assert_eq!(literal(&b"\0'\\\xff"[..]), "X'00275CFF'");
         assert_eq!(literal(&b""[..]), "X''");
         assert_eq!(literal(""), "_utf8mb4 X''");
+    }
+
+    #[test]
+    fn a_list_is_its_values_comma_separated() {
+        assert_eq!(list([1_u64, 22, 333]), "1, 22, 333");
+        assert_eq!(list(["a", "b"]), "_utf8mb4 X'61', _utf8mb4 X'62'");
+        assert_eq!(list(Vec::<u64>::new()), "");
     }
 
     #[test]

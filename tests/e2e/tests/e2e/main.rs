@@ -9,6 +9,7 @@ mod buyers;
 mod concurrency;
 mod events;
 mod expiry;
+mod literals;
 mod migrate;
 mod openapi;
 mod payments;
