@@ -7,7 +7,7 @@ use chrono::NaiveDateTime;
 use serde_json::Value;
 use sqlx::{MySql, MySqlPool, Row, Transaction};
 
-use super::sql::{Sql, list};
+use super::sql::{IDS_PER_STATEMENT, Sql, list};
 use crate::domain::events::{DomainEvent, EventType};
 use crate::error::Error;
 
@@ -42,12 +42,14 @@ pub async fn record(
 
 /// Marks events the bus accepted as published (those not yet marked: a repeat is harmless).
 pub async fn mark_published(pool: &MySqlPool, ids: &[String]) -> Result<(), Error> {
-    Sql::new(format!(
-        "UPDATE outbox_events SET published_at = UTC_TIMESTAMP(3) WHERE published_at IS NULL AND id IN ({})",
-        list(ids)
-    ))
-    .execute(pool)
-    .await?;
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        Sql::new(format!(
+            "UPDATE outbox_events SET published_at = UTC_TIMESTAMP(3) WHERE published_at IS NULL AND id IN ({})",
+            list(chunk)
+        ))
+        .execute(pool)
+        .await?;
+    }
     Ok(())
 }
 

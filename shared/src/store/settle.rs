@@ -10,7 +10,7 @@ use super::outbox;
 use super::rows::{
     HOLD_SELECT, ORDER_SELECT, hold_event_detail, hold_from_row, order_event_detail, order_from_row,
 };
-use super::sql::{Sql, list};
+use super::sql::{IDS_PER_STATEMENT, Sql, list};
 use crate::domain::events::{Committed, DomainEvent, EventType};
 use crate::domain::ids::ProductId;
 use crate::error::Error;
@@ -170,14 +170,18 @@ async fn cancel_lapsed_orders(
 }
 
 /// `update` (an UPDATE … SET …) applied to the rows with these ids, in one statement.
+/// In statements of at most [`IDS_PER_STATEMENT`] ids, so each stays under RDS Proxy's 16 KB.
 async fn set_status_where_id_in<'a>(
     tx: &mut Transaction<'static, MySql>,
     update: &str,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<(), Error> {
-    Sql::new(format!("{update} WHERE id IN ({})", list(ids)))
-        .execute(&mut **tx)
-        .await?;
+    let ids: Vec<&str> = ids.collect();
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        Sql::new(format!("{update} WHERE id IN ({})", list(chunk)))
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 

@@ -21,6 +21,14 @@ use chrono::NaiveDateTime;
 use sqlx::mysql::{MySqlQueryResult, MySqlRow};
 use sqlx::{Executor, MySql};
 
+/// RDS Proxy pins a client connection that sends a statement longer than this, whatever it says:
+/// statements built from lists keep under it.
+pub const PROXY_PINS_TEXT_OVER: usize = 16 * 1024;
+
+/// The most ids one `IN (…)` list takes: a UUID renders as an 86-character literal with its
+/// separator, so 128 of them make about 11 KB, under [`PROXY_PINS_TEXT_OVER`].
+pub const IDS_PER_STATEMENT: usize = 128;
+
 /// A value that can stand in a statement's text.
 pub trait Literal {
     fn write_literal(&self, out: &mut String);
@@ -169,6 +177,14 @@ impl Sql {
             self.rest
         );
         self.text.push_str(&self.rest);
+        if self.text.len() > PROXY_PINS_TEXT_OVER {
+            let opening: String = self.text.chars().take(40).collect();
+            tracing::warn!(
+                bytes = self.text.len(),
+                statement = %opening,
+                "a statement over 16 KB pins its RDS Proxy connection"
+            );
+        }
         self.text
     }
 

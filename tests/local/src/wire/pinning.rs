@@ -1,12 +1,20 @@
 //! Reading a text query for what would pin a client connection to one database connection
 //! behind RDS Proxy.
 
+/// RDS Proxy pins a session on any statement whose text is larger than this.
+pub const PINNING_TEXT_SIZE: usize = 16 * 1024;
+
 /// Why `query` would pin a client connection to one database connection behind RDS Proxy, or
 /// `None` when nothing in it does. Reads the SQL outside string literals (hex literals included),
 /// quoted identifiers and comments: a statement that starts with `SET` or is a SQL-level prepared
 /// statement (`PREPARE`, `EXECUTE`, `DEALLOCATE`); any `@`, a user variable or a read of a
-/// session's `@@` variable; `GET_LOCK`; `LOCK TABLE(S)`; `CREATE TEMPORARY`.
+/// session's `@@` variable; `GET_LOCK`; `LOCK TABLE(S)`; `CREATE TEMPORARY`; `ROW_COUNT`,
+/// `FOUND_ROWS` and `LAST_INSERT_ID` (which pin "sometimes", by AWS's word); and any query text
+/// over 16 KB, which pins whatever it says.
 pub fn pinning(query: &str) -> Option<&'static str> {
+    if query.len() > PINNING_TEXT_SIZE {
+        return Some("a statement over 16 KB");
+    }
     let tokens = tokens(query);
     let mut statement_start = true;
     let mut previous: Option<&Token> = None;
@@ -25,6 +33,9 @@ pub fn pinning(query: &str) -> Option<&'static str> {
                 }
                 if word == "GET_LOCK" {
                     return Some("GET_LOCK");
+                }
+                if matches!(word.as_str(), "ROW_COUNT" | "FOUND_ROWS" | "LAST_INSERT_ID") {
+                    return Some("ROW_COUNT, FOUND_ROWS or LAST_INSERT_ID");
                 }
                 if let Some(Token::Word(before)) = previous {
                     match (before.as_str(), word.as_str()) {
