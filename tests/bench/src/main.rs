@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use flash_sale_local::moto::Moto;
 use run::{RunConfig, RunResult};
 use scenario::Scenario;
 
@@ -116,7 +115,7 @@ async fn run() -> Result<bool, String> {
     let server_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
     if args.command == "init" {
-        return init_times(&args, &server_url).await;
+        return cold_start::init_times(&args.functions, args.runs, &server_url).await;
     }
     let sweep_clients: &[usize] = if args.smoke {
         &SMOKE_CLIENTS
@@ -204,72 +203,6 @@ async fn run() -> Result<bool, String> {
         }
         Ok(false)
     }
-}
-
-/// Median start-to-ready time and size of every function binary in `args.functions`, started
-/// two ways: with `DATABASE_URL`, and as deployed, with a Secrets Manager secret (served by a
-/// moto_server on loopback) that the cold start reads.
-async fn init_times(args: &Args, database_url: &str) -> Result<bool, String> {
-    let url = url::Url::parse(database_url).map_err(|err| format!("DATABASE_URL: {err}"))?;
-    let moto = Moto::start().await?;
-    let secret = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await)
-        .create_secret()
-        .name("flash-sale-bench-init")
-        .secret_string(
-            serde_json::json!({"username": url.username(), "password": url.password().unwrap_or("")})
-                .to_string(),
-        )
-        .send()
-        .await
-        .map_err(|err| format!("creating the secret in moto_server: {err:?}"))?;
-    let arn = secret
-        .arn()
-        .ok_or("moto_server returned no ARN")?
-        .to_owned();
-    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-    let port = url.port().unwrap_or(3306).to_string();
-    let name = url.path().trim_start_matches('/').to_owned();
-    let with_url = [("DATABASE_URL", database_url)];
-    let with_secret = [
-        ("DATABASE_SECRET_ARN", arn.as_str()),
-        ("DATABASE_HOST", host.as_str()),
-        ("DATABASE_PORT", port.as_str()),
-        ("DATABASE_NAME", name.as_str()),
-        // The local server speaks no TLS; on AWS the default, verify_identity, applies.
-        ("DATABASE_SSL_MODE", "disabled"),
-        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-    ];
-
-    println!(
-        "{:<18} {:>8} {:>18} {:>21}",
-        "function", "size MB", "init ms, URL (p50)", "init ms, secret (p50)"
-    );
-    for function in cold_start::functions()? {
-        let binary = args.functions.join(&function);
-        let size = std::fs::metadata(&binary)
-            .map_err(|err| format!("{}: {err}", binary.display()))?
-            .len();
-        let mut medians = Vec::new();
-        for database in [&with_url[..], &with_secret[..]] {
-            let mut times = Vec::new();
-            for _ in 0..args.runs.max(5) {
-                times.push(cold_start::init_time(&binary, database).await?);
-            }
-            times.sort();
-            medians.push(times[times.len() / 2].as_secs_f64() * 1000.0);
-        }
-        println!(
-            "{:<18} {:>8.2} {:>18.2} {:>21.2}",
-            function,
-            size as f64 / 1e6,
-            medians[0],
-            medians[1]
-        );
-    }
-    Ok(true)
 }
 
 fn sweep(clients: &[usize]) -> Vec<(Scenario, usize, bool)> {
