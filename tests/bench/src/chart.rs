@@ -15,13 +15,14 @@ pub fn chart(results: &[RunResult], path: &std::path::Path, font: &[u8]) -> Resu
         .iter()
         .map(RunResult::per_second)
         .fold(1.0, f64::max)
-        * 1.1;
+        // Headroom for the legend, in the upper right corner.
+        * 1.4;
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|err| err.to_string())?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "flash-sale: holds per second on one product",
-            ("sans-serif", 26),
+            "flash-sale: holds per second on one product (medians of alternating rounds)",
+            ("sans-serif", 24),
         )
         .margin(20)
         .x_label_area_size(45)
@@ -37,7 +38,16 @@ pub fn chart(results: &[RunResult], path: &std::path::Path, font: &[u8]) -> Resu
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(|err| err.to_string())?;
-    let palette = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    let palette = [
+        RED,
+        BLUE,
+        GREEN,
+        BLACK,
+        MAGENTA,
+        CYAN,
+        RGBColor(255, 140, 0),
+        RGBColor(128, 128, 128),
+    ];
     for (index, scenario) in Scenario::ALL.into_iter().enumerate() {
         let mut points: Vec<(f64, f64)> = results
             .iter()
@@ -52,7 +62,7 @@ pub fn chart(results: &[RunResult], path: &std::path::Path, font: &[u8]) -> Resu
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|err| err.to_string())?
-            .label(scenario.name())
+            .label(label(scenario))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
@@ -66,10 +76,23 @@ pub fn chart(results: &[RunResult], path: &std::path::Path, font: &[u8]) -> Resu
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
         .draw()
         .map_err(|err| err.to_string())?;
     root.present().map_err(|err| err.to_string())
+}
+
+fn label(scenario: Scenario) -> String {
+    let how = match scenario {
+        Scenario::HotHold => "HTTP, local server",
+        Scenario::HotHoldDirect => "store call, one pool",
+        Scenario::LambdaHold => "handler, a connection per client",
+        Scenario::RowlockBaseline => "raw SQL, row-lock counters",
+        Scenario::SumBaseline => "raw SQL, sum of active holds",
+        _ => return scenario.name().to_owned(),
+    };
+    format!("{} ({how})", scenario.name())
 }

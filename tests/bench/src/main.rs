@@ -1,50 +1,70 @@
-//! `flash-sale-bench`: throughput and latency of the hot paths on this machine, each run on a
-//! fresh database against the server in `DATABASE_URL`, each ending with an invariant audit.
+//! `flash-sale-bench`: throughput, latency and the cost per operation of the hot paths on this
+//! machine, each round on a fresh database against the server in `DATABASE_URL`, each ending
+//! with an invariant audit.
 //!
-//!   flash-sale-bench <scenario> [--clients N] [--seconds S] [--runs R] [--products M] [--buckets B]
-//!                               [--buyer-limit]
-//!   flash-sale-bench sweep [--seconds S] [--runs R] [--chart PATH]
-//!   flash-sale-bench all [--smoke]
+//!   flash-sale-bench <scenario> [--clients N[,N…]] [--buckets B[,B…]] [--seconds S] [--warmup S]
+//!                               [--runs R] [--products M] [--buyer-limit]
+//!   flash-sale-bench compare [--scenarios SUBJECT,BASELINE[,…]] [--clients …] [--buckets …] …
+//!   flash-sale-bench sweep [--clients …] [--seconds S] [--runs R] [--chart PATH]
+//!   flash-sale-bench all [--smoke] [--chart PATH]
 //!   flash-sale-bench init [--functions DIR] [--runs R]
 //!
-//! Scenarios: hot-hold, hot-hold-direct, seed-baseline, flow, spread, read. `sweep` runs the
-//! first three at 1, 8, 32, 64, 128 and 256 clients and charts them; `all` runs every scenario
-//! and a sweep. `init` times each function binary in DIR (default target/release) from start to
-//! ready, with `DATABASE_URL` and with a Secrets Manager secret (moto_server on loopback), and
-//! prints its size. `--runs R` reports the median (by throughput) of R runs. `--smoke` makes
+//! Scenarios: hot-hold, hot-hold-direct, lambda-hold, rowlock-baseline, sum-baseline (also
+//! seed-baseline), flow, spread, read. Every scenario runs R rounds; scenarios compared with each
+//! other run in alternation (A, B, A, B, …) at each clients × buckets and are reported by their
+//! median round. `compare` (default: hot-hold against rowlock-baseline, 3 rounds) prints the
+//! ratio of the medians; `sweep` runs the holds scenarios and both baselines at 1 to 256 clients
+//! and charts them; `all` runs every scenario at --clients, then a sweep. `init` times each
+//! function binary in DIR (default target/release) from start to ready, with `DATABASE_URL` and
+//! with a Secrets Manager secret (moto_server on loopback), and prints its size. `--smoke` makes
 //! everything tiny: it proves the bench works and its audits pass, it measures nothing. Every
-//! client is a buyer of its own (its own token); `--buyer-limit` gives the products a per-buyer
-//! limit no client reaches, so every hold also locks and counts its buyer's row.
+//! client is a buyer of its own; `--buyer-limit` gives the products a per-buyer limit no client
+//! reaches, so every hold also locks and counts its buyer's row.
 //! Exits non-zero when an audit fails or any request ended in a 5xx or a transport error.
 
+mod audit;
+mod baseline;
 mod chart;
 mod cold_start;
+mod measure;
+mod report;
+mod rounds;
 mod run;
 mod scenario;
+mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use run::{RunConfig, RunResult};
+use rounds::Series;
+use run::RunConfig;
 use scenario::Scenario;
+use sqlx::{ConnectOptions, Connection, Executor, Row};
 
-const SWEEP_SCENARIOS: [Scenario; 3] = [
+const SWEEP_SCENARIOS: [Scenario; 5] = [
     Scenario::HotHold,
     Scenario::HotHoldDirect,
-    Scenario::SeedBaseline,
+    Scenario::LambdaHold,
+    Scenario::RowlockBaseline,
+    Scenario::SumBaseline,
 ];
 const SWEEP_CLIENTS: [usize; 6] = [1, 8, 32, 64, 128, 256];
 const SMOKE_CLIENTS: [usize; 2] = [1, 4];
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+/// Connections left free on the database server for everyone else when a scenario opens one
+/// per client (`lambda-hold`).
+const SPARE_CONNECTIONS: i64 = 8;
 
 struct Args {
     command: String,
-    clients: usize,
+    clients: Option<Vec<usize>>,
+    buckets: Vec<u16>,
+    scenarios: Vec<Scenario>,
     seconds: f64,
-    runs: usize,
+    warmup: f64,
+    runs: Option<usize>,
     products: usize,
-    buckets: u16,
     buyer_limit: bool,
     chart: PathBuf,
     functions: PathBuf,
@@ -53,16 +73,18 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut raw = std::env::args().skip(1);
-    let command = raw
-        .next()
-        .ok_or("usage: flash-sale-bench <scenario|sweep|all> [options]; see the source's header")?;
+    let command = raw.next().ok_or(
+        "usage: flash-sale-bench <scenario|compare|sweep|all|init> [options]; see the source's header",
+    )?;
     let mut args = Args {
         command,
-        clients: 64,
+        clients: None,
+        buckets: vec![1],
+        scenarios: vec![Scenario::HotHold, Scenario::RowlockBaseline],
         seconds: 10.0,
-        runs: 1,
+        warmup: 1.0,
+        runs: None,
         products: 16,
-        buckets: 1,
         buyer_limit: false,
         chart: PathBuf::from("target/flash-sale-bench.png"),
         functions: PathBuf::from("target/release"),
@@ -70,16 +92,34 @@ fn parse_args() -> Result<Args, String> {
     };
     while let Some(flag) = raw.next() {
         let mut value = || raw.next().ok_or(format!("{flag} needs a value"));
-        let number = |text: String| {
+        let number = |text: &str| {
             text.parse::<f64>()
                 .map_err(|_| format!("{flag} takes a number, got {text:?}"))
         };
+        let numbers = |text: String| {
+            text.split(',')
+                .map(|one| number(one.trim()))
+                .collect::<Result<Vec<f64>, String>>()
+        };
         match flag.as_str() {
-            "--clients" => args.clients = number(value()?)? as usize,
-            "--seconds" => args.seconds = number(value()?)?,
-            "--runs" => args.runs = number(value()?)? as usize,
-            "--products" => args.products = number(value()?)? as usize,
-            "--buckets" => args.buckets = number(value()?)? as u16,
+            "--clients" => {
+                args.clients = Some(numbers(value()?)?.into_iter().map(|n| n as usize).collect())
+            }
+            "--buckets" => {
+                args.buckets = numbers(value()?)?.into_iter().map(|n| n as u16).collect()
+            }
+            "--scenarios" => {
+                args.scenarios = value()?
+                    .split(',')
+                    .map(|name| {
+                        Scenario::parse(name.trim()).ok_or(format!("unknown scenario {name:?}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--seconds" => args.seconds = number(&value()?)?,
+            "--warmup" => args.warmup = number(&value()?)?,
+            "--runs" => args.runs = Some(number(&value()?)? as usize),
+            "--products" => args.products = number(&value()?)? as usize,
             "--chart" => args.chart = PathBuf::from(value()?),
             "--functions" => args.functions = PathBuf::from(value()?),
             "--smoke" => args.smoke = true,
@@ -88,19 +128,31 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if args.smoke {
-        (args.clients, args.seconds, args.runs, args.products) = (4, 1.0, 1, 4);
+        (args.clients, args.seconds, args.warmup) = (Some(vec![4]), 0.2, 0.05);
+        (args.runs, args.products) = (Some(1), 4);
     }
-    if args.clients == 0 || args.runs == 0 || args.seconds <= 0.0 {
-        return Err("--clients, --runs and --seconds must be positive".into());
+    let counts_positive = args.clients.iter().flatten().all(|n| *n > 0)
+        && args.buckets.iter().all(|b| *b > 0)
+        && args.runs != Some(0);
+    if !counts_positive || args.seconds <= 0.0 || args.warmup < 0.0 {
+        return Err("--clients, --buckets, --runs and --seconds must be positive".into());
     }
     Ok(args)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // The in-process server's metric lines would bury the figures (and cost a write each).
     shared::metrics::disable();
-    match run().await {
+    // The load generator's runtime; the service gets one of its own in every round.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("load")
+        .enable_all()
+        .build();
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => Err(format!("starting the runtime: {err}")),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
@@ -115,104 +167,165 @@ async fn run() -> Result<bool, String> {
     let server_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
     if args.command == "init" {
-        return cold_start::init_times(&args.functions, args.runs, &server_url).await;
+        return cold_start::init_times(&args.functions, args.runs.unwrap_or(1), &server_url).await;
     }
-    let sweep_clients: &[usize] = if args.smoke {
-        &SMOKE_CLIENTS
-    } else {
-        &SWEEP_CLIENTS
-    };
-    // (scenario, clients, part of the charted sweep)
-    let mut plan = Vec::new();
-    match args.command.as_str() {
-        "sweep" => plan.extend(sweep(sweep_clients)),
-        "all" => {
-            plan.extend(
-                Scenario::ALL
-                    .into_iter()
-                    .map(|scenario| (scenario, args.clients, false)),
-            );
-            plan.extend(sweep(sweep_clients));
-        }
-        name => {
-            let scenario = Scenario::parse(name).ok_or(format!("unknown scenario {name:?}"))?;
-            plan.push((scenario, args.clients, false));
-        }
-    }
+    let plan = plan(&args)?;
+    let database_pid = measure::database_process(&server_url);
+    let room = connection_room(&server_url).await?;
+    let runs = args.runs.unwrap_or(match args.command.as_str() {
+        "compare" | "sweep" | "all" => 3,
+        _ => 1,
+    });
     println!(
-        "flash-sale-bench: {} run(s) of {} s, median of {}, pool {} connections, {} cores",
-        plan.len(),
+        "flash-sale-bench: {} round(s) of {} s after {} s of warm-up, pool {} connections, {} cores, database {}",
+        plan.iter().map(|(group, _)| group.len()).sum::<usize>() * runs,
         args.seconds,
-        args.runs,
+        args.warmup,
         run::POOL_SIZE,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        database_pid.map_or(
+            "not on this machine (its CPU is not measured)".to_owned(),
+            |pid| { format!("process {pid} on this machine") }
+        ),
     );
-    let mut results = Vec::new();
+    let mut all = Vec::new();
     let mut swept = Vec::new();
-    for (scenario, clients, charted) in plan {
-        let config = RunConfig {
-            scenario,
-            clients,
-            duration: Duration::from_secs_f64(args.seconds),
-            products: args.products,
-            buckets: args.buckets,
-            buyer_limit: args.buyer_limit,
-        };
-        let mut runs = Vec::new();
-        for _ in 0..args.runs {
-            runs.push(run::run(&server_url, &config).await?);
+    for (mut group, charted) in plan {
+        group.retain(|config| {
+            let fits = config.scenario != Scenario::LambdaHold
+                || config.clients as u64 + u64::from(run::OWN_CONNECTIONS) <= room;
+            if !fits {
+                println!(
+                    "lambda-hold at {} clients skipped: it needs a connection per client, and the server has {room} to spare",
+                    config.clients
+                );
+            }
+            fits
+        });
+        if group.is_empty() {
+            continue;
         }
-        runs.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
-        let median = runs.swap_remove(runs.len() / 2);
-        print!(
-            "{}",
-            run::table(std::slice::from_ref(&median))
-                .lines()
-                .nth(1)
-                .map(|l| format!("{l}\n"))
-                .unwrap_or_default()
+        let names: Vec<&str> = group.iter().map(|config| config.scenario.name()).collect();
+        println!(
+            "\n== {} at {} clients, {} bucket(s): {runs} round(s) each, in turn ==",
+            names.join(", "),
+            group[0].clients,
+            group[0].buckets
+        );
+        let series = rounds::alternate(&server_url, &group, runs, database_pid).await?;
+        let medians: Vec<run::RunResult> = series.iter().map(|one| one.median().clone()).collect();
+        println!(
+            "medians:\n{}\n{}{}",
+            report::table(&medians),
+            report::commands_table(&medians),
+            rounds::comparison(&series)
         );
         if charted {
-            swept.push(median.clone());
+            swept.extend(medians);
         }
-        results.push(median);
+        all.push(series);
     }
-    println!("\n{}", run::table(&results));
+    println!("{}", report::LEGEND);
     if !swept.is_empty() {
         chart(&swept, &args.chart);
     }
-    let broken: Vec<&RunResult> = results
-        .iter()
-        .filter(|r| r.invariants.is_err() || r.server_errors() > 0)
-        .collect();
-    if broken.is_empty() {
-        println!(
-            "invariants: ok in all {} runs; no 5xx, no transport errors",
-            results.len()
-        );
-        Ok(true)
-    } else {
-        for result in broken {
-            println!(
-                "FAILED: {} at {} clients: {:?}, {} server errors",
-                result.scenario.name(),
-                result.clients,
-                result.invariants,
-                result.server_errors()
-            );
-        }
-        Ok(false)
+    let series: Vec<Series> = all.into_iter().flatten().collect();
+    let failed = rounds::failures(&series);
+    let count: usize = series.iter().map(|one| one.rounds.len()).sum();
+    if failed.is_empty() {
+        println!("invariants: ok in all {count} rounds; no 5xx, no transport errors");
+        return Ok(true);
     }
+    for result in failed {
+        println!(
+            "FAILED: {} at {} clients: {:?}, {} server errors",
+            result.scenario.name(),
+            result.clients,
+            result.invariants,
+            result.server_errors()
+        );
+    }
+    Ok(false)
 }
 
-fn sweep(clients: &[usize]) -> Vec<(Scenario, usize, bool)> {
-    SWEEP_SCENARIOS
-        .into_iter()
-        .flat_map(|scenario| clients.iter().map(move |n| (scenario, *n, true)))
-        .collect()
+/// The groups of configs to run, each group in alternation, and whether it is part of the
+/// charted sweep.
+fn plan(args: &Args) -> Result<Vec<(Vec<RunConfig>, bool)>, String> {
+    let config = |scenario, clients, buckets| RunConfig {
+        scenario,
+        clients,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.seconds),
+        products: args.products,
+        buckets,
+        buyer_limit: args.buyer_limit,
+    };
+    let grid = |scenarios: &[Scenario], clients: &[usize], charted: bool| {
+        clients
+            .iter()
+            .flat_map(|n| {
+                args.buckets.iter().map(move |b| {
+                    let group = scenarios
+                        .iter()
+                        .map(|scenario| config(*scenario, *n, *b))
+                        .collect();
+                    (group, charted)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let sweep_clients: &[usize] = match (&args.clients, args.smoke) {
+        (_, true) => &SMOKE_CLIENTS,
+        (Some(clients), false) if args.command == "sweep" => clients,
+        _ => &SWEEP_CLIENTS,
+    };
+    let clients = args.clients.clone().unwrap_or(vec![64]);
+    Ok(match args.command.as_str() {
+        "compare" => {
+            if args.scenarios.len() < 2 || args.scenarios[1..].iter().any(|s| !s.is_baseline()) {
+                return Err("compare takes --scenarios SUBJECT,BASELINE[,BASELINE…]".into());
+            }
+            grid(&args.scenarios, &clients, false)
+        }
+        "sweep" => grid(&SWEEP_SCENARIOS, sweep_clients, true),
+        "all" => {
+            let mut plan = grid(&Scenario::ALL, &clients[..1], false);
+            plan.extend(grid(&SWEEP_SCENARIOS, sweep_clients, true));
+            plan
+        }
+        name => {
+            let scenario = Scenario::parse(name).ok_or(format!("unknown scenario {name:?}"))?;
+            grid(&[scenario], &clients, false)
+        }
+    })
 }
 
-fn chart(sweep: &[RunResult], path: &std::path::Path) {
+/// How many more connections the database server accepts: `max_connections` less the sessions
+/// open now and a few left for everyone else.
+async fn connection_room(server_url: &str) -> Result<u64, String> {
+    let options = shared::store::db::connect_options(&server_url.to_owned().into())
+        .map_err(|err| err.to_string())?
+        .database("information_schema");
+    let mut conn = options
+        .connect()
+        .await
+        .map_err(|err| format!("connecting to the database server: {err}"))?;
+    let row = conn
+        .fetch_one(
+            "SELECT CAST(@@max_connections AS SIGNED), \
+             (SELECT COUNT(*) FROM information_schema.PROCESSLIST)",
+        )
+        .await
+        .map_err(|err| err.to_string())?;
+    let (max, open): (i64, i64) = (
+        row.try_get(0).map_err(|err| err.to_string())?,
+        row.try_get(1).map_err(|err| err.to_string())?,
+    );
+    let _ = conn.close().await;
+    Ok(u64::try_from(max - open - SPARE_CONNECTIONS).unwrap_or(0))
+}
+
+fn chart(sweep: &[run::RunResult], path: &std::path::Path) {
     let written = std::fs::read(FONT)
         .map_err(|err| format!("no font at {FONT} ({err}); install fonts-dejavu-core"))
         .and_then(|font| chart::chart(sweep, path, &font));

@@ -4,18 +4,23 @@ use std::time::Duration;
 
 use flash_sale_local::known_secrets::webhook_signature;
 use serde_json::json;
-use shared::domain::ids::{HoldId, ProductId};
+use shared::domain::ids::ProductId;
 use shared::store::holds::HoldRequest;
-use sqlx::{MySqlPool, Row};
+use sqlx::MySqlPool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     /// Holds of 1 on one product over HTTP against the local server.
     HotHold,
-    /// The same through `shared::store::holds::reserve`, no HTTP.
+    /// The same through `shared::store::holds::reserve`, no HTTP, one pool of the local server's size.
     HotHoldDirect,
-    /// The seed's transaction shape as raw SQL: lock, sum the holds, update, insert, commit.
-    SeedBaseline,
+    /// The same as N Lambda containers would: each client its own one-connection pool, calling
+    /// create-hold's handler with an API Gateway event, no HTTP.
+    LambdaHold,
+    /// The classic row-lock counter design as raw SQL, on tables of its own.
+    RowlockBaseline,
+    /// The seed's design as raw SQL: the row lock, and a sum of the product's active holds.
+    SumBaseline,
     /// Hold, order and a signed `paid` webhook, until the order is paid.
     Flow,
     /// Holds of 1 spread over several products.
@@ -25,34 +30,49 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 8] = [
         Self::HotHold,
         Self::HotHoldDirect,
-        Self::SeedBaseline,
+        Self::LambdaHold,
+        Self::RowlockBaseline,
+        Self::SumBaseline,
         Self::Flow,
         Self::Spread,
         Self::Read,
     ];
+    pub const BASELINES: [Scenario; 2] = [Self::RowlockBaseline, Self::SumBaseline];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::HotHold => "hot-hold",
             Self::HotHoldDirect => "hot-hold-direct",
-            Self::SeedBaseline => "seed-baseline",
+            Self::LambdaHold => "lambda-hold",
+            Self::RowlockBaseline => "rowlock-baseline",
+            Self::SumBaseline => "sum-baseline",
             Self::Flow => "flow",
             Self::Spread => "spread",
             Self::Read => "read",
         }
     }
 
+    /// A scenario by name; `seed-baseline`, its old name, is the sum-of-holds baseline.
     pub fn parse(name: &str) -> Option<Self> {
+        if name == "seed-baseline" {
+            return Some(Self::SumBaseline);
+        }
         Self::ALL
             .into_iter()
             .find(|scenario| scenario.name() == name)
     }
 
+    /// Clients talk HTTP to the local server, whose runtime is then the service's alone; in the
+    /// other scenarios the clients' loop runs on the service's runtime, calling it directly.
     pub fn over_http(self) -> bool {
-        !matches!(self, Self::HotHoldDirect | Self::SeedBaseline)
+        matches!(self, Self::HotHold | Self::Flow | Self::Spread | Self::Read)
+    }
+
+    pub fn is_baseline(self) -> bool {
+        Self::BASELINES.contains(&self)
     }
 }
 
@@ -153,54 +173,48 @@ pub async fn hold_direct(pool: &MySqlPool, product: ProductId) -> String {
     }
 }
 
-/// The seed design, as raw SQL through the same driver and pool size: the product lock is held
-/// across four statements, one of them a sum over every active hold of the product.
-pub async fn seed_hold(pool: &MySqlPool, product: ProductId) -> String {
-    let attempt = async {
-        let mut tx = pool.begin().await?;
-        let row =
-            sqlx::query(
-                "SELECT p.total_stock, CAST((SELECT SUM(sold_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS sold_stock \
-                 FROM products p WHERE p.id = ? FOR UPDATE",
-            )
-                .bind(product.0)
-                .fetch_one(&mut *tx)
-                .await?;
-        let held: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(qty), 0) AS SIGNED) FROM holds \
-             WHERE product_id = ? AND status = 'active' AND expires_at > UTC_TIMESTAMP(3)",
-        )
-        .bind(product.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        let available = i64::from(row.try_get::<i32, _>("total_stock")?)
-            - row.try_get::<i64, _>("sold_stock")?
-            - held;
-        if available < 1 {
-            tx.rollback().await?;
-            return Ok::<_, sqlx::Error>("insufficient_stock");
-        }
-        // The seed kept its counters on the product row; ours live in its (single) stock bucket.
-        sqlx::query(
-            "UPDATE stock_buckets SET available_stock = available_stock - 1, reserved_stock = reserved_stock + 1 \
-             WHERE product_id = ? AND bucket = 0",
-        )
-            .bind(product.0)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO holds (id, product_id, qty, status, created_at, expires_at) \
-             VALUES (?, ?, 1, 'active', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) + INTERVAL 600 SECOND)",
-        )
-        .bind(HoldId::generate().as_str())
-        .bind(product.0)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok("reserved")
+/// One Lambda container of `lambda-hold`: create-hold's dependencies with a one-connection pool,
+/// and the API Gateway event its client sends again and again.
+pub struct LambdaContainer {
+    pub deps: create_hold::Deps,
+    pub event: String,
+}
+
+impl LambdaContainer {
+    /// The event API Gateway would send for `buyer`'s hold of 1: its JWT authorizer's claims
+    /// carry the buyer.
+    pub fn event(buyer: &str, product: ProductId) -> String {
+        json!({
+            "version": "2.0",
+            "routeKey": "POST /api/holds",
+            "rawPath": "/api/holds",
+            "rawQueryString": "",
+            "headers": {"content-type": "application/json"},
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "bench",
+                "http": {"method": "POST", "path": "/api/holds", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "flash-sale-bench"},
+                "requestId": "bench",
+                "routeKey": "POST /api/holds",
+                "stage": "$default",
+                "time": "01/Jan/2026:00:00:00 +0000",
+                "timeEpoch": 1_767_225_600_000_u64,
+                "authorizer": {"jwt": {"claims": {"sub": buyer}, "scopes": null}}
+            },
+            "isBase64Encoded": false,
+            "body": json!({"product_id": product.0, "qty": 1}).to_string()
+        })
+        .to_string()
+    }
+}
+
+/// One invocation: the event parsed as the Lambda runtime would, then create-hold's handler.
+pub async fn hold_through_handler(container: &LambdaContainer) -> String {
+    let Ok(request) = lambda_http::request::from_str(&container.event) else {
+        return "error".into();
     };
-    match attempt.await {
-        Ok(outcome) => outcome.into(),
+    match create_hold::handle(&container.deps, request).await {
+        Ok(response) => response.status().as_u16().to_string(),
         Err(_) => "error".into(),
     }
 }

@@ -1,0 +1,132 @@
+//! The tables the bench prints, and the legend that says what each column is.
+
+use std::time::Duration;
+
+use crate::run::RunResult;
+
+pub const LEGEND: &str = "\
+columns: ops/s, latency percentiles (ms) of the measured phase; per operation:
+  cmd/op    database commands: statements the clients sent (server's Questions: text queries and
+            prepared executes, every statement of a multi-statement request, a CALL once), plus
+            prepares and pings (Com_stmt_prepare, Com_admin_commands)
+  prep/op   statements prepared on the server (Com_stmt_prepare); exec/op: prepared executes
+            (Com_stmt_execute, binary protocol: each one pins an RDS Proxy connection)
+  svc ms    CPU ms of the service: the threads of its own tokio runtime (workers and blocking
+            pool); over HTTP the local server with its background work, otherwise the clients'
+            loop calling it, the handler or the raw SQL, and the driver
+  db ms     CPU ms of the database server's process (mariadbd, /proc/<pid>/stat), when local
+  load ms   CPU ms of the rest of the bench process: the HTTP load generator (reqwest), the
+            bench's bookkeeping
+  The counters and the database's CPU are the whole server's: other clients' work during a
+  round is counted too (`others`: their sessions at the round's start or end).";
+
+pub fn table(results: &[RunResult]) -> String {
+    let mut out = format!(
+        "{:<16} {:>7} {:>4} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} {:>7}  {}\n",
+        "scenario",
+        "clients",
+        "bkts",
+        "ops/s",
+        "p50",
+        "p95",
+        "p99",
+        "cmd/op",
+        "prep/op",
+        "exec/op",
+        "svc ms",
+        "db ms",
+        "load ms",
+        "outcomes | invariants"
+    );
+    for result in results {
+        out.push_str(&row(result));
+        out.push('\n');
+    }
+    out
+}
+
+/// One result's line of [`table`].
+pub fn row(result: &RunResult) -> String {
+    let ops = result.operations;
+    let costs = &result.costs;
+    let optional = |cpu: Option<f64>| {
+        cpu.map_or("-".to_owned(), |cpu| {
+            format!("{:.3}", result.ms_per_op(cpu))
+        })
+    };
+    let outcomes: Vec<String> = result
+        .outcomes
+        .iter()
+        .map(|(outcome, n)| format!("{outcome}:{n}"))
+        .collect();
+    let invariants = match &result.invariants {
+        Ok(summary) => format!("invariants {summary}"),
+        Err(problem) => format!("INVARIANTS BROKEN: {problem}"),
+    };
+    let warmup = match result.warmup_failures {
+        0 => String::new(),
+        n => format!(" (warm-up: {n} 5xx or errors)"),
+    };
+    format!(
+        "{:<16} {:>7} {:>4} {:>9.1} {:>7.2} {:>7.2} {:>7.2} {:>6.2} {:>7.2} {:>7.2} {:>6.3} {:>6} {:>7}  {}{} | {}",
+        result.scenario.name(),
+        result.clients,
+        result.buckets,
+        result.per_second(),
+        millis(result.p50),
+        millis(result.p95),
+        millis(result.p99),
+        costs.commands_per_op(ops),
+        costs.per_op("Com_stmt_prepare", ops),
+        costs.per_op("Com_stmt_execute", ops),
+        result.ms_per_op(costs.service_cpu),
+        optional(costs.database_cpu),
+        optional(costs.load_cpu),
+        outcomes.join(" "),
+        warmup,
+        invariants,
+    )
+}
+
+/// Each status counter per operation, and the other sessions on the server.
+pub fn commands_table(results: &[RunResult]) -> String {
+    let columns = [
+        ("stmts", "Questions"),
+        ("execs", "Com_stmt_execute"),
+        ("preps", "Com_stmt_prepare"),
+        ("closes", "Com_stmt_close"),
+        ("pings", "Com_admin_commands"),
+        ("begins", "Com_begin"),
+        ("commits", "Com_commit"),
+        ("rollbks", "Com_rollback"),
+        ("calls", "Com_call_procedure"),
+        ("selects", "Com_select"),
+        ("inserts", "Com_insert"),
+        ("updates", "Com_update"),
+    ];
+    let mut out = format!("{:<16} {:>7} {:>4}", "per operation", "clients", "bkts");
+    for (title, _) in columns {
+        out.push_str(&format!(" {title:>7}"));
+    }
+    out.push_str("  others\n");
+    for result in results {
+        out.push_str(&format!(
+            "{:<16} {:>7} {:>4}",
+            result.scenario.name(),
+            result.clients,
+            result.buckets
+        ));
+        for (_, counter) in columns {
+            out.push_str(&format!(
+                " {:>7.2}",
+                result.costs.per_op(counter, result.operations)
+            ));
+        }
+        out.push_str(&format!("  {}\n", result.costs.others));
+    }
+    out
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
