@@ -63,6 +63,7 @@ struct Args {
     scenarios: Vec<Scenario>,
     seconds: f64,
     warmup: f64,
+    wire: f64,
     runs: Option<usize>,
     products: usize,
     buyer_limit: bool,
@@ -83,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
         scenarios: vec![Scenario::HotHold, Scenario::RowlockBaseline],
         seconds: 10.0,
         warmup: 1.0,
+        wire: 0.5,
         runs: None,
         products: 16,
         buyer_limit: false,
@@ -118,6 +120,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--seconds" => args.seconds = number(&value()?)?,
             "--warmup" => args.warmup = number(&value()?)?,
+            "--wire" => args.wire = number(&value()?)?,
             "--runs" => args.runs = Some(number(&value()?)? as usize),
             "--products" => args.products = number(&value()?)? as usize,
             "--chart" => args.chart = PathBuf::from(value()?),
@@ -128,14 +131,16 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if args.smoke {
-        (args.clients, args.seconds, args.warmup) = (Some(vec![4]), 0.2, 0.05);
+        (args.clients, args.seconds, args.warmup, args.wire) = (Some(vec![4]), 0.2, 0.05, 0.05);
         (args.runs, args.products) = (Some(1), 4);
     }
     let counts_positive = args.clients.iter().flatten().all(|n| *n > 0)
         && args.buckets.iter().all(|b| *b > 0)
         && args.runs != Some(0);
-    if !counts_positive || args.seconds <= 0.0 || args.warmup < 0.0 {
-        return Err("--clients, --buckets, --runs and --seconds must be positive".into());
+    if !counts_positive || args.seconds <= 0.0 || args.warmup < 0.0 || args.wire < 0.0 {
+        return Err(
+            "--clients, --buckets, --runs and --seconds must be positive, --warmup and --wire not negative".into(),
+        );
     }
     Ok(args)
 }
@@ -215,8 +220,9 @@ async fn run() -> Result<bool, String> {
         let series = rounds::alternate(&server_url, &group, runs, database_pid).await?;
         let medians: Vec<run::RunResult> = series.iter().map(|one| one.median().clone()).collect();
         println!(
-            "medians:\n{}\n{}{}",
+            "medians:\n{}\n{}\n{}{}",
             report::table(&medians),
+            report::wire_table(&medians),
             report::commands_table(&medians),
             rounds::comparison(&series)
         );
@@ -256,6 +262,7 @@ fn plan(args: &Args) -> Result<Vec<(Vec<RunConfig>, bool)>, String> {
         clients,
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.seconds),
+        wire: Duration::from_secs_f64(args.wire),
         products: args.products,
         buckets,
         buyer_limit: args.buyer_limit,

@@ -2,24 +2,26 @@
 
 use std::time::Duration;
 
+use flash_sale_local::wire::WireCounts;
+
 use crate::run::RunResult;
 use crate::scenario::Scenario;
 
 pub const LEGEND: &str = "\
-columns: ops/s, latency percentiles (ms) of the measured phase; per operation:
-  cmd/op    database commands: statements the clients sent (server's Questions: text queries and
-            prepared executes, every statement of a multi-statement request, a CALL once), plus
-            prepares and pings (Com_stmt_prepare, Com_admin_commands)
-  prep/op   statements prepared on the server (Com_stmt_prepare); exec/op: prepared executes
-            (Com_stmt_execute, binary protocol: each one pins an RDS Proxy connection)
+columns: ops/s and latency percentiles (ms) of the measured phase; per operation:
+  cmd/op    database commands (round trips) counted on the wire, in a short phase of their own
+            through a counting proxy (flash_sale_local::wire::WireCounter): every command the
+            service's connections sent, pings included, over the operations of that phase
+  prep/op   of them, statements prepared on the server (COM_STMT_PREPARE); exec/op: executes of
+            prepared statements (COM_STMT_EXECUTE; each pins an RDS Proxy connection)
   svc ms    CPU ms of the service: the threads of its own tokio runtime (workers and blocking
             pool); over HTTP the local server with its background work, otherwise the clients'
             loop calling it, the handler or the raw SQL, and the driver
   db ms     CPU ms of the database server's process (mariadbd, /proc/<pid>/stat), when local
   load ms   CPU ms of the rest of the bench process: the HTTP load generator (reqwest), the
             bench's bookkeeping
-  The counters and the database's CPU are the whole server's: other clients' work during a
-  round is counted too (`others`: their sessions at the round's start or end).";
+  The status counters (second table) and the database's CPU are the whole server's: other
+  clients' work during a round is counted too (`others`: their sessions at its start or end).";
 
 pub fn table(results: &[RunResult]) -> String {
     let mut out = format!(
@@ -48,7 +50,6 @@ pub fn table(results: &[RunResult]) -> String {
 
 /// One result's line of [`table`].
 pub fn row(result: &RunResult) -> String {
-    let ops = result.operations;
     let costs = &result.costs;
     let optional = |cpu: Option<f64>| {
         cpu.map_or("-".to_owned(), |cpu| {
@@ -69,7 +70,7 @@ pub fn row(result: &RunResult) -> String {
         n => format!(" (warm-up: {n} 5xx or errors)"),
     };
     format!(
-        "{:<16} {:>7} {:>4} {:>9.1} {:>7.2} {:>7.2} {:>7.2} {:>6.2} {:>7.2} {:>7.2} {:>6.3} {:>6} {:>7}  {}{} | {}",
+        "{:<16} {:>7} {:>4} {:>9.1} {:>7.2} {:>7.2} {:>7.2} {:>6} {:>7} {:>7} {:>6.3} {:>6} {:>7}  {}{} | {}",
         result.scenario.name(),
         result.clients,
         buckets(result),
@@ -77,9 +78,9 @@ pub fn row(result: &RunResult) -> String {
         millis(result.p50),
         millis(result.p95),
         millis(result.p99),
-        costs.commands_per_op(ops),
-        costs.per_op("Com_stmt_prepare", ops),
-        costs.per_op("Com_stmt_execute", ops),
+        on_wire(result, |counts| counts.commands),
+        on_wire(result, |counts| counts.prepares),
+        on_wire(result, |counts| counts.executes),
         result.ms_per_op(costs.service_cpu),
         optional(costs.database_cpu),
         optional(costs.load_cpu),
@@ -87,6 +88,54 @@ pub fn row(result: &RunResult) -> String {
         warmup,
         invariants,
     )
+}
+
+/// A count of the phase on the wire per operation, or `-` when there was none.
+fn on_wire(result: &RunResult, count: impl Fn(&WireCounts) -> u64) -> String {
+    result.wire.as_ref().map_or("-".to_owned(), |wire| {
+        format!(
+            "{:.2}",
+            count(&wire.counts) as f64 / wire.operations.max(1) as f64
+        )
+    })
+}
+
+/// The phase on the wire: each kind of command per operation, and the connections opened.
+pub fn wire_table(results: &[RunResult]) -> String {
+    let mut out = format!(
+        "{:<16} {:>7} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  {}\n",
+        "on the wire",
+        "clients",
+        "bkts",
+        "ops",
+        "cmds",
+        "queries",
+        "preps",
+        "execs",
+        "pings",
+        "others",
+        "connections"
+    );
+    for result in results {
+        let Some(wire) = &result.wire else { continue };
+        let per_op = |count: u64| count as f64 / wire.operations.max(1) as f64;
+        let counts = &wire.counts;
+        out.push_str(&format!(
+            "{:<16} {:>7} {:>4} {:>7} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2}  {}\n",
+            result.scenario.name(),
+            result.clients,
+            buckets(result),
+            wire.operations,
+            per_op(counts.commands),
+            per_op(counts.queries),
+            per_op(counts.prepares),
+            per_op(counts.executes),
+            per_op(counts.pings),
+            per_op(counts.others),
+            counts.connections,
+        ));
+    }
+    out
 }
 
 /// Each status counter per operation, and the other sessions on the server.
@@ -105,17 +154,21 @@ pub fn commands_table(results: &[RunResult]) -> String {
         ("inserts", "Com_insert"),
         ("updates", "Com_update"),
     ];
-    let mut out = format!("{:<16} {:>7} {:>4}", "per operation", "clients", "bkts");
+    let mut out = format!(
+        "{:<16} {:>7} {:>4} {:>7}",
+        "status counters", "clients", "bkts", "cmds"
+    );
     for (title, _) in columns {
         out.push_str(&format!(" {title:>7}"));
     }
     out.push_str("  others\n");
     for result in results {
         out.push_str(&format!(
-            "{:<16} {:>7} {:>4}",
+            "{:<16} {:>7} {:>4} {:>7.2}",
             result.scenario.name(),
             result.clients,
-            buckets(result)
+            buckets(result),
+            result.costs.commands_per_op(result.operations)
         ));
         for (_, counter) in columns {
             out.push_str(&format!(

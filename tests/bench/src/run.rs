@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flash_sale_local::database::with_database;
-use secrecy::SecretString;
+use flash_sale_local::wire::{WireCounter, WireCounts};
+use secrecy::{ExposeSecret, SecretString};
 use shared::domain::ids::ProductId;
 use shared::domain::money::Cents;
 use shared::store::products::NewProduct;
@@ -34,6 +35,9 @@ pub struct RunConfig {
     /// Untimed and uncounted: the pools fill, statements are prepared, connections warm.
     pub warmup: Duration,
     pub duration: Duration,
+    /// The phase counted on the wire, after the measured one (and as long again as a warm-up);
+    /// zero for none.
+    pub wire: Duration,
     /// Products of the `spread` scenario.
     pub products: usize,
     /// Stock buckets of every product the run creates (the baselines keep one row).
@@ -55,10 +59,13 @@ pub struct RunResult {
     pub p99: Duration,
     /// Outcomes by HTTP status (or `reserved` / a refusal code / `error` for the direct ones).
     pub outcomes: BTreeMap<String, u64>,
-    /// 5xx and transport errors during the warm-up, which count as failures too.
+    /// 5xx and transport errors during the warm-up and the phase on the wire, which count as
+    /// failures too.
     pub warmup_failures: u64,
     pub invariants: Result<String, String>,
     pub costs: Costs,
+    /// Commands counted on the wire in a short phase of their own, unless `--wire 0`.
+    pub wire: Option<WireTally>,
 }
 
 impl RunResult {
@@ -146,29 +153,9 @@ async fn run_on(
 ) -> Result<RunResult, String> {
     let pool = &bench_db.pool;
     let products = Arc::new(create_products(pool, config).await?);
-    // Started on the service's runtime, so its tasks and connections are the service's. Driven
-    // from a blocking thread: the local server's start is not a future that `spawn` accepts
-    // (sqlx's `Acquire` is not `Send` for every lifetime).
-    let (service, scenario, url) = (
-        runtime.handle().clone(),
-        config.scenario,
-        bench_db.url.clone(),
-    );
-    let (clients, product) = (config.clients, products[0]);
-    let mut target = tokio::task::spawn_blocking(move || {
-        service.block_on(Target::start(scenario, url, clients, product))
-    })
-    .await
-    .map_err(|err| err.to_string())??;
-    // Over HTTP the clients are the load generator, on the bench's own runtime; otherwise their
-    // loop is the caller of the service, on its runtime.
-    let load = if config.scenario.over_http() {
-        Handle::current()
-    } else {
-        runtime.handle().clone()
-    };
-    let clients = target.clients(config, &products)?;
-    let (clients, warmup) = drive(&load, clients, Instant::now() + config.warmup).await?;
+    let mut service = Service::start(runtime, config, bench_db.url.clone(), &products).await?;
+    let clients = service.target.clients(config, &products)?;
+    let (clients, warmup) = drive(&service.load, clients, Instant::now() + config.warmup).await?;
 
     let meter = Meter {
         threads,
@@ -177,22 +164,21 @@ async fn run_on(
     let mut conn = pool.acquire().await.map_err(|err| err.to_string())?;
     let before = meter.snapshot(&mut conn).await?;
     let started = Instant::now();
-    let (clients, mut tally) = drive(&load, clients, started + config.duration).await?;
+    let (clients, mut tally) = drive(&service.load, clients, started + config.duration).await?;
     let elapsed = started.elapsed();
     let after = meter.snapshot(&mut conn).await?;
     drop((conn, clients));
+    service.stop(pool, config).await?;
 
-    if config.scenario == Scenario::Flow {
-        wait_until_paid(pool, Duration::from_secs(30)).await?;
-    }
+    let wire = if config.wire.is_zero() {
+        None
+    } else {
+        Some(count_on_wire(bench_db, config, runtime, &products).await?)
+    };
     let invariants = match config.scenario {
         Scenario::RowlockBaseline => audit_rowlock(pool, AMPLE_STOCK).await,
         scenario => audit(pool, &products, scenario).await,
     };
-    runtime
-        .spawn(target.stop())
-        .await
-        .map_err(|err| err.to_string())?;
     tally.latencies.sort();
     let latencies = &tally.latencies;
     let percentile = |p: f64| {
@@ -210,12 +196,108 @@ async fn run_on(
         p50: percentile(0.50),
         p95: percentile(0.95),
         p99: percentile(0.99),
-        warmup_failures: failures(&warmup.outcomes),
+        warmup_failures: failures(&warmup.outcomes) + wire.as_ref().map_or(0, |wire| wire.failures),
         outcomes: tally.outcomes,
         invariants,
         costs: Costs::between(&before, &after),
+        wire,
     })
 }
+
+/// The service of a round, started on its runtime, and where its clients run.
+struct Service {
+    target: Target,
+    /// Over HTTP the clients are the load generator, on the bench's own runtime; otherwise their
+    /// loop is the caller of the service, on its runtime.
+    load: Handle,
+    runtime: Handle,
+}
+
+impl Service {
+    /// Connected to `database_url`: the round's database, or a counting proxy in front of it.
+    async fn start(
+        runtime: &tokio::runtime::Runtime,
+        config: &RunConfig,
+        database_url: SecretString,
+        products: &[ProductId],
+    ) -> Result<Self, String> {
+        // Started on the service's runtime, so its tasks and connections are the service's.
+        // Driven from a blocking thread: the local server's start is not a future that `spawn`
+        // accepts (sqlx's `Acquire` is not `Send` for every lifetime).
+        let service = runtime.handle().clone();
+        let (scenario, clients, product) = (config.scenario, config.clients, products[0]);
+        let target = tokio::task::spawn_blocking(move || {
+            service.block_on(Target::start(scenario, database_url, clients, product))
+        })
+        .await
+        .map_err(|err| err.to_string())??;
+        Ok(Self {
+            target,
+            load: if config.scenario.over_http() {
+                Handle::current()
+            } else {
+                runtime.handle().clone()
+            },
+            runtime: runtime.handle().clone(),
+        })
+    }
+
+    /// Stops it once its work is done: in the flow, once every payment it accepted is applied
+    /// (its own workers apply them).
+    async fn stop(self, pool: &MySqlPool, config: &RunConfig) -> Result<(), String> {
+        if config.scenario == Scenario::Flow {
+            wait_until_paid(pool, Duration::from_secs(30)).await?;
+        }
+        self.runtime
+            .spawn(self.target.stop())
+            .await
+            .map_err(|err| err.to_string())
+    }
+}
+
+/// What a short phase through a [`WireCounter`] counted: the commands of its operations, exactly.
+#[derive(Debug, Clone)]
+pub struct WireTally {
+    pub operations: u64,
+    pub counts: WireCounts,
+    /// 5xx and transport errors of the phase.
+    pub failures: u64,
+}
+
+/// A second service, connected through a counting proxy, driven for a moment to warm up and then
+/// for `config.wire`; neither timed nor part of the CPU figures. Its commands are counted once
+/// every operation has ended and the pool has taken its connections back (sqlx pings each).
+async fn count_on_wire(
+    bench_db: &BenchDb,
+    config: &RunConfig,
+    runtime: &tokio::runtime::Runtime,
+    products: &Arc<Vec<ProductId>>,
+) -> Result<WireTally, String> {
+    let database_url = bench_db.url.expose_secret();
+    let counter = WireCounter::in_front_of(database_url)
+        .await
+        .map_err(|err| format!("starting the wire counter: {err}"))?;
+    let through = SecretString::from(counter.url(database_url));
+    let mut service = Service::start(runtime, config, through, products).await?;
+    let clients = service.target.clients(config, products)?;
+    let (clients, warmup) = drive(&service.load, clients, Instant::now() + config.wire).await?;
+    tokio::time::sleep(RELEASED).await;
+    counter.take();
+    let (clients, tally) = drive(&service.load, clients, Instant::now() + config.wire).await?;
+    tokio::time::sleep(RELEASED).await;
+    let counts = counter.take();
+    drop(clients);
+    service.stop(&bench_db.pool, config).await?;
+    Ok(WireTally {
+        operations: tally.latencies.len() as u64,
+        counts,
+        failures: failures(&warmup.outcomes) + failures(&tally.outcomes),
+    })
+}
+
+/// Long enough for the pool to have pinged and taken back the connection of an operation that
+/// has just ended.
+const RELEASED: Duration = Duration::from_millis(50);
 
 async fn create_products(pool: &MySqlPool, config: &RunConfig) -> Result<Vec<ProductId>, String> {
     if config.scenario == Scenario::RowlockBaseline {

@@ -112,8 +112,7 @@ pub async fn flow_over_http(
     base: &str,
     token: &str,
     product: ProductId,
-    client: usize,
-    round: u64,
+    payment_key: &str,
 ) -> String {
     let step = async {
         let hold: serde_json::Value = expect_status(
@@ -130,7 +129,7 @@ pub async fn flow_over_http(
             201,
         )
         .await?;
-        let body = json!({"idempotency_key": format!("bench-{client}-{round}"), "order_id": order["order_id"], "status": "paid"})
+        let body = json!({"idempotency_key": payment_key, "order_id": order["order_id"], "status": "paid"})
             .to_string();
         let signature = webhook_signature(&body);
         expect_status::<serde_json::Value>(

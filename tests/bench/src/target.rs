@@ -127,7 +127,7 @@ impl Target {
                     (None, None) => return Err("the service has no pool".to_owned()),
                 };
                 Ok(Client {
-                    index,
+                    payment_keys: format!("bench-{index}-{}", uuid::Uuid::new_v4().simple()),
                     scenario: config.scenario,
                     products: products.clone(),
                     rng: fastrand::Rng::with_seed(index as u64),
@@ -177,7 +177,9 @@ enum Work {
 
 /// One client, kept from the warm-up to the measured phase (its connections, its buyer).
 pub struct Client {
-    index: usize,
+    /// Its payments' idempotency keys start with it: unique to this client of this service,
+    /// whose keys must not repeat another's (a repeat is acknowledged and not applied).
+    payment_keys: String,
     scenario: Scenario,
     products: Arc<Vec<ProductId>>,
     rng: fastrand::Rng,
@@ -196,7 +198,8 @@ impl Client {
                     read_over_http(http, base, product).await
                 }
                 (Work::Http { http, base, token }, Scenario::Flow) => {
-                    flow_over_http(http, base, token, product, self.index, self.round).await
+                    let key = format!("{}-{}", self.payment_keys, self.round);
+                    flow_over_http(http, base, token, product, &key).await
                 }
                 (Work::Http { http, base, token }, _) => {
                     hold_over_http(http, base, token, product).await
