@@ -4,9 +4,8 @@
 //!
 //! The counters are the whole server's: anything else using it during a round (another
 //! developer's tests) is counted too, which is why each snapshot also notes the sessions other
-//! than the bench's. Commands counted exactly on the wire (`flash_sale_local::wire::WireCounter`)
-//! would come from a counted phase of their own, with the service pointed at the counter's
-//! address: see `run::Target::start`, which takes the database URL the service connects to.
+//! than the bench's. The service's own commands, exactly, come from the phase on the wire
+//! (`run::count_on_wire`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
