@@ -384,6 +384,21 @@ mod tests {
     }
 
     #[test]
+    fn the_session_is_set_on_connect_unless_the_proxy_sets_it() {
+        let session = |vars: &[(&str, &str)]| config(vars).map(|c| c.database.session);
+        assert_eq!(session(&[]).expect("valid"), SessionSetup::OnConnect);
+        assert_eq!(
+            session(&[("DATABASE_SESSION_SETUP", "connect")]).expect("valid"),
+            SessionSetup::OnConnect
+        );
+        assert_eq!(
+            session(&[("DATABASE_SESSION_SETUP", "proxy")]).expect("valid"),
+            SessionSetup::ByProxy
+        );
+        assert!(session(&[("DATABASE_SESSION_SETUP", "Proxy")]).is_err());
+    }
+
+    #[test]
     fn the_database_secret_needs_its_host_and_defaults_to_verified_tls() {
         assert!(config(&[]).expect("valid").database.secret.is_none());
         let arn = "arn:aws:secretsmanager:eu-west-1:1:secret:db";
