@@ -22,12 +22,17 @@
 -- It answers one row: outcome ('held', 'product_not_found', 'sale_not_started', 'sale_ended',
 -- 'buyer_limit_reached' or 'no_bucket_has_enough'), the hold's bucket and expiry, the clock it
 -- judged by, the sale terms and the units the buyer already had.
+--
+-- The parameters carry their columns' character sets and collations: a parameter is compared as
+-- a column is (neither can be coerced to the other), so one of the database's default utf8mb4
+-- would turn `buyer_id = p_buyer_id` into a conversion of every row's ascii value, and no index
+-- on holds could serve it.
 CREATE PROCEDURE reserve_hold(
-    IN p_hold_id CHAR(36),
+    IN p_hold_id CHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci,
     IN p_product_id BIGINT UNSIGNED,
-    IN p_buyer_id VARCHAR(255),
+    IN p_buyer_id VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin,
     IN p_qty INT UNSIGNED,
-    IN p_idempotency_key VARCHAR(255),
+    IN p_idempotency_key VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin,
     IN p_ttl_ms BIGINT UNSIGNED,
     IN p_pick SMALLINT UNSIGNED
 )

@@ -336,3 +336,75 @@ async fn the_total_stock_rises_at_once_and_never_falls_below_what_is_held_and_so
     assert_eq!(api.hold(id, 1).await.0, 201);
     assert_stock_invariants(&db.pool, &api, id).await;
 }
+
+/// The reservation counts the buyer's units and finds its hold through the holds indexes,
+/// whatever other buyers hold: `reserve_hold`'s parameters compare as the columns do (declared
+/// with the database's default utf8mb4 they turned every such lookup into a scan of all holds).
+#[tokio::test]
+async fn a_limited_reservation_reads_only_its_buyers_rows() {
+    use shared::store::sql::{Sql, literal};
+    use sqlx::{Executor, Row};
+    let db = TestDb::new().await;
+    let setup = [
+        "INSERT INTO products (id, name, price_cents, total_stock, stock_buckets, max_per_buyer, created_at) \
+         VALUES (7, 'Indexed', 100, 1000, 2, 1000000, UTC_TIMESTAMP(3))",
+        // Bucket 0 is empty, so a reservation starting there moves on to bucket 1 and rewrites its
+        // hold's bucket by the hold's id.
+        "INSERT INTO stock_buckets (product_id, bucket, total_stock, available_stock) \
+         VALUES (7, 0, 0, 0), (7, 1, 1000, 1000)",
+    ];
+    for statement in setup {
+        db.pool.execute(statement).await.expect("set up");
+    }
+    // 5,000 active holds of 50 other buyers, and 3 of the buyer's own.
+    let holds: Vec<String> = (1..=5_000_u32)
+        .map(|n| {
+            let buyer = if n <= 3 {
+                "buyer-me".to_owned()
+            } else {
+                format!("other-{}", n % 50)
+            };
+            format!(
+                "({}, 7, {}, 1, 1, 'active', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) + INTERVAL 1 HOUR)",
+                literal(format!("00000000-0000-4000-8000-{n:012}")),
+                literal(buyer)
+            )
+        })
+        .collect();
+    Sql::new(format!(
+        "INSERT INTO holds (id, product_id, buyer_id, bucket, qty, status, created_at, expires_at) VALUES {}",
+        holds.join(", ")
+    ))
+    .execute(&db.pool)
+    .await
+    .expect("other buyers' holds");
+    let mut conn = db.pool.acquire().await.expect("a connection");
+    let reads = |rows: Vec<sqlx::mysql::MySqlRow>| -> i64 {
+        rows.iter()
+            .map(|row| {
+                row.try_get::<String, _>(1)
+                    .expect("a count")
+                    .parse::<i64>()
+                    .expect("a number")
+            })
+            .sum()
+    };
+    let counters =
+        "SHOW SESSION STATUS WHERE Variable_name IN ('Handler_read_rnd_next', 'Handler_read_next')";
+    let before = reads(conn.fetch_all(counters).await.expect("counters"));
+    let answer = Sql::new("CALL reserve_hold(?, 7, ?, 1, NULL, 60000, 0)")
+        .bind("11111111-1111-4111-8111-111111111111")
+        .bind("buyer-me")
+        .fetch_all(&mut *conn)
+        .await
+        .expect("reserved");
+    let read = reads(conn.fetch_all(counters).await.expect("counters")) - before;
+    assert_eq!(
+        answer[0].try_get::<String, _>("outcome").expect("outcome"),
+        "held"
+    );
+    assert_eq!(answer[0].try_get::<u16, _>("bucket").expect("bucket"), 1);
+    assert_eq!(answer[0].try_get::<i64, _>("held").expect("held"), 3);
+    // The buyer's 3 holds, their (no) orders and the counters' own rows: nothing near 5,000.
+    assert!(read < 100, "the reservation read {read} rows");
+}
