@@ -201,52 +201,50 @@ async fn relay(client: TcpStream, upstream: SocketAddr, counts: Arc<Mutex<WireCo
 const BUFFER: usize = 64 * 1024;
 
 async fn from_client(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
+    from: OwnedReadHalf,
+    to: OwnedWriteHalf,
     phase: Arc<AtomicU8>,
     counts: Arc<Mutex<WireCounts>>,
 ) {
     let mut client = ClientHalf::default();
-    let mut buffer = vec![0; BUFFER];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
-        };
-        let bytes = &buffer[..read];
-        // Counted before forwarding: the server's answer, and so the client's next command,
-        // cannot come before this command is counted.
-        match phase.load(Ordering::Acquire) {
-            OPAQUE => {}
-            phase_now => {
-                let logged_in = phase_now == LOGGED_IN;
-                if client.feed(bytes, logged_in, &mut lock(&counts)) == Stream::Encrypted {
-                    phase.store(OPAQUE, Ordering::Release);
-                    lock(&counts).encrypted += 1;
-                }
+    // Counted before forwarding: the server's answer, and so the client's next command, cannot
+    // come before this command is counted.
+    forward(from, to, |bytes| match phase.load(Ordering::Acquire) {
+        OPAQUE => {}
+        phase_now => {
+            let logged_in = phase_now == LOGGED_IN;
+            if client.feed(bytes, logged_in, &mut lock(&counts)) == Stream::Encrypted {
+                phase.store(OPAQUE, Ordering::Release);
+                lock(&counts).encrypted += 1;
             }
         }
-        if to.write_all(bytes).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
+    })
+    .await;
 }
 
-async fn from_server(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, phase: Arc<AtomicU8>) {
+async fn from_server(from: OwnedReadHalf, to: OwnedWriteHalf, phase: Arc<AtomicU8>) {
     let mut server = ServerHalf::default();
-    let mut buffer = vec![0; BUFFER];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
-        };
-        let bytes = &buffer[..read];
-        // Marked before the OK is forwarded: the client's first command comes after it.
+    // Marked before the OK is forwarded: the client's first command comes after it.
+    forward(from, to, |bytes| {
         if phase.load(Ordering::Acquire) == LOGGING_IN && server.feed(bytes) {
             let _ =
                 phase.compare_exchange(LOGGING_IN, LOGGED_IN, Ordering::AcqRel, Ordering::Acquire);
         }
+    })
+    .await;
+}
+
+/// Copies one direction of a connection, showing `inspect` each read before it is forwarded,
+/// until either side closes.
+async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut inspect: impl FnMut(&[u8])) {
+    let mut buffer = vec![0; BUFFER];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let bytes = &buffer[..read];
+        inspect(bytes);
         if to.write_all(bytes).await.is_err() {
             break;
         }
