@@ -67,6 +67,7 @@ struct Args {
     runs: Option<usize>,
     products: usize,
     buyer_limit: bool,
+    pool: u32,
     chart: PathBuf,
     functions: PathBuf,
     smoke: bool,
@@ -88,6 +89,7 @@ fn parse_args() -> Result<Args, String> {
         runs: None,
         products: 16,
         buyer_limit: false,
+        pool: run::POOL_SIZE,
         chart: PathBuf::from("target/flash-sale-bench.png"),
         functions: PathBuf::from("target/release"),
         smoke: false,
@@ -127,6 +129,7 @@ fn parse_args() -> Result<Args, String> {
             "--functions" => args.functions = PathBuf::from(value()?),
             "--smoke" => args.smoke = true,
             "--buyer-limit" => args.buyer_limit = true,
+            "--pool" => args.pool = number(&value()?)? as u32,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -136,10 +139,11 @@ fn parse_args() -> Result<Args, String> {
     }
     let counts_positive = args.clients.iter().flatten().all(|n| *n > 0)
         && args.buckets.iter().all(|b| *b > 0)
-        && args.runs != Some(0);
+        && args.runs != Some(0)
+        && args.pool > 0;
     if !counts_positive || args.seconds <= 0.0 || args.warmup < 0.0 || args.wire < 0.0 {
         return Err(
-            "--clients, --buckets, --runs and --seconds must be positive, --warmup and --wire not negative".into(),
+            "--clients, --buckets, --pool, --runs and --seconds must be positive, --warmup and --wire not negative".into(),
         );
     }
     Ok(args)
@@ -186,7 +190,7 @@ async fn run() -> Result<bool, String> {
         plan.iter().map(|(group, _)| group.len()).sum::<usize>() * runs,
         args.seconds,
         args.warmup,
-        run::POOL_SIZE,
+        args.pool,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         database_pid.map_or(
             "not on this machine (its CPU is not measured)".to_owned(),
@@ -266,6 +270,7 @@ fn plan(args: &Args) -> Result<Vec<(Vec<RunConfig>, bool)>, String> {
         products: args.products,
         buckets,
         buyer_limit: args.buyer_limit,
+        pool: args.pool,
     };
     let grid = |scenarios: &[Scenario], clients: &[usize], charted: bool| {
         clients

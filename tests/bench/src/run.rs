@@ -23,7 +23,8 @@ use crate::target::{Target, drive};
 
 /// Enough stock that no scenario runs out: every run measures reserving, never refusing.
 const AMPLE_STOCK: u32 = 50_000_000;
-/// The pool size of every scenario that talks to the database itself, as the local server's.
+/// The pool size of every scenario that talks to the database itself unless `--pool` says
+/// otherwise: the local server's.
 pub const POOL_SIZE: u32 = shared::config::LOCAL_SERVER_CONNECTIONS;
 /// The bench's own connections to the run's database: products, snapshots, the audit.
 pub const OWN_CONNECTIONS: u32 = 2;
@@ -45,6 +46,8 @@ pub struct RunConfig {
     /// Products with a per-buyer limit (one no client reaches), so every hold takes the buyer's
     /// row lock and counts their units: `--buyer-limit`.
     pub buyer_limit: bool,
+    /// The pool size of the service and of the baselines alike: `--pool`.
+    pub pool: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -225,9 +228,10 @@ impl Service {
         // Driven from a blocking thread: the local server's start is not a future that `spawn`
         // accepts (sqlx's `Acquire` is not `Send` for every lifetime).
         let service = runtime.handle().clone();
-        let (scenario, clients, product) = (config.scenario, config.clients, products[0]);
+        let (scenario, clients, pool, product) =
+            (config.scenario, config.clients, config.pool, products[0]);
         let target = tokio::task::spawn_blocking(move || {
-            service.block_on(Target::start(scenario, database_url, clients, product))
+            service.block_on(Target::start(scenario, database_url, clients, pool, product))
         })
         .await
         .map_err(|err| err.to_string())??;

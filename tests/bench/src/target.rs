@@ -15,7 +15,7 @@ use sqlx::MySqlPool;
 use tokio::runtime::Handle;
 
 use crate::baseline::{rowlock_hold, sum_hold};
-use crate::run::{POOL_SIZE, RunConfig};
+use crate::run::RunConfig;
 use crate::scenario::{
     LambdaContainer, Scenario, flow_over_http, hold_direct, hold_over_http, hold_through_handler,
     read_over_http,
@@ -59,9 +59,10 @@ impl Target {
         scenario: Scenario,
         database_url: SecretString,
         clients: usize,
+        pool_size: u32,
         product: ProductId,
     ) -> Result<Self, String> {
-        let config = service_config(&database_url)?;
+        let config = service_config(&database_url, pool_size)?;
         let mut target = Self {
             server: None,
             pools: Vec::new(),
@@ -93,7 +94,7 @@ impl Target {
                 .map(|container| container.deps.pool.clone())
                 .collect();
         } else {
-            let pool = shared::store::db::connect(&database_url, POOL_SIZE).await;
+            let pool = shared::store::db::connect(&database_url, pool_size).await;
             target.pools = vec![pool.map_err(|err| err.to_string())?];
         }
         Ok(target)
@@ -152,7 +153,7 @@ fn buyer(client: usize) -> String {
 }
 
 /// The service's configuration for a run: the tests' secrets, a hold TTL that outlives the run.
-fn service_config(database_url: &SecretString) -> Result<Config, String> {
+fn service_config(database_url: &SecretString, pool_size: u32) -> Result<Config, String> {
     let vars = std::collections::HashMap::from([
         ("DATABASE_URL", database_url.expose_secret().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
@@ -160,6 +161,7 @@ fn service_config(database_url: &SecretString) -> Result<Config, String> {
         ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
         ("BUYER_JWT_SECRET", BUYER_JWT_SECRET.to_owned()),
         ("HOLD_TTL_SECONDS", "600".to_owned()),
+        ("DATABASE_MAX_CONNECTIONS", pool_size.to_string()),
     ]);
     Config::from_lookup(|name| vars.get(name).cloned()).map_err(|err| err.to_string())
 }
