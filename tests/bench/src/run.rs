@@ -231,7 +231,13 @@ impl Service {
         let (scenario, clients, pool, product) =
             (config.scenario, config.clients, config.pool, products[0]);
         let target = tokio::task::spawn_blocking(move || {
-            service.block_on(Target::start(scenario, database_url, clients, pool, product))
+            service.block_on(Target::start(
+                scenario,
+                database_url,
+                clients,
+                pool,
+                product,
+            ))
         })
         .await
         .map_err(|err| err.to_string())??;
