@@ -62,16 +62,18 @@ impl Target {
         pool_size: u32,
         product: ProductId,
     ) -> Result<Self, String> {
-        let config = service_config(&database_url, pool_size)?;
         let mut target = Self {
             server: None,
             pools: Vec::new(),
             containers: Vec::new(),
         };
         if scenario.over_http() {
+            let config = service_config(&database_url, Some(pool_size))?;
             let server = LocalServer::start(&config, Options::default()).await;
             target.server = Some(server.map_err(|err| err.to_string())?);
         } else if scenario == Scenario::LambdaHold {
+            // No pool size: each container keeps the Lambda's own (one connection).
+            let config = service_config(&database_url, None)?;
             let options =
                 shared::store::db::connect_options(&database_url).map_err(|err| err.to_string())?;
             target.containers = (0..clients)
@@ -152,17 +154,20 @@ fn buyer(client: usize) -> String {
     format!("bench-buyer-{client}")
 }
 
-/// The service's configuration for a run: the tests' secrets, a hold TTL that outlives the run.
-fn service_config(database_url: &SecretString, pool_size: u32) -> Result<Config, String> {
-    let vars = std::collections::HashMap::from([
+/// The service's configuration for a run: the tests' secrets, a hold TTL that outlives the run,
+/// and the pool size if one is given.
+fn service_config(database_url: &SecretString, pool_size: Option<u32>) -> Result<Config, String> {
+    let mut vars = std::collections::HashMap::from([
         ("DATABASE_URL", database_url.expose_secret().to_owned()),
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
         ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
         ("BUYER_JWT_SECRET", BUYER_JWT_SECRET.to_owned()),
         ("HOLD_TTL_SECONDS", "600".to_owned()),
-        ("DATABASE_MAX_CONNECTIONS", pool_size.to_string()),
     ]);
+    if let Some(size) = pool_size {
+        vars.insert("DATABASE_MAX_CONNECTIONS", size.to_string());
+    }
     Config::from_lookup(|name| vars.get(name).cloned()).map_err(|err| err.to_string())
 }
 
