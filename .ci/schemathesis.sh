@@ -96,6 +96,13 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401",
 [[operations]]
 include-operation-id = "updateProduct"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+# DELETE /api/holds/{id} gives a hold back: it becomes `released` and stays readable, as
+# openapi.yaml documents (releaseHold), so a later GET answering 200 with it is the contract, not
+# a use after free. The stateful phase reaches that sequence only now and then.
+[[operations]]
+include-operation-id = "getHold"
+checks.use_after_free.enabled = false
 TOML
 
 log "schemathesis run openapi.yaml (all checks, at most $max_examples examples per operation and phase)"
