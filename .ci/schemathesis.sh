@@ -97,15 +97,15 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401",
 include-operation-id = "updateProduct"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
-# DELETE /api/holds/{id} gives a hold back: it becomes `released` and stays readable, as
-# openapi.yaml documents (releaseHold), so a later GET answering 200 with it is the contract, not
-# a use after free. The stateful phase reaches that sequence only now and then.
-[[operations]]
-include-operation-id = "getHold"
-checks.use_after_free.enabled = false
 TOML
 
-log "schemathesis run openapi.yaml (all checks, at most $max_examples examples per operation and phase)"
+# Every check but use_after_free, which asks every read after a successful DELETE to be a 404.
+# The API's one DELETE, releaseHold, gives a hold back: it becomes `released` and stays readable,
+# as openapi.yaml documents, so a GET answering 200 with it is the contract. Only the command line
+# can turn it off: `--checks all` re-enables what the config file disables, and the stateful
+# phase (which chains DELETE then GET only now and then) ignores [[operations]] checks. A second
+# DELETE in the API would need the check back.
+log "schemathesis run openapi.yaml (all checks but use_after_free, at most $max_examples examples per operation and phase)"
 status=0
 PYTHONPATH="$PWD/.ci${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks \
   SCHEMATHESIS_WEBHOOK_SECRET="$webhook_secret" \
@@ -114,6 +114,7 @@ PYTHONPATH="$PWD/.ci${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis
   "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run openapi.yaml \
   --url "$base_url" \
   --checks all \
+  --exclude-checks use_after_free \
   --max-examples "$max_examples" \
   ${SCHEMATHESIS_SEED:+--seed "$SCHEMATHESIS_SEED"} \
   --request-timeout 10 \
