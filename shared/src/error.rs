@@ -143,7 +143,7 @@ pub(crate) fn is_duplicate_key(err: &sqlx::Error) -> bool {
 /// not come back within the acquire timeout, `PoolTimedOut`: sqlx keeps retrying refused
 /// connections until then. A connect that fails otherwise (too many connections, shutting down)
 /// returns the server's error at once, and so does a statement on a connection killed under it.
-fn is_transient(err: &sqlx::Error) -> bool {
+pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
     matches!(
         err,
         sqlx::Error::Io(_)

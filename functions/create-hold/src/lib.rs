@@ -15,10 +15,10 @@ use shared::ports::{DeadlineScheduler, EventPublisher};
 use shared::service;
 use shared::service::Effects;
 use shared::store::holds::HoldRequest;
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub scheduler: Arc<dyn DeadlineScheduler>,
     /// Events of holds this function settles on its slow path. The Lambda leaves them to the
     /// sweeper rather than link an EventBridge client into the hottest function.

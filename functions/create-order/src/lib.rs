@@ -10,11 +10,11 @@ use shared::http::{self, Body, Request, Response};
 use shared::ports::{DeadlineScheduler, EventPublisher};
 use shared::service;
 use shared::service::Effects;
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 use std::sync::Arc;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub scheduler: Arc<dyn DeadlineScheduler>,
     pub publisher: Arc<dyn EventPublisher>,
     pub payment_window: PaymentWindow,

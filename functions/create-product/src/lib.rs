@@ -7,14 +7,14 @@ use shared::adapters::aws::LambdaStartup;
 use shared::domain::model::SaleTerms;
 use shared::domain::money::Cents;
 use shared::http::{self, Body, Request, Response};
+use shared::store::pool::Pool;
 use shared::store::products::{MAX_STOCK_BUCKETS, NewProduct};
-use sqlx::MySqlPool;
 
 const MAX_NAME_CHARS: usize = 200;
 const MAX_STOCK: u32 = 1_000_000_000;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub admin_token: SecretString,
 }
 

@@ -5,10 +5,10 @@ use shared::adapters::aws::LambdaStartup;
 use shared::config::BuyerAuth;
 use shared::domain::ids::{BuyerId, HoldId};
 use shared::http::{self, Body, Request, Response};
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub buyer_auth: BuyerAuth,
 }
 

@@ -4,10 +4,10 @@ use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::domain::ids::ProductId;
 use shared::http::{self, Body, Request, Response};
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
 }
 
 impl Deps {

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 
 /// One schema per stack: the id never changes, so an update is never taken for a replacement
 /// (which would make CloudFormation send a Delete for the old id).
@@ -40,7 +40,7 @@ pub struct Deps {
     /// The database, or why this container could not set it up (configuration, the secret):
     /// reported to CloudFormation as the failure. Failing the container's start instead would
     /// leave the stack waiting for an answer that never comes.
-    pub pool: Result<MySqlPool, String>,
+    pub pool: Result<Pool, String>,
     pub http: HttpClient,
     pub database_patience: Duration,
     /// Where this container logs: a failure's reason names it, so the stack's events lead there.
@@ -178,7 +178,7 @@ async fn migrate_when_reachable(deps: &Deps) -> Result<String, Error> {
 /// previous properties as an Update, run by the previous code) or an older release deployed on a
 /// newer schema, and sqlx would refuse it for the migrations it does not know, failing the
 /// rollback itself. Migrations only ever add, so the older code runs on the newer schema.
-async fn migrate(pool: &MySqlPool) -> Result<String, Error> {
+async fn migrate(pool: &Pool) -> Result<String, Error> {
     let newest_known = shared::store::db::MIGRATOR
         .iter()
         .filter(|migration| !migration.migration_type.is_down_migration())
@@ -203,7 +203,7 @@ async fn migrate(pool: &MySqlPool) -> Result<String, Error> {
 }
 
 /// The newest migration recorded, applied or failed; none on a database never migrated.
-async fn newest_applied(pool: &MySqlPool) -> Result<Option<i64>, Error> {
+async fn newest_applied(pool: &Pool) -> Result<Option<i64>, Error> {
     const NO_SUCH_TABLE: &str = "42S02";
     let newest = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations")
         .fetch_one(pool)

@@ -8,11 +8,11 @@ use shared::adapters::aws::LambdaStartup;
 use shared::domain::ids::OrderId;
 use shared::ports::EventPublisher;
 use shared::store::expiry::ExpiryOutcome;
+use shared::store::pool::Pool;
 use shared::{Error, service};
-use sqlx::MySqlPool;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub publisher: Arc<dyn EventPublisher>,
 }
 

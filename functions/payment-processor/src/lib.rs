@@ -9,11 +9,11 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use shared::adapters::aws::LambdaStartup;
 use shared::domain::payment::PaymentEvent;
 use shared::ports::EventPublisher;
+use shared::store::pool::Pool;
 use shared::{Error, metrics, service};
-use sqlx::MySqlPool;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub publisher: Arc<dyn EventPublisher>,
     /// The queue's `maxReceiveCount` (`PAYMENT_MAX_ATTEMPTS`): a message failing its last
     /// delivery goes to the dead-letter queue.

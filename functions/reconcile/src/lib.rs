@@ -7,11 +7,11 @@ use serde::Deserialize;
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::domain::ids::ProductId;
+use shared::store::pool::Pool;
 use shared::store::reconcile::{self, ReconcileReport};
-use sqlx::MySqlPool;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
 }
 
 impl Deps {

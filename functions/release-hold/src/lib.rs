@@ -10,10 +10,10 @@ use shared::domain::ids::{BuyerId, HoldId};
 use shared::http::{self, Body, Request, Response};
 use shared::ports::EventPublisher;
 use shared::service::holds;
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub publisher: Arc<dyn EventPublisher>,
     pub buyer_auth: BuyerAuth,
 }

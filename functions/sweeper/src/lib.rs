@@ -10,10 +10,10 @@ use shared::adapters::aws::LambdaStartup;
 use shared::domain::retry::RetryPolicy;
 use shared::ports::EventPublisher;
 use shared::service::sweep::{self, SweepReport};
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub publisher: Arc<dyn EventPublisher>,
     pub payment_retry: RetryPolicy,
     /// Events younger than this are left to the operation that wrote them.

@@ -7,13 +7,13 @@ use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::domain::ids::ProductId;
 use shared::http::{self, Body, Request, Response};
+use shared::store::pool::Pool;
 use shared::store::products::{self, ProductChange};
-use sqlx::MySqlPool;
 
 const MAX_STOCK: u32 = 1_000_000_000;
 
 pub struct Deps {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     pub admin_token: SecretString,
 }
 

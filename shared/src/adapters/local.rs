@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
-use sqlx::MySqlPool;
 use tokio::sync::Notify;
 
 use crate::domain::deadline::Deadline;
@@ -17,6 +16,7 @@ use crate::ports::{DeadlineScheduler, EventPublisher, PaymentQueue};
 use crate::service::{holds, orders, payments};
 use crate::store::expiry::ExpiryOutcome;
 use crate::store::inbox;
+use crate::store::pool::Pool;
 
 /// For a function running without a scheduler: the sweeper settles its deadlines.
 pub struct NoScheduler;
@@ -63,14 +63,14 @@ impl EventPublisher for LogPublisher {
 /// Timers end with the scheduler (each holds a connection pool, which must not outlive the
 /// server) and with the process; the sweeper settles what they leave behind.
 pub struct TimerScheduler {
-    pool: MySqlPool,
+    pool: Pool,
     publisher: Arc<dyn EventPublisher>,
     /// Dropped with the scheduler, which every timer notices at once.
     alive: tokio::sync::watch::Sender<()>,
 }
 
 impl TimerScheduler {
-    pub fn new(pool: MySqlPool, publisher: Arc<dyn EventPublisher>) -> Self {
+    pub fn new(pool: Pool, publisher: Arc<dyn EventPublisher>) -> Self {
         Self {
             pool,
             publisher,
@@ -136,13 +136,13 @@ impl DeadlineScheduler for TimerScheduler {
 /// [`crate::service::payments::drain_inbox`]. Wakes local drainers at once; others poll.
 #[derive(Clone)]
 pub struct InboxQueue {
-    pool: MySqlPool,
+    pool: Pool,
     wakeup: Arc<Notify>,
     drain_on_enqueue: Option<(RetryPolicy, Arc<dyn EventPublisher>)>,
 }
 
 impl InboxQueue {
-    pub fn new(pool: MySqlPool) -> Self {
+    pub fn new(pool: Pool) -> Self {
         Self {
             pool,
             wakeup: Arc::new(Notify::new()),
@@ -154,7 +154,7 @@ impl InboxQueue {
     /// queued before answering, and whatever cannot be applied yet waits in the inbox for the
     /// sweeper's retries.
     pub fn draining_on_enqueue(
-        pool: MySqlPool,
+        pool: Pool,
         policy: RetryPolicy,
         publisher: Arc<dyn EventPublisher>,
     ) -> Self {

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use sqlx::MySqlPool;
-
 use super::outbox::{self, publish_committed};
 use super::{Effects, after_commit, schedule, within_request_deadline};
 use crate::domain::deadline::Deadline;
@@ -14,10 +12,11 @@ use crate::metrics;
 use crate::ports::EventPublisher;
 use crate::store::expiry::{self, ExpiryOutcome};
 use crate::store::holds::{self, HoldRequest, Reservation};
+use crate::store::pool::Pool;
 use crate::store::release;
 
 pub async fn create_hold(
-    pool: &MySqlPool,
+    pool: &Pool,
     effects: Effects<'_>,
     request: &HoldRequest,
     ttl: Duration,
@@ -60,7 +59,7 @@ pub async fn create_hold(
 
 /// A hold's expiry trigger: settles the hold if it is due, then publishes what that did.
 pub async fn settle_hold_deadline(
-    pool: &MySqlPool,
+    pool: &Pool,
     publisher: &dyn EventPublisher,
     hold_id: &HoldId,
 ) -> Result<ExpiryOutcome, Error> {
@@ -70,7 +69,7 @@ pub async fn settle_hold_deadline(
 
 /// A buyer gives a hold back: released, its units available at once, its event published.
 pub async fn release_hold(
-    pool: &MySqlPool,
+    pool: &Pool,
     publisher: &dyn EventPublisher,
     hold_id: &HoldId,
     buyer: Option<&BuyerId>,

@@ -1,8 +1,6 @@
 //! Orders: redeeming a hold, then scheduling the payment deadline and unscheduling the hold's
 //! expiry; cancelling an order when its deadline trigger fires.
 
-use sqlx::MySqlPool;
-
 use super::outbox::{self, publish_committed};
 use super::{Effects, after_commit, schedule, within_request_deadline};
 use crate::domain::deadline::Deadline;
@@ -13,9 +11,10 @@ use crate::metrics;
 use crate::ports::EventPublisher;
 use crate::store::expiry::{self, ExpiryOutcome};
 use crate::store::orders::{self, Redemption};
+use crate::store::pool::Pool;
 
 pub async fn create_order(
-    pool: &MySqlPool,
+    pool: &Pool,
     effects: Effects<'_>,
     hold_id: &HoldId,
     buyer: Option<&BuyerId>,
@@ -51,7 +50,7 @@ pub async fn create_order(
 
 /// An order's deadline trigger: cancels the order if it lapsed unpaid, then publishes that.
 pub async fn settle_order_deadline(
-    pool: &MySqlPool,
+    pool: &Pool,
     publisher: &dyn EventPublisher,
     order_id: &OrderId,
 ) -> Result<ExpiryOutcome, Error> {

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use sqlx::MySqlPool;
 
 use crate::domain::events::{Committed, DomainEvent};
 use crate::error::Error;
 use crate::ports::EventPublisher;
 use crate::store::outbox::{self, REPUBLISH_PAGE};
+use crate::store::pool::Pool;
 
 /// PutEvents takes at most ten entries per call.
 pub const PUBLISH_BATCH: usize = 10;
@@ -20,7 +20,7 @@ pub const REPUBLISH_BUDGET: Duration = Duration::from_secs(20);
 /// Publishes a committed operation's events (best effort: what fails stays in the outbox for the
 /// sweeper) and hands back its value.
 pub async fn publish_committed<T>(
-    pool: &MySqlPool,
+    pool: &Pool,
     publisher: &dyn EventPublisher,
     committed: Committed<T>,
 ) -> T {
@@ -30,11 +30,7 @@ pub async fn publish_committed<T>(
 
 /// Publishes events and marks the ones the bus accepted. Never fails its caller: an event not
 /// published is logged and stays in the outbox. Returns how many were published.
-pub async fn publish(
-    pool: &MySqlPool,
-    publisher: &dyn EventPublisher,
-    events: &[DomainEvent],
-) -> usize {
+pub async fn publish(pool: &Pool, publisher: &dyn EventPublisher, events: &[DomainEvent]) -> usize {
     let mut published = 0;
     for batch in events.chunks(PUBLISH_BATCH) {
         let accepted = match publisher.publish(batch).await {
@@ -65,7 +61,7 @@ pub async fn publish(
 /// the bus takes none ends the run (the bus is down, or there is none), so an outbox the bus
 /// cannot take costs one page a run, not the whole outbox.
 pub async fn publish_pending(
-    pool: &MySqlPool,
+    pool: &Pool,
     publisher: &dyn EventPublisher,
     grace: Duration,
 ) -> Result<usize, Error> {

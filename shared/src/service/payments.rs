@@ -1,8 +1,6 @@
 //! Payment events: applying one (the transaction, then its events, one log line and one metric
 //! per outcome), and draining the database inbox, SQS's stand-in, with its retries.
 
-use sqlx::MySqlPool;
-
 use super::outbox::publish_committed;
 use crate::domain::payment::{PaymentEvent, PaymentOutcome};
 use crate::domain::retry::RetryPolicy;
@@ -11,11 +9,12 @@ use crate::metrics;
 use crate::ports::EventPublisher;
 use crate::store::inbox::{self, Delivery};
 use crate::store::payments;
+use crate::store::pool::Pool;
 
 /// Applies one payment event; one log line and one metric per outcome. Money to give back is
 /// logged at warn, with what support needs to find it.
 pub async fn process_payment(
-    pool: &MySqlPool,
+    pool: &Pool,
     publisher: &dyn EventPublisher,
     event: &PaymentEvent,
 ) -> Result<PaymentOutcome, Error> {
@@ -60,7 +59,7 @@ pub struct DrainReport {
 
 /// Processes every event that is due now, batch after batch, until none is left.
 pub async fn drain_inbox(
-    pool: &MySqlPool,
+    pool: &Pool,
     policy: RetryPolicy,
     publisher: &dyn EventPublisher,
 ) -> Result<DrainReport, Error> {
@@ -77,7 +76,7 @@ pub async fn drain_inbox(
 }
 
 async fn process(
-    pool: &MySqlPool,
+    pool: &Pool,
     policy: RetryPolicy,
     publisher: &dyn EventPublisher,
     delivery: Delivery,

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use sqlx::MySqlPool;
-
 use super::outbox;
 use super::payments::{self, DrainReport};
 use crate::domain::events::Committed;
@@ -11,6 +9,7 @@ use crate::domain::retry::RetryPolicy;
 use crate::error::Error;
 use crate::metrics;
 use crate::ports::EventPublisher;
+use crate::store::pool::Pool;
 use crate::store::reconcile;
 use crate::store::settle::{self, Settlement};
 
@@ -31,7 +30,7 @@ pub const REPUBLISH_GRACE: Duration = Duration::from_secs(5);
 /// the inbox, publishes events their operation failed to publish, and checks the stock counters
 /// against their rows.
 pub async fn sweep(
-    pool: &MySqlPool,
+    pool: &Pool,
     publisher: &dyn EventPublisher,
     payment_retry: RetryPolicy,
     republish_grace: Duration,

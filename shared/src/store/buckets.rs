@@ -52,7 +52,7 @@ pub(crate) async fn move_stock(
 /// order among a product's buckets), as the last statements of the transaction, so no bucket
 /// is locked while the rest of the batch is written, and two settlers never deadlock.
 pub(crate) async fn return_units(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     product_id: ProductId,
     units: impl Iterator<Item = (u16, u32)>,
     from: Counter,

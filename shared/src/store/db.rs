@@ -7,7 +7,9 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+
+use super::pool::Pool;
 use sqlx::{ConnectOptions, Connection, Executor, MySql, Row, Transaction};
 
 pub use crate::config::SessionSetup;
@@ -22,11 +24,6 @@ const LOCK_WAIT_TIMEOUT_SECONDS: u32 = 5;
 /// MariaDB bounds every statement (`max_statement_time`), MySQL 8 only read-only SELECTs
 /// (`max_execution_time`); there writes are bounded by the lock waits alone.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request waits for a pooled connection — for a free one, or for connecting, which
-/// sqlx retries with backoff while the server refuses connections — before answering 503. The
-/// bound of an outage's answers: a client (or API Gateway, which gives up after 29 s) hears
-/// "retry later" within ~3 s instead of waiting on a database that is not there.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an instance waits for another one's migration before giving up.
 const MIGRATION_LOCK_WAIT_SECONDS: u32 = 120;
 /// Deadlocks and lock-wait timeouts are retried this many times inside the operation…
@@ -55,41 +52,6 @@ pub fn tuned(options: MySqlConnectOptions) -> MySqlConnectOptions {
         .no_engine_substitution(false)
 }
 
-/// How long a pooled connection may sit idle before it is pinged on its way out of the pool.
-/// sqlx pings every connection when it goes back into the pool, so one used moments ago is known
-/// good; a ping on every acquire as well would be a second round trip on every request.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
-
-/// A pool whose every connection runs at READ COMMITTED with bounded lock waits and statements.
-///
-/// READ COMMITTED: correctness comes from row locks and conditional updates, never from snapshot
-/// repeatability, and it spares us REPEATABLE READ's gap locks on the holds indexes, which would
-/// make inserts of new holds wait behind the sweeper's range scans.
-pub fn pool_options(max_connections: u32, session: SessionSetup) -> MySqlPoolOptions {
-    let options = MySqlPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE_FOR {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        });
-    match session {
-        SessionSetup::ByProxy => options,
-        SessionSetup::OnConnect => options.after_connect(|conn, _meta| {
-            Box::pin(async move {
-                let server = Server::of(conn).await?;
-                conn.execute(sqlx::raw_sql(&server.session_init())).await?;
-                Ok(())
-            })
-        }),
-    }
-}
-
 /// The two servers name their statement timeout differently (and MySQL rejects MariaDB's name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
@@ -113,6 +75,10 @@ impl Server {
     }
 
     /// Every request connection's session: READ COMMITTED, lock waits and statements bounded.
+    ///
+    /// READ COMMITTED: correctness comes from row locks and conditional updates, never from
+    /// snapshot repeatability, and it spares us REPEATABLE READ's gap locks on the holds indexes,
+    /// which would make inserts of new holds wait behind the sweeper's range scans.
     /// Behind RDS Proxy this is the target group's `InitQuery` (template.yaml holds the MySQL
     /// text, and a test checks it is this one); elsewhere the pool sends it on connect.
     pub fn session_init(self) -> String {
@@ -135,14 +101,15 @@ impl Server {
     }
 }
 
-pub async fn connect(
-    database_url: &SecretString,
-    max_connections: u32,
-) -> Result<MySqlPool, Error> {
-    let options = connect_options(database_url)?;
-    Ok(pool_options(max_connections, SessionSetup::OnConnect)
-        .connect_with(options)
-        .await?)
+/// A pool on `database_url` that has made its first connection (so a wrong URL fails here).
+pub async fn connect(database_url: &SecretString, max_connections: u32) -> Result<Pool, Error> {
+    let pool = Pool::new(
+        connect_options(database_url)?,
+        max_connections,
+        SessionSetup::OnConnect,
+    );
+    drop(pool.acquire().await?);
+    Ok(pool)
 }
 
 /// Creates the database named in the URL when it does not exist yet (the local server and tests).
@@ -175,7 +142,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// bounded wait, on the connection the migrator then uses. That connection lifts the pool's
 /// statement and lock-wait limits (waiting for the lock and altering a table may take long), so
 /// it is closed afterwards instead of going back to the pool.
-pub async fn migrate(pool: &MySqlPool) -> Result<(), Error> {
+pub async fn migrate(pool: &Pool) -> Result<(), Error> {
     let mut conn = pool.acquire().await?;
     let migrated = migrate_on(&mut conn).await;
     if let Err(err) = conn.close().await {
@@ -266,7 +233,7 @@ where
 /// frozen right after answering would keep the transaction's row locks until it thaws, blocking
 /// every other container.
 pub(crate) async fn finish<T>(
-    tx: Transaction<'static, MySql>,
+    tx: Transaction<'_, MySql>,
     result: Result<T, Error>,
 ) -> Result<T, Error> {
     match result {
@@ -287,12 +254,12 @@ pub(crate) async fn finish<T>(
 /// opened on first use so a database that is briefly down makes requests answer 503 instead
 /// of failing the container's start. `shared::adapters::lambda_pool` picks the options: the
 /// database secret's, or `DATABASE_URL`'s.
-pub fn lazy_pool(config: &crate::Config, options: MySqlConnectOptions) -> MySqlPool {
+pub fn lazy_pool(config: &crate::Config, options: MySqlConnectOptions) -> Pool {
     let max = config
         .database
         .max_connections
         .unwrap_or(crate::config::LAMBDA_CONNECTIONS);
-    pool_options(max, config.database.session).connect_lazy_with(options)
+    Pool::new(options, max, config.database.session)
 }
 
 #[cfg(test)]

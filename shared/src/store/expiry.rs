@@ -2,12 +2,13 @@
 
 use chrono::NaiveDateTime;
 use serde::Serialize;
-use sqlx::{MySql, MySqlPool, Row, Transaction};
+use sqlx::{MySql, Row, Transaction};
 
 use super::buckets::{Counter, move_stock};
 use super::db::{finish, retry_conflicts};
 use super::orders::{cancel_order, lock_order};
 use super::outbox;
+use super::pool::Pool;
 use super::rows::{HOLD_SELECT, hold_event_detail, hold_from_row};
 use super::sql::Sql;
 use crate::domain::events::{Committed, DomainEvent, EventType};
@@ -30,12 +31,10 @@ pub enum ExpiryOutcome {
 
 /// Settles one hold if, and only if, it is active and past its expiry. Safe to run early, late,
 /// twice, concurrently, or after the hold was redeemed.
-pub async fn expire_hold(
-    pool: &MySqlPool,
-    hold_id: &HoldId,
-) -> Result<Committed<ExpiryOutcome>, Error> {
+pub async fn expire_hold(pool: &Pool, hold_id: &HoldId) -> Result<Committed<ExpiryOutcome>, Error> {
     let settled = retry_conflicts("expire_hold", || async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let settled = try_expire_hold(&mut tx, hold_id).await;
         finish(tx, settled).await
     })
@@ -57,7 +56,7 @@ enum Settled<T> {
 }
 
 async fn try_expire_hold(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     hold_id: &HoldId,
 ) -> Result<Settled<Hold>, Error> {
     let Some(row) = Sql::new(format!("{HOLD_SELECT} WHERE id = ? FOR UPDATE"))
@@ -82,7 +81,7 @@ async fn try_expire_hold(
 /// Ends a locked active hold (`expired`, or `released` by its buyer): its status, its event,
 /// its units back to available.
 pub(super) async fn give_back(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     hold: &Hold,
     status: &'static str,
     event_type: EventType,
@@ -108,11 +107,12 @@ pub(super) async fn give_back(
 /// Cancels one order if, and only if, it is still unpaid past its `cancel_at`. Safe to run
 /// early, late, twice, concurrently, or after the order was paid.
 pub async fn expire_order(
-    pool: &MySqlPool,
+    pool: &Pool,
     order_id: &OrderId,
 ) -> Result<Committed<ExpiryOutcome>, Error> {
     let settled = retry_conflicts("expire_order", || async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let settled = try_expire_order(&mut tx, order_id).await;
         finish(tx, settled).await
     })
@@ -128,7 +128,7 @@ pub async fn expire_order(
 }
 
 async fn try_expire_order(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     order_id: &OrderId,
 ) -> Result<Settled<Order>, Error> {
     let Some((order, stored)) = lock_order(tx, order_id).await? else {

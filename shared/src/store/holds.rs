@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use sqlx::{MySql, MySqlPool, Row, Transaction};
+use sqlx::{MySql, Row, Transaction};
 
 use super::db::{finish, retry_conflicts};
+use super::pool::Pool;
 use super::products::get_product;
 use super::rows::{HOLD_SELECT, hold_from_row};
 use super::settle::settle_lapsed;
@@ -44,7 +45,7 @@ pub struct Reservation {
 /// has too few units. The events of what it settled come back with the result; when it refuses,
 /// they stay in the outbox for the sweeper.
 pub async fn reserve(
-    pool: &MySqlPool,
+    pool: &Pool,
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Committed<Reservation>, Error> {
@@ -109,7 +110,7 @@ struct Attempt {
 
 /// One `CALL reserve_hold`: the hold, `None` when no single bucket has `qty`, or the refusal.
 async fn try_reserve(
-    pool: &MySqlPool,
+    pool: &Pool,
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Option<Reservation>, Error> {
@@ -192,14 +193,15 @@ async fn try_reserve(
 /// The slow path's own transaction: every bucket of the product locked in bucket order, and
 /// units gathered into the fullest bucket until it has `qty` (totals move with them, so each
 /// bucket still adds up). It reserves nothing: the next `reserve_hold` finds the units there.
-async fn consolidate(pool: &MySqlPool, product_id: ProductId, qty: u32) -> Result<(), Error> {
-    let mut tx = pool.begin().await?;
+async fn consolidate(pool: &Pool, product_id: ProductId, qty: u32) -> Result<(), Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
     let gathered = gather_units(&mut tx, product_id, qty).await;
     finish(tx, gathered).await
 }
 
 async fn gather_units(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     product_id: ProductId,
     qty: u32,
 ) -> Result<(), Error> {
@@ -254,7 +256,7 @@ async fn gather_units(
     Ok(())
 }
 
-async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, Error> {
+async fn replay(pool: &Pool, request: &HoldRequest) -> Result<Reservation, Error> {
     find_replay(pool, request)
         .await?
         .ok_or_else(|| Error::Internal("an Idempotency-Key collided with no hold".into()))
@@ -262,10 +264,7 @@ async fn replay(pool: &MySqlPool, request: &HoldRequest) -> Result<Reservation, 
 
 /// The buyer's earlier hold with this request's Idempotency-Key, if any, as a replay; a key used
 /// for another product or quantity is refused.
-async fn find_replay(
-    pool: &MySqlPool,
-    request: &HoldRequest,
-) -> Result<Option<Reservation>, Error> {
+async fn find_replay(pool: &Pool, request: &HoldRequest) -> Result<Option<Reservation>, Error> {
     let Some(row) = Sql::new(format!(
         "{HOLD_SELECT} WHERE buyer_id = ? AND idempotency_key = ?"
     ))
@@ -287,11 +286,7 @@ async fn find_replay(
 }
 
 /// A hold of `buyer`'s: another buyer's is not found, as one that does not exist.
-pub async fn get_hold(
-    pool: &MySqlPool,
-    id: &HoldId,
-    buyer: Option<&BuyerId>,
-) -> Result<Hold, Error> {
+pub async fn get_hold(pool: &Pool, id: &HoldId, buyer: Option<&BuyerId>) -> Result<Hold, Error> {
     let row = Sql::new(format!("{HOLD_SELECT} WHERE id = ? AND buyer_id = ?"))
         .bind(id.as_str())
         .bind(BuyerId::stored(buyer))

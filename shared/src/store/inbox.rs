@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use sqlx::{MySql, MySqlPool, Row, Transaction};
+use sqlx::{MySql, Row, Transaction};
 
+use super::pool::Pool;
 use super::sql::{Sql, list};
 use crate::domain::ids::OrderId;
 use crate::domain::money::Cents;
@@ -27,13 +28,14 @@ pub struct Delivery {
 /// Leases up to a batch of due events, at most one per order, and only an order's oldest
 /// pending event: a later event of the same order waits until the earlier one is done or dead.
 /// SKIP LOCKED lets several drainers claim disjoint batches without waiting on each other.
-pub async fn claim(pool: &MySqlPool) -> Result<Vec<Delivery>, Error> {
-    let mut tx = pool.begin().await?;
+pub async fn claim(pool: &Pool) -> Result<Vec<Delivery>, Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
     let claimed = lease_due(&mut tx).await;
     crate::store::db::finish(tx, claimed).await
 }
 
-async fn lease_due(tx: &mut Transaction<'static, MySql>) -> Result<Vec<Delivery>, Error> {
+async fn lease_due(tx: &mut Transaction<'_, MySql>) -> Result<Vec<Delivery>, Error> {
     let rows = Sql::new(
         "SELECT i.id, i.idempotency_key, i.order_id, i.status, i.amount_cents, i.received_at, i.receive_count \
          FROM payment_inbox i \
@@ -85,7 +87,7 @@ async fn lease_due(tx: &mut Transaction<'static, MySql>) -> Result<Vec<Delivery>
 }
 
 /// Durably queues an event: the webhook answers 202 only once this committed.
-pub async fn enqueue(pool: &MySqlPool, event: &PaymentEvent) -> Result<(), Error> {
+pub async fn enqueue(pool: &Pool, event: &PaymentEvent) -> Result<(), Error> {
     Sql::new(
         "INSERT INTO payment_inbox (idempotency_key, order_id, status, amount_cents, received_at, \
                                     visible_at, enqueued_at) \
@@ -101,7 +103,7 @@ pub async fn enqueue(pool: &MySqlPool, event: &PaymentEvent) -> Result<(), Error
     Ok(())
 }
 
-pub async fn mark_done(pool: &MySqlPool, id: u64) -> Result<(), Error> {
+pub async fn mark_done(pool: &Pool, id: u64) -> Result<(), Error> {
     Sql::new("UPDATE payment_inbox SET state = 'done', last_error = NULL WHERE id = ?")
         .bind(id)
         .execute(pool)
@@ -110,7 +112,7 @@ pub async fn mark_done(pool: &MySqlPool, id: u64) -> Result<(), Error> {
 }
 
 /// Out of retries: kept, with why, for a person.
-pub async fn mark_dead(pool: &MySqlPool, id: u64, error: &Error) -> Result<(), Error> {
+pub async fn mark_dead(pool: &Pool, id: u64, error: &Error) -> Result<(), Error> {
     Sql::new("UPDATE payment_inbox SET state = 'dead', last_error = ? WHERE id = ?")
         .bind(truncate(&error.to_string()))
         .bind(id)
@@ -121,7 +123,7 @@ pub async fn mark_dead(pool: &MySqlPool, id: u64, error: &Error) -> Result<(), E
 
 /// Delivered again `delay` from now.
 pub async fn retry_later(
-    pool: &MySqlPool,
+    pool: &Pool,
     id: u64,
     delay: Duration,
     error: &Error,

@@ -35,6 +35,7 @@ pub mod inbox;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod pool;
 pub mod products;
 pub mod reconcile;
 pub mod release;

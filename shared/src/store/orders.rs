@@ -3,12 +3,13 @@
 
 use chrono::NaiveDateTime;
 use serde_json::json;
-use sqlx::{MySql, MySqlConnection, MySqlPool, Row, Transaction};
+use sqlx::{Executor, MySql, Row, Transaction};
 
 use super::buckets::{Counter, move_stock};
 use super::chrono_duration;
 use super::db::{finish, retry_conflicts};
 use super::outbox;
+use super::pool::Pool;
 use super::rows::{
     HOLD_SELECT, ORDER_SELECT, hold_from_row_at, order_event_detail, order_from_row,
 };
@@ -34,14 +35,15 @@ pub struct Redemption {
 /// A payment for it must be received within `window.ttl`; unpaid, it is cancelled `window.grace`
 /// after that.
 pub async fn redeem(
-    pool: &MySqlPool,
+    pool: &Pool,
     hold_id: &HoldId,
     buyer: Option<&BuyerId>,
     window: PaymentWindow,
 ) -> Result<Committed<Redemption>, Error> {
     let (ttl, grace) = (chrono_duration(window.ttl)?, chrono_duration(window.grace)?);
     retry_conflicts("redeem", || async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let redeemed = try_redeem(&mut tx, hold_id, buyer, ttl, grace).await;
         finish(tx, redeemed).await
     })
@@ -49,7 +51,7 @@ pub async fn redeem(
 }
 
 async fn try_redeem(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     hold_id: &HoldId,
     buyer: Option<&BuyerId>,
     payment_ttl: chrono::Duration,
@@ -76,8 +78,8 @@ async fn try_redeem(
     let hold = hold_from_row_at(&row, now)?;
     match hold.status {
         HoldStatus::Redeemed => {
-            let order = fetch_order(tx, "hold_id", hold_id.as_str()).await?;
-            let payments = fetch_payments(tx, &order.order_id).await?;
+            let order = fetch_order(&mut **tx, "hold_id", hold_id.as_str()).await?;
+            let payments = fetch_payments(&mut **tx, &order.order_id).await?;
             return Ok(Committed::quiet(Redemption {
                 order: OrderDetails { order, payments },
                 created: false,
@@ -158,21 +160,20 @@ async fn try_redeem(
 /// An order with the payment events recorded against it.
 /// An order of `buyer`'s: another buyer's is not found, as one that does not exist.
 pub async fn get_order(
-    pool: &MySqlPool,
+    pool: &Pool,
     id: &OrderId,
     buyer: Option<&BuyerId>,
 ) -> Result<OrderDetails, Error> {
-    let mut conn = pool.acquire().await?;
-    let order = fetch_order(&mut conn, "id", id.as_str()).await?;
+    let order = fetch_order(pool, "id", id.as_str()).await?;
     if order.buyer_id.as_ref() != buyer {
         return Err(Error::OrderNotFound);
     }
-    let payments = fetch_payments(&mut conn, id).await?;
+    let payments = fetch_payments(pool, id).await?;
     Ok(OrderDetails { order, payments })
 }
 
-async fn fetch_order(
-    conn: &mut MySqlConnection,
+async fn fetch_order<'c>(
+    conn: impl Executor<'c, Database = MySql>,
     column: &'static str,
     value: &str,
 ) -> Result<Order, Error> {
@@ -185,8 +186,8 @@ async fn fetch_order(
 }
 
 /// Oldest first by receipt; a key is recorded once, so a repeated event appears once.
-async fn fetch_payments(
-    conn: &mut MySqlConnection,
+async fn fetch_payments<'c>(
+    conn: impl Executor<'c, Database = MySql>,
     order_id: &OrderId,
 ) -> Result<Vec<PaymentRecord>, Error> {
     let rows = Sql::new(

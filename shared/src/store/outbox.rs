@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
-use sqlx::{MySql, MySqlPool, Row, Transaction};
+use sqlx::{MySql, Row, Transaction};
 
+use super::pool::Pool;
 use super::sql::{IDS_PER_STATEMENT, Sql, list};
 use crate::domain::events::{DomainEvent, EventType};
 use crate::error::Error;
@@ -41,7 +42,7 @@ pub async fn record(
 }
 
 /// Marks events the bus accepted as published (those not yet marked: a repeat is harmless).
-pub async fn mark_published(pool: &MySqlPool, ids: &[String]) -> Result<(), Error> {
+pub async fn mark_published(pool: &Pool, ids: &[String]) -> Result<(), Error> {
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         Sql::new(format!(
             "UPDATE outbox_events SET published_at = UTC_TIMESTAMP(3) WHERE published_at IS NULL AND id IN ({})",
@@ -57,7 +58,7 @@ pub async fn mark_published(pool: &MySqlPool, ids: &[String]) -> Result<(), Erro
 /// outbox index (`published_at`, `created_at`, and the primary key `id` InnoDB appends) serves
 /// both the filter and the order.
 pub async fn pending_page(
-    pool: &MySqlPool,
+    pool: &Pool,
     grace: Duration,
     after: Option<&(NaiveDateTime, String)>,
 ) -> Result<(Vec<DomainEvent>, Option<(NaiveDateTime, String)>), Error> {

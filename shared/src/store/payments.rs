@@ -1,11 +1,12 @@
 //! Applying a payment event to its order: one transaction under the order's row lock, recording
 //! the event with the outcome [`crate::domain::payment::decide`] gives it.
 
-use sqlx::{MySql, MySqlPool, Transaction};
+use sqlx::{MySql, Transaction};
 
 use super::db::{finish, retry_conflicts};
 use super::orders::{cancel_order, lock_order};
 use super::outbox;
+use super::pool::Pool;
 use super::rows::order_event_detail;
 use super::sql::Sql;
 use crate::domain::events::{Committed, DomainEvent, EventType};
@@ -17,11 +18,12 @@ use crate::error::{Error, is_duplicate_key};
 /// one order, the key's primary key makes a repeat a no-op. An unknown order is an error the
 /// caller retries later: its event may have overtaken the order.
 pub async fn apply_payment(
-    pool: &MySqlPool,
+    pool: &Pool,
     event: &PaymentEvent,
 ) -> Result<Committed<PaymentOutcome>, Error> {
     retry_conflicts("apply_payment", || async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let applied = try_apply_payment(&mut tx, event).await;
         if matches!(&applied, Ok(committed) if committed.value == PaymentOutcome::Duplicate) {
             // The failed INSERT changed nothing; end the transaction without a commit to write.
@@ -34,7 +36,7 @@ pub async fn apply_payment(
 }
 
 async fn try_apply_payment(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     event: &PaymentEvent,
 ) -> Result<Committed<PaymentOutcome>, Error> {
     let (order, stored) = lock_order(tx, &event.order_id)
@@ -93,7 +95,7 @@ async fn try_apply_payment(
 }
 
 async fn record_payment_event(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     event_type: EventType,
     order: &Order,
     event: &PaymentEvent,

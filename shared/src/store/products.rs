@@ -1,8 +1,9 @@
 //! Products: creating one with its stock split over buckets, and reading its stock as of now.
 
-use sqlx::{MySql, MySqlPool, Row, Transaction};
+use sqlx::{MySql, Row, Transaction};
 
 use super::db::finish;
+use super::pool::Pool;
 use super::sql::{Sql, literal};
 use crate::domain::ids::ProductId;
 use crate::domain::model::{Product, SaleTerms};
@@ -30,14 +31,15 @@ fn split_stock(stock: u32, buckets: u16) -> Vec<u32> {
         .collect()
 }
 
-pub async fn create_product(pool: &MySqlPool, new: &NewProduct) -> Result<Product, Error> {
-    let mut tx = pool.begin().await?;
+pub async fn create_product(pool: &Pool, new: &NewProduct) -> Result<Product, Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
     let created = insert_product(&mut tx, new).await;
     finish(tx, created).await
 }
 
 async fn insert_product(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     new: &NewProduct,
 ) -> Result<Product, Error> {
     let inserted = Sql::new(
@@ -99,13 +101,14 @@ async fn insert_buckets(
 
 /// Creates product 1 (100 units at 50.00) when there is no product at all. Instances starting
 /// together race on the primary key; the losers see a duplicate and do nothing.
-pub async fn seed_demo_product(pool: &MySqlPool) -> Result<bool, Error> {
-    let mut tx = pool.begin().await?;
+pub async fn seed_demo_product(pool: &Pool) -> Result<bool, Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
     let seeded = insert_demo_product(&mut tx).await;
     finish(tx, seeded).await
 }
 
-async fn insert_demo_product(tx: &mut Transaction<'static, MySql>) -> Result<bool, Error> {
+async fn insert_demo_product(tx: &mut Transaction<'_, MySql>) -> Result<bool, Error> {
     let seeded = Sql::new(
         "INSERT INTO products (id, name, price_cents, total_stock, stock_buckets, created_at) \
          SELECT 1, 'Demo product', 5000, 100, 1, UTC_TIMESTAMP(3) FROM DUAL \
@@ -126,7 +129,7 @@ async fn insert_demo_product(tx: &mut Transaction<'static, MySql>) -> Result<boo
 
 /// One consistent statement: the bucket counters, the lapsed holds they still count as reserved
 /// and the lapsed unpaid orders they still count as sold, from one snapshot at one instant.
-pub async fn get_product(pool: &MySqlPool, id: ProductId) -> Result<Product, Error> {
+pub async fn get_product(pool: &Pool, id: ProductId) -> Result<Product, Error> {
     let row = Sql::new(
         "SELECT p.id, p.name, p.price_cents, p.total_stock, p.stock_buckets, \
                 p.max_per_buyer, p.sale_starts_at, p.sale_ends_at, \
@@ -184,7 +187,7 @@ pub struct ProductChange {
 /// holds and orders are settled first, so only what is really held or sold stands in the way).
 /// The product row is locked first (only this takes it), then the buckets in bucket order.
 pub async fn change_product(
-    pool: &MySqlPool,
+    pool: &Pool,
     id: ProductId,
     change: &ProductChange,
 ) -> Result<crate::domain::events::Committed<Product>, Error> {
@@ -194,7 +197,8 @@ pub async fn change_product(
         Vec::new()
     };
     super::db::retry_conflicts("change_product", || async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let changed = apply_change(&mut tx, id, change).await;
         finish(tx, changed).await
     })
@@ -206,7 +210,7 @@ pub async fn change_product(
 }
 
 async fn apply_change(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     id: ProductId,
     change: &ProductChange,
 ) -> Result<(), Error> {
@@ -246,7 +250,7 @@ async fn apply_change(
 
 /// Adds (`delta` > 0) or takes away available units, moving each bucket's total with them.
 async fn change_stock(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     id: ProductId,
     delta: i64,
 ) -> Result<(), Error> {

@@ -13,8 +13,9 @@
 //! nothing says which of the two totals is right.
 
 use serde::Serialize;
-use sqlx::{MySqlPool, Row};
+use sqlx::Row;
 
+use super::pool::Pool;
 use super::sql::Sql;
 use crate::domain::ids::ProductId;
 use crate::error::Error;
@@ -126,7 +127,7 @@ where
 /// Checks every product (or one), reporting drift as an error log line and the `StockDrift`
 /// metric; with `repair`, sets each drifted bucket's counters to what its rows say.
 pub async fn reconcile(
-    pool: &MySqlPool,
+    pool: &Pool,
     product: Option<ProductId>,
     repair: bool,
 ) -> Result<ReconcileReport, Error> {
@@ -184,7 +185,7 @@ pub async fn reconcile(
     Ok(report)
 }
 
-async fn check(pool: &MySqlPool, product: Option<ProductId>) -> Result<ReconcileReport, Error> {
+async fn check(pool: &Pool, product: Option<ProductId>) -> Result<ReconcileReport, Error> {
     let rows = buckets_with_sums(pool, product).await?;
     let mut report = ReconcileReport::default();
     for row in &rows {
@@ -247,9 +248,10 @@ enum Repair {
 }
 
 /// Repairs one product's drifted buckets under their locks, unless its totals disagree there.
-async fn repair_product(pool: &MySqlPool, product_id: ProductId) -> Result<Repair, Error> {
+async fn repair_product(pool: &Pool, product_id: ProductId) -> Result<Repair, Error> {
     crate::store::db::retry_conflicts("reconcile_repair", || async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let repaired = repair_locked(&mut tx, product_id).await;
         crate::store::db::finish(tx, repaired).await
     })
@@ -257,7 +259,7 @@ async fn repair_product(pool: &MySqlPool, product_id: ProductId) -> Result<Repai
 }
 
 async fn repair_locked(
-    tx: &mut sqlx::Transaction<'static, sqlx::MySql>,
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
     product_id: ProductId,
 ) -> Result<Repair, Error> {
     Sql::new("SELECT bucket FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE")

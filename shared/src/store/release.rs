@@ -1,9 +1,10 @@
 //! Releasing: a buyer gives an active hold back before it expires.
 
-use sqlx::{MySql, MySqlPool, Transaction};
+use sqlx::{MySql, Transaction};
 
 use super::db::{finish, retry_conflicts};
 use super::expiry::give_back;
+use super::pool::Pool;
 use super::rows::{HOLD_SELECT, hold_from_row};
 use super::sql::Sql;
 use crate::domain::events::{Committed, EventType};
@@ -15,12 +16,13 @@ use crate::error::Error;
 /// answers the same hold; a redeemed hold is refused (`hold_redeemed`), an expired one too
 /// (`hold_expired`). Its expiry trigger, if any, finds nothing to do.
 pub async fn release_hold(
-    pool: &MySqlPool,
+    pool: &Pool,
     id: &HoldId,
     buyer: Option<&BuyerId>,
 ) -> Result<Committed<Hold>, Error> {
     retry_conflicts("release_hold", || async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let released = release_locked(&mut tx, id, buyer).await;
         finish(tx, released).await
     })
@@ -28,7 +30,7 @@ pub async fn release_hold(
 }
 
 async fn release_locked(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     id: &HoldId,
     buyer: Option<&BuyerId>,
 ) -> Result<Committed<Hold>, Error> {

@@ -2,11 +2,12 @@
 //! sweeper), in short batches that take the stock bucket locks last.
 
 use serde::Serialize;
-use sqlx::{MySql, MySqlPool, Row, Transaction};
+use sqlx::{MySql, Row, Transaction};
 
 use super::buckets::{Counter, return_units};
 use super::db::{finish, retry_conflicts};
 use super::outbox;
+use super::pool::Pool;
 use super::rows::{
     HOLD_SELECT, ORDER_SELECT, hold_event_detail, hold_from_row, order_event_detail, order_from_row,
 };
@@ -34,7 +35,7 @@ impl Settlement {
 
 /// Settles every lapsed hold and every unpaid order past its deadline of one product.
 pub async fn settle_lapsed(
-    pool: &MySqlPool,
+    pool: &Pool,
     product_id: ProductId,
 ) -> Result<Committed<Settlement>, Error> {
     let mut events = Vec::new();
@@ -79,17 +80,15 @@ where
 }
 
 /// Returns one HoldExpired event per hold it settled.
-async fn settle_hold_batch(
-    pool: &MySqlPool,
-    product_id: ProductId,
-) -> Result<Vec<DomainEvent>, Error> {
-    let mut tx = pool.begin().await?;
+async fn settle_hold_batch(pool: &Pool, product_id: ProductId) -> Result<Vec<DomainEvent>, Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
     let settled = expire_lapsed_holds(&mut tx, product_id).await;
     finish(tx, settled).await
 }
 
 async fn expire_lapsed_holds(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     product_id: ProductId,
 ) -> Result<Vec<DomainEvent>, Error> {
     // Index order (expires_at, id): every settler locks a product's holds in the same order.
@@ -124,17 +123,15 @@ async fn expire_lapsed_holds(
 }
 
 /// Returns one OrderCancelled event per order it cancelled.
-async fn settle_order_batch(
-    pool: &MySqlPool,
-    product_id: ProductId,
-) -> Result<Vec<DomainEvent>, Error> {
-    let mut tx = pool.begin().await?;
+async fn settle_order_batch(pool: &Pool, product_id: ProductId) -> Result<Vec<DomainEvent>, Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
     let settled = cancel_lapsed_orders(&mut tx, product_id).await;
     finish(tx, settled).await
 }
 
 async fn cancel_lapsed_orders(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     product_id: ProductId,
 ) -> Result<Vec<DomainEvent>, Error> {
     // Index order (cancel_at, id), as for holds.
@@ -172,7 +169,7 @@ async fn cancel_lapsed_orders(
 /// `update` (an UPDATE … SET …) applied to the rows with these ids, in one statement.
 /// In statements of at most [`IDS_PER_STATEMENT`] ids, so each stays under RDS Proxy's 16 KB.
 async fn set_status_where_id_in<'a>(
-    tx: &mut Transaction<'static, MySql>,
+    tx: &mut Transaction<'_, MySql>,
     update: &str,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<(), Error> {
@@ -186,7 +183,7 @@ async fn set_status_where_id_in<'a>(
 }
 
 /// Settles every lapsed hold and unpaid order of every product: the sweeper's job.
-pub async fn settle_all_lapsed(pool: &MySqlPool) -> Result<Committed<Settlement>, Error> {
+pub async fn settle_all_lapsed(pool: &Pool) -> Result<Committed<Settlement>, Error> {
     let products = Sql::new(
         "SELECT product_id FROM holds WHERE status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
          UNION \

@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use shared::domain::ids::ProductId;
-use sqlx::{MySqlPool, Row};
+use shared::store::pool::Pool;
+use sqlx::Row;
 
 use crate::scenario::Scenario;
 
-pub async fn wait_until_paid(pool: &MySqlPool, timeout: Duration) -> Result<(), String> {
+pub async fn wait_until_paid(pool: &Pool, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         let pending: i64 =
@@ -31,7 +32,7 @@ pub async fn wait_until_paid(pool: &MySqlPool, timeout: Duration) -> Result<(), 
 /// Every product: counters add up and none is negative; stored reserved = units of active holds;
 /// sold = units of live orders; for the flow, every order paid.
 pub async fn audit(
-    pool: &MySqlPool,
+    pool: &Pool,
     products: &[ProductId],
     scenario: Scenario,
 ) -> Result<String, String> {

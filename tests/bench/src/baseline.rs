@@ -3,7 +3,8 @@
 //! concurrency. What the service is measured against.
 
 use shared::domain::ids::{HoldId, ProductId};
-use sqlx::{Executor, MySqlPool, Row};
+use shared::store::pool::Pool;
+use sqlx::{Executor, Row};
 
 /// The row-lock design's one product, on its own table.
 pub const ROWLOCK_PRODUCT: ProductId = ProductId(1);
@@ -11,7 +12,7 @@ pub const ROWLOCK_PRODUCT: ProductId = ProductId(1);
 /// The row-lock design's tables, created in the run's fresh database beside the service's: a
 /// product row with its counters (nothing below zero) and holds with the one index a design
 /// needs to expire them. No more than that, so it is the strongest form of the design.
-pub async fn create_rowlock_tables(pool: &MySqlPool, stock: u32) -> Result<(), String> {
+pub async fn create_rowlock_tables(pool: &Pool, stock: u32) -> Result<(), String> {
     let statements = [
         "CREATE TABLE rowlock_products (\
            id BIGINT UNSIGNED NOT NULL PRIMARY KEY, \
@@ -43,9 +44,10 @@ pub async fn create_rowlock_tables(pool: &MySqlPool, stock: u32) -> Result<(), S
 
 /// The classic row-lock counter design: `BEGIN; SELECT` the counters `FOR UPDATE; UPDATE` them;
 /// `INSERT` the hold; `COMMIT`. The lock is held across three round trips and the commit.
-pub async fn rowlock_hold(pool: &MySqlPool) -> String {
+pub async fn rowlock_hold(pool: &Pool) -> String {
     let attempt = async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let available: i32 =
             sqlx::query_scalar("SELECT available FROM rowlock_products WHERE id = ? FOR UPDATE")
                 .bind(ROWLOCK_PRODUCT.0)
@@ -80,7 +82,7 @@ pub async fn rowlock_hold(pool: &MySqlPool) -> String {
 
 /// The row-lock design's stock adds up: available + reserved is the stock it started with,
 /// reserved is the units of its active holds, nothing below zero.
-pub async fn audit_rowlock(pool: &MySqlPool, stock: u32) -> Result<String, String> {
+pub async fn audit_rowlock(pool: &Pool, stock: u32) -> Result<String, String> {
     let row = sqlx::query(
         "SELECT CAST(p.available AS SIGNED) AS available, CAST(p.reserved AS SIGNED) AS reserved, \
            CAST((SELECT COALESCE(SUM(qty), 0) FROM rowlock_holds \
@@ -105,9 +107,10 @@ pub async fn audit_rowlock(pool: &MySqlPool, stock: u32) -> Result<String, Strin
 /// The seed design, as raw SQL on the service's own tables: the product lock is held across four
 /// statements, one of them a sum over every active hold of the product, a range that grows with
 /// every hold.
-pub async fn sum_hold(pool: &MySqlPool, product: ProductId) -> String {
+pub async fn sum_hold(pool: &Pool, product: ProductId) -> String {
     let attempt = async {
-        let mut tx = pool.begin().await?;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let row =
             sqlx::query(
                 "SELECT p.total_stock, CAST((SELECT SUM(sold_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS sold_stock \

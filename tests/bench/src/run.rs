@@ -11,8 +11,8 @@ use flash_sale_local::wire::{WireCounter, WireCounts};
 use secrecy::{ExposeSecret, SecretString};
 use shared::domain::ids::ProductId;
 use shared::domain::money::Cents;
+use shared::store::pool::Pool;
 use shared::store::products::NewProduct;
-use sqlx::MySqlPool;
 use tokio::runtime::Handle;
 
 use crate::audit::{audit, wait_until_paid};
@@ -98,7 +98,7 @@ fn failures(outcomes: &BTreeMap<String, u64>) -> u64 {
 struct BenchDb {
     url: SecretString,
     name: String,
-    pool: MySqlPool,
+    pool: Pool,
 }
 
 impl BenchDb {
@@ -254,7 +254,7 @@ impl Service {
 
     /// Stops it once its work is done: in the flow, once every payment it accepted is applied
     /// (its own workers apply them).
-    async fn stop(self, pool: &MySqlPool, config: &RunConfig) -> Result<(), String> {
+    async fn stop(self, pool: &Pool, config: &RunConfig) -> Result<(), String> {
         if config.scenario == Scenario::Flow {
             wait_until_paid(pool, Duration::from_secs(30)).await?;
         }
@@ -309,7 +309,7 @@ async fn count_on_wire(
 /// has just ended.
 const RELEASED: Duration = Duration::from_millis(50);
 
-async fn create_products(pool: &MySqlPool, config: &RunConfig) -> Result<Vec<ProductId>, String> {
+async fn create_products(pool: &Pool, config: &RunConfig) -> Result<Vec<ProductId>, String> {
     if config.scenario == Scenario::RowlockBaseline {
         create_rowlock_tables(pool, AMPLE_STOCK).await?;
         return Ok(vec![crate::baseline::ROWLOCK_PRODUCT]);

@@ -6,7 +6,7 @@ use flash_sale_local::known_secrets::webhook_signature;
 use serde_json::json;
 use shared::domain::ids::ProductId;
 use shared::store::holds::HoldRequest;
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -159,7 +159,7 @@ async fn expect_status<T: serde::de::DeserializeOwned>(
     response.json().await.map_err(|_| "error".to_owned())
 }
 
-pub async fn hold_direct(pool: &MySqlPool, product: ProductId) -> String {
+pub async fn hold_direct(pool: &Pool, product: ProductId) -> String {
     let request = HoldRequest {
         product_id: product,
         buyer: None,

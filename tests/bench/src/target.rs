@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use shared::Config;
 use shared::adapters::local::{NoPublisher, NoScheduler};
 use shared::domain::ids::ProductId;
-use sqlx::MySqlPool;
+use shared::store::pool::Pool;
 use tokio::runtime::Handle;
 
 use crate::baseline::{rowlock_hold, sum_hold};
@@ -47,7 +47,7 @@ impl Tally {
 pub struct Target {
     server: Option<LocalServer>,
     /// The direct scenarios' pool, or each Lambda container's.
-    pools: Vec<MySqlPool>,
+    pools: Vec<Pool>,
     /// Handed to the clients, one each.
     containers: Vec<LambdaContainer>,
 }
@@ -178,7 +178,7 @@ enum Work {
         base: String,
         token: String,
     },
-    Pool(MySqlPool),
+    Pool(Pool),
     Lambda(LambdaContainer),
 }
 

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use shared::Config;
 use shared::adapters::local::NoPublisher;
 use shared::ports::EventPublisher;
-use sqlx::{MySqlPool, Row};
+use shared::store::pool::Pool;
+use sqlx::Row;
 
 use flash_sale_local::{LocalServer, Options};
 
@@ -24,7 +25,7 @@ pub use flash_sale_local::moto::Moto;
 pub struct TestDb {
     pub name: String,
     pub url: SecretString,
-    pub pool: MySqlPool,
+    pub pool: Pool,
 }
 
 impl TestDb {
@@ -51,8 +52,7 @@ impl TestDb {
             .unwrap_or_else(|_| shared::config::DEFAULT_DATABASE_URL.to_owned());
         let url = SecretString::from(with_database(&server_url, &name));
         let options = shared::store::db::connect_options(&url).expect("a valid DATABASE_URL");
-        let pool = shared::store::db::pool_options(8, shared::store::db::SessionSetup::OnConnect)
-            .connect_lazy_with(options);
+        let pool = Pool::new(options, 8, shared::store::db::SessionSetup::OnConnect);
         Self { name, url, pool }
     }
 
@@ -143,7 +143,7 @@ pub struct PasswordUser {
     pub name: String,
     pub password: String,
     admin_url: SecretString,
-    admin: sqlx::MySqlPool,
+    admin: Pool,
 }
 
 /// Where a TCP client may come from, as MariaDB matches it: each gets the same account.
@@ -435,7 +435,7 @@ impl Api {
 /// none is negative. In the database, in one statement (one snapshot): the buckets' totals add up
 /// to the product's, their reserved counters are exactly the units of active holds, their sold
 /// counters exactly the units of orders not cancelled.
-pub async fn assert_stock_invariants(pool: &MySqlPool, api: &Api, product_id: u64) -> Value {
+pub async fn assert_stock_invariants(pool: &Pool, api: &Api, product_id: u64) -> Value {
     let product = api.product(product_id).await;
     let count = |name: &str| product[name].as_i64().expect("counter");
     let (total, available, reserved, sold) = (

@@ -24,8 +24,9 @@ use futures::future::join_all;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::store::db::Server;
+use shared::store::pool::Pool;
 use sqlx::mysql::MySqlConnection;
-use sqlx::{ConnectOptions, MySqlPool, Row};
+use sqlx::{ConnectOptions, Row};
 use tokio::time::Instant;
 
 const CLIENTS: u64 = 24;
@@ -123,23 +124,24 @@ async fn a_frozen_database_answers_503_within_the_request_deadline_then_serves_a
 }
 
 /// A local server on the private MariaDB, a product with plenty of stock, and an audit pool.
-async fn serve_on(mariadb: &PrivateMariaDb) -> (LocalServer, Api, u64, MySqlPool) {
+async fn serve_on(mariadb: &PrivateMariaDb) -> (LocalServer, Api, u64, Pool) {
     let url = mariadb.url("flash_sale_fault_test");
     let server = LocalServer::start(&test_config(&url, BUYERS_ANONYMOUS), Options::default())
         .await
         .expect("start the local server on the private MariaDB");
     let api = Api::new(&server);
     let product = api.create_product(STOCK, "5.00").await;
-    let pool = shared::store::db::pool_options(2, shared::store::db::SessionSetup::OnConnect)
-        .connect_lazy_with(
-            shared::store::db::connect_options(&SecretString::from(url)).expect("a valid URL"),
-        );
+    let pool = Pool::new(
+        shared::store::db::connect_options(&SecretString::from(url)).expect("a valid URL"),
+        2,
+        shared::store::db::SessionSetup::OnConnect,
+    );
     (server, api, product, pool)
 }
 
 /// What every fault must leave: answers in time, every acknowledged hold and order exactly
 /// once, a server that serves again with its background work, and the stock audit.
-async fn assert_recovered(stats: &Stats, pool: &MySqlPool, api: &Api, product: u64, log: &Log) {
+async fn assert_recovered(stats: &Stats, pool: &Pool, api: &Api, product: u64, log: &Log) {
     stats.assert_all_answered_in_time();
     assert_acknowledged_exactly_once(pool, product, log).await;
     assert_served_again(api, product).await;
@@ -556,7 +558,7 @@ async fn assert_served_again(api: &Api, product: u64) {
 
 /// Every hold and order a client got a 2xx for is in the database, once, as it was told. Also
 /// prints how many committed without any client hearing so (a 503 and no successful retry).
-async fn assert_acknowledged_exactly_once(pool: &MySqlPool, product: u64, log: &Log) {
+async fn assert_acknowledged_exactly_once(pool: &Pool, product: u64, log: &Log) {
     let holds = sqlx::query(
         "SELECT id, CAST(qty AS SIGNED) AS qty, CAST(idempotency_key AS CHAR) AS idempotency_key, CAST(status AS CHAR) AS status \
          FROM holds WHERE product_id = ?",
@@ -658,7 +660,7 @@ async fn assert_acknowledged_exactly_once(pool: &MySqlPool, product: u64, log: &
 
 /// Events whose publication failed with the database are published by the sweeper once it is
 /// back: none stays in the outbox.
-async fn assert_every_event_published(pool: &MySqlPool) {
+async fn assert_every_event_published(pool: &Pool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let unpublished: i64 =

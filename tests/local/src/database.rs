@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 
 use shared::store::db::MIGRATOR;
+use shared::store::pool::Pool;
 use shared::{Config, Error};
-use sqlx::MySqlPool;
 
 /// What readying the database did, for `flash-sale-local migrate` to say.
 pub struct Prepared {
-    pub pool: MySqlPool,
+    pub pool: Pool,
     /// The database's name, as `DATABASE_URL` gives it.
     pub name: String,
     /// The migrations this run applied (version, description), oldest first: none when the
@@ -48,7 +48,7 @@ pub async fn prepare_database(config: &Config) -> Result<Prepared, Error> {
 }
 
 /// The versions sqlx's migrator has recorded as applied; none before its table exists.
-async fn applied_versions(pool: &MySqlPool) -> Result<HashSet<i64>, Error> {
+async fn applied_versions(pool: &Pool) -> Result<HashSet<i64>, Error> {
     let has_table: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.TABLES \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_sqlx_migrations'",

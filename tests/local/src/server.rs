@@ -17,9 +17,9 @@ use shared::config::BuyerAuth;
 use shared::ports::{DeadlineScheduler, EventPublisher, PaymentQueue};
 use shared::service::payments::DrainReport;
 use shared::service::sweep::SweepReport;
+use shared::store::pool::Pool;
 use shared::store::settle::Settlement;
 use shared::{Config, Error, http};
-use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -329,7 +329,7 @@ fn into_axum(response: Response<Body>) -> axum::response::Response {
 }
 
 async fn drain_inbox_forever(
-    pool: MySqlPool,
+    pool: Pool,
     queue: InboxQueue,
     policy: shared::domain::retry::RetryPolicy,
     publisher: Arc<dyn EventPublisher>,

@@ -17,12 +17,11 @@ use aws_config::timeout::TimeoutConfig;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
-use sqlx::MySqlPool;
-
 use crate::adapters::local::{NoPublisher, NoScheduler};
 use crate::config::Config;
 use crate::error::Error;
 use crate::ports::{DeadlineScheduler, EventPublisher, PaymentQueue};
+use crate::store::pool::Pool;
 
 /// Where SDK clients get their configuration: the standard chain of the environment, loaded on
 /// first use only (a function whose AWS variables are unset never loads it), or a configuration
@@ -76,7 +75,7 @@ fn bounded(config: aws_config::SdkConfig) -> aws_config::SdkConfig {
 /// A Lambda container's database pool: with the credentials of `DATABASE_SECRET_ARN` when it is
 /// set (read here at cold start, and again every few minutes for rotations), otherwise from
 /// `DATABASE_URL`.
-pub async fn lambda_pool(config: &Config, sdk: &SdkLoader) -> Result<MySqlPool, Error> {
+pub async fn lambda_pool(config: &Config, sdk: &SdkLoader) -> Result<Pool, Error> {
     let Some(secret) = &config.database.secret else {
         let options = crate::store::db::connect_options(&config.database.url)?;
         return Ok(crate::store::db::lazy_pool(config, options));
@@ -188,7 +187,7 @@ impl LambdaStartup {
         })
     }
 
-    pub async fn pool(&self) -> Result<MySqlPool, Error> {
+    pub async fn pool(&self) -> Result<Pool, Error> {
         lambda_pool(&self.config, &self.sdk).await
     }
 

@@ -7,10 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use sqlx::mysql::MySqlConnectOptions;
 
-use sqlx::MySqlPool;
-
 use crate::config::DatabaseSecret;
 use crate::error::Error;
+use crate::store::pool::Pool;
 
 /// How often a container reads the secret again. After a rotation, new connections may fail for
 /// this long (503s, retried by clients); open ones go on, since a password change ends no session.
@@ -68,7 +67,7 @@ pub async fn connect_options(
 /// In Lambda the task runs only while the container serves an invocation (it is frozen between),
 /// so a refresh that fell due while frozen happens on the next invocation, beside it.
 pub fn keep_fresh(
-    pool: MySqlPool,
+    pool: Pool,
     client: aws_sdk_secretsmanager::Client,
     secret: DatabaseSecret,
     every: Duration,

@@ -231,7 +231,8 @@ async fn settling_lapsed_orders_keeps_the_bucket_lock_order() {
             "SELECT bucket FROM stock_buckets WHERE product_id = {product} AND bucket = {bucket} FOR UPDATE"
         )
     };
-    let mut other = db.pool.begin().await.expect("begin");
+    let mut other_conn = db.pool.acquire().await.expect("a connection");
+    let mut other = other_conn.begin().await.expect("begin");
     sqlx::query(&lock_bucket(0))
         .fetch_one(&mut *other)
         .await

@@ -509,7 +509,9 @@ async fn a_hold_that_expires_while_its_redeem_waits_for_the_lock_is_expired() {
     assert_eq!(status, 201, "{hold}");
     let hold_id = hold["hold_id"].as_str().expect("id").to_owned();
 
-    let mut blocker = db.pool.begin().await.expect("begin");
+    let mut blocker_conn = db.pool.acquire().await.expect("a connection");
+
+    let mut blocker = blocker_conn.begin().await.expect("begin");
     sqlx::query("SELECT id FROM holds WHERE id = ? FOR UPDATE")
         .bind(&hold_id)
         .fetch_one(&mut *blocker)
@@ -560,7 +562,8 @@ fn hold_row_is_free(db: &TestDb, hold_id: &str) -> bool {
             .expect("runtime");
         runtime.block_on(async {
             let pool = shared::store::db::connect(&url, 1).await.expect("connect");
-            let mut tx = pool.begin().await.expect("begin");
+            let mut tx_conn = pool.acquire().await.expect("a connection");
+            let mut tx = tx_conn.begin().await.expect("begin");
             let locked = sqlx::query("SELECT id FROM holds WHERE id = ? FOR UPDATE NOWAIT")
                 .bind(&hold_id)
                 .fetch_one(&mut *tx)

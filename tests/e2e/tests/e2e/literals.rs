@@ -9,8 +9,9 @@ use chrono::{NaiveDate, NaiveDateTime};
 use flash_sale_e2e::testing::TestDb;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use shared::store::pool::Pool;
 use shared::store::sql::{Literal, Sql};
-use sqlx::{MySqlPool, Row};
+use sqlx::Row;
 
 /// Random cases per property, beside the explicit ones: a few seconds in all.
 const CASES: u32 = 96;
@@ -66,7 +67,7 @@ where
 }
 
 /// Stores `value` in `column` (NULL for `None`) and reads it back, and selects the literal alone.
-async fn round_trip<T>(pool: &MySqlPool, column: &str, value: T) -> Result<(), TestCaseError>
+async fn round_trip<T>(pool: &Pool, column: &str, value: T) -> Result<(), TestCaseError>
 where
     T: Literal + Clone + PartialEq + std::fmt::Debug + sqlx::Type<sqlx::MySql>,
     T: for<'r> sqlx::Decode<'r, sqlx::MySql>,
@@ -76,7 +77,7 @@ where
 
 /// As [`round_trip`], the literal alone selected by `select` (a template with one `?`).
 async fn round_trip_selecting<T>(
-    pool: &MySqlPool,
+    pool: &Pool,
     column: &str,
     select: &str,
     value: T,

@@ -13,6 +13,7 @@ mod literals;
 mod migrate;
 mod openapi;
 mod payments;
+mod pool;
 mod readme;
 mod reconcile;
 mod secrets;

@@ -69,7 +69,8 @@ async fn a_payment_received_before_the_deadline_pays_however_late_it_is_applied(
 
     // Another transaction holds the order's row lock from before the payment arrives until
     // after the deadline: the payment can only be applied once the deadline has passed.
-    let mut blocker = db.pool.begin().await.expect("begin");
+    let mut blocker_conn = db.pool.acquire().await.expect("a connection");
+    let mut blocker = blocker_conn.begin().await.expect("begin");
     sqlx::query("SELECT id FROM orders WHERE id = ? FOR UPDATE")
         .bind(&in_time)
         .fetch_one(&mut *blocker)
