@@ -91,7 +91,7 @@ pub struct DatabaseConfig {
     pub session: SessionSetup,
 }
 
-/// Where a connection's session settings (`store::db::Server::session_init`) come from.
+/// Where a connection's session settings (`store::session::Server::session_init`) come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionSetup {
     /// The pool sends them when it opens a connection (local server, tests, a database reached

@@ -140,10 +140,10 @@ pub(crate) fn is_duplicate_key(err: &sqlx::Error) -> bool {
 /// The database is unreachable or overloaded, not wrong: the client should retry later.
 ///
 /// Losing the server shows as `Io` (the socket closed or reset mid-statement) or, when it does
-/// not come back within the acquire timeout, `PoolTimedOut`: sqlx keeps retrying refused
-/// connections until then. A connect that fails otherwise (too many connections, shutting down)
-/// returns the server's error at once, and so does a statement on a connection killed under it.
-pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
+/// not come back within the acquire timeout, `PoolTimedOut`: the pool (`store::pool`) keeps
+/// retrying refused connections, and those refused for now (too many, shutting down), until
+/// then. A statement on a connection killed under it returns the server's error at once.
+fn is_transient(err: &sqlx::Error) -> bool {
     matches!(
         err,
         sqlx::Error::Io(_)

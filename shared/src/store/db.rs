@@ -8,22 +8,13 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use sqlx::{ConnectOptions, Connection, Executor, MySql, Transaction};
 
 use super::pool::Pool;
-use sqlx::{ConnectOptions, Connection, Executor, MySql, Row, Transaction};
-
+use super::session::Server;
 pub use crate::config::SessionSetup;
 use crate::error::Error;
 
-/// A lock wait longer than this is a fault, not contention: fail the statement and retry or 503.
-/// Row locks (`innodb_lock_wait_timeout`) and metadata locks (`lock_wait_timeout`) alike.
-const LOCK_WAIT_TIMEOUT_SECONDS: u32 = 5;
-/// The server stops any statement running longer than this: a runaway query must not hold a
-/// connection (and its locks) for minutes. Twice the lock wait, so a statement waiting on a lock
-/// ends as a lock-wait timeout, which is retried, rather than as a statement timeout, which is not.
-/// MariaDB bounds every statement (`max_statement_time`), MySQL 8 only read-only SELECTs
-/// (`max_execution_time`); there writes are bounded by the lock waits alone.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an instance waits for another one's migration before giving up.
 const MIGRATION_LOCK_WAIT_SECONDS: u32 = 120;
 /// Deadlocks and lock-wait timeouts are retried this many times inside the operation…
@@ -50,55 +41,6 @@ pub fn tuned(options: MySqlConnectOptions) -> MySqlConnectOptions {
         .disable_statement_logging()
         .pipes_as_concat(false)
         .no_engine_substitution(false)
-}
-
-/// The two servers name their statement timeout differently (and MySQL rejects MariaDB's name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Server {
-    MariaDb,
-    MySql,
-}
-
-impl Server {
-    pub async fn of(conn: &mut MySqlConnection) -> Result<Self, sqlx::Error> {
-        let version: String = conn.fetch_one("SELECT VERSION()").await?.try_get(0)?;
-        Ok(Self::from_version(&version))
-    }
-
-    /// `10.11.6-MariaDB-0+deb12u1`, `8.0.36`, `8.0.mysql_aurora.3.05.2`.
-    fn from_version(version: &str) -> Self {
-        if version.to_ascii_lowercase().contains("mariadb") {
-            Self::MariaDb
-        } else {
-            Self::MySql
-        }
-    }
-
-    /// Every request connection's session: READ COMMITTED, lock waits and statements bounded.
-    ///
-    /// READ COMMITTED: correctness comes from row locks and conditional updates, never from
-    /// snapshot repeatability, and it spares us REPEATABLE READ's gap locks on the holds indexes,
-    /// which would make inserts of new holds wait behind the sweeper's range scans.
-    /// Behind RDS Proxy this is the target group's `InitQuery` (template.yaml holds the MySQL
-    /// text, and a test checks it is this one); elsewhere the pool sends it on connect.
-    pub fn session_init(self) -> String {
-        format!(
-            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; {}",
-            self.session_timeouts(LOCK_WAIT_TIMEOUT_SECONDS, STATEMENT_TIMEOUT)
-        )
-    }
-
-    /// The session's lock waits and statement time limit; a zero `statement` means none.
-    fn session_timeouts(self, lock_wait_seconds: u32, statement: Duration) -> String {
-        let statement = match self {
-            Self::MariaDb => format!("max_statement_time = {}", statement.as_secs_f64()),
-            Self::MySql => format!("max_execution_time = {}", statement.as_millis()),
-        };
-        format!(
-            "SET SESSION innodb_lock_wait_timeout = {lock_wait_seconds}, \
-             lock_wait_timeout = {lock_wait_seconds}, {statement}"
-        )
-    }
 }
 
 /// A pool on `database_url` that has made its first connection (so a wrong URL fails here).
@@ -229,9 +171,9 @@ where
 
 /// Ends a transaction by what its work returned: commits an `Ok`, and rolls an `Err` back
 /// explicitly, awaiting the server's answer. Every transaction ends here. Dropping an open sqlx
-/// transaction only queues its ROLLBACK until the connection's next use, so a Lambda container
-/// frozen right after answering would keep the transaction's row locks until it thaws, blocking
-/// every other container.
+/// transaction only queues its ROLLBACK, which the pool sends from a background task: a Lambda
+/// container frozen right after answering would not run it, and would keep the transaction's row
+/// locks until it thaws, blocking every other container.
 pub(crate) async fn finish<T>(
     tx: Transaction<'_, MySql>,
     result: Result<T, Error>,
@@ -279,36 +221,5 @@ mod tests {
         let locks: std::collections::HashSet<String> =
             similar.iter().map(|db| migration_lock_name(db)).collect();
         assert_eq!(locks.len(), similar.len(), "one lock per database");
-    }
-
-    #[test]
-    fn the_server_is_told_apart_by_its_version() {
-        assert_eq!(
-            Server::from_version("10.11.6-MariaDB-0+deb12u1"),
-            Server::MariaDb
-        );
-        assert_eq!(Server::from_version("8.0.36"), Server::MySql);
-        assert_eq!(
-            Server::from_version("8.0.mysql_aurora.3.05.2"),
-            Server::MySql
-        );
-    }
-
-    #[test]
-    fn each_server_gets_its_own_statement_timeout_in_its_own_unit() {
-        let mariadb = Server::MariaDb.session_timeouts(5, Duration::from_secs(10));
-        assert!(
-            mariadb.contains("innodb_lock_wait_timeout = 5"),
-            "{mariadb}"
-        );
-        assert!(mariadb.contains("max_statement_time = 10"), "{mariadb}");
-        let mysql = Server::MySql.session_timeouts(5, Duration::from_secs(10));
-        assert!(mysql.contains("max_execution_time = 10000"), "{mysql}");
-        assert!(
-            Server::MySql
-                .session_timeouts(120, Duration::ZERO)
-                .ends_with("max_execution_time = 0")
-        );
-        assert!(STATEMENT_TIMEOUT.as_secs() >= 2 * u64::from(LOCK_WAIT_TIMEOUT_SECONDS));
     }
 }

@@ -25,7 +25,8 @@
 //! same transaction ([`outbox`]); functions here return those events with their result.
 //!
 //! Every transaction ends in `db::finish` (or an explicit rollback): none is left to a drop,
-//! which would keep its row locks until the connection is next used.
+//! whose ROLLBACK the pool sends from a background task that a frozen Lambda container never
+//! runs.
 
 pub mod buckets;
 pub mod db;
@@ -40,6 +41,7 @@ pub mod products;
 pub mod reconcile;
 pub mod release;
 pub mod rows;
+pub mod session;
 pub mod settle;
 pub mod sql;
 

@@ -30,7 +30,8 @@ use sqlx::{
     ConnectOptions, Connection as _, Describe, Either, Execute, Executor, MySql, Transaction,
 };
 
-use super::db::{Server, SessionSetup};
+use super::session::Server;
+use crate::config::SessionSetup;
 use crate::error::mysql_error_number;
 
 /// How long a request waits for a connection — a free one, or a new one, retried with backoff
@@ -47,6 +48,9 @@ const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first and the longest pause between attempts to connect to a server that refuses.
 const CONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// Server error numbers that refuse a connection for now: too many connections (all, or the
+/// user's), shutting down.
+const REFUSED_FOR_NOW: &[u16] = &[1040, 1203, 1053];
 /// Server error numbers that end the session: the connection is gone even though the server
 /// answered (MariaDB's "connection killed", MySQL's idle disconnect, shutdown, lost).
 const SESSION_ENDED: &[u16] = &[1927, 4031, 1053, 2006, 2013];
@@ -133,7 +137,7 @@ impl Pool {
                     Ok(object) => return Ok(object),
                     // A server that refuses connections may be restarting: try again until
                     // the deadline, as sqlx's pool does.
-                    Err(PoolError::Backend(err)) if crate::error::is_transient(&err) => {
+                    Err(PoolError::Backend(err)) if worth_connecting_again(&err) => {
                         tracing::debug!(error = %err, "could not connect; trying again");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(CONNECT_BACKOFF.1);
@@ -265,6 +269,13 @@ async fn finish_then_give_back(mut object: Object<Manager>) {
             drop(Object::take(object));
         }
     }
+}
+
+/// The server refused or dropped the connection, or has none free: it may accept a later one.
+/// (A TLS or login failure will not change by trying again.)
+fn worth_connecting_again(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Io(_))
+        || mysql_error_number(err).is_some_and(|number| REFUSED_FOR_NOW.contains(&number))
 }
 
 /// False only for the server's own error answers that leave the session as it was (a duplicate

@@ -276,7 +276,8 @@ pub struct WireTally {
 
 /// A second service, connected through a counting proxy, driven for a moment to warm up and then
 /// for `config.wire`; neither timed nor part of the CPU figures. Its commands are counted once
-/// every operation has ended and the pool has taken its connections back (sqlx pings each).
+/// every operation has ended and the pool has taken its connections back (including any it finishes
+/// in the background first).
 async fn count_on_wire(
     bench_db: &BenchDb,
     config: &RunConfig,

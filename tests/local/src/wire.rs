@@ -16,8 +16,8 @@
 //! connection is authenticated (the handshake and its authentication exchange are not commands;
 //! they end at the server's first OK or ERR after its greeting, whatever auth switches came
 //! between). Its first byte says which: `COM_QUERY` (text protocol; its SQL is kept),
-//! `COM_STMT_PREPARE` and `COM_STMT_EXECUTE` (server-side prepared statements), `COM_PING` (sqlx
-//! pings a pooled connection as it lends it and as it takes it back), and the others (`COM_STMT_CLOSE`, `COM_QUIT`,
+//! `COM_STMT_PREPARE` and `COM_STMT_EXECUTE` (server-side prepared statements), `COM_PING` (the pool
+//! pings a connection idle 10 s before lending it), and the others (`COM_STMT_CLOSE`, `COM_QUIT`,
 //! `COM_RESET_CONNECTION`, …, of which only the first two have no reply). A connection that asks
 //! for TLS cannot be read: it is counted in [`WireCounts::encrypted`] and its commands are not;
 //! [`WireCounter::url`] turns TLS off for that reason.

@@ -775,7 +775,7 @@ fn the_proxy_sets_up_every_session_so_the_functions_send_no_set() {
     let pool = &template.resource("DatabaseProxyTargetGroup")["Properties"]["ConnectionPoolConfigurationInfo"];
     assert_eq!(
         pool["InitQuery"],
-        shared::store::db::Server::MySql.session_init(),
+        shared::store::session::Server::MySql.session_init(),
         "the proxy's InitQuery is the session the local server and the tests run with"
     );
     for (name, id) in template.functions() {
