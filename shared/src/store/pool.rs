@@ -10,11 +10,14 @@
 //! - a connection on which a statement failed other than by the server's own error answer (I/O,
 //!   protocol, a killed session) is closed instead of going back;
 //! - a connection given back with work still queued (the ROLLBACK of a transaction dropped while
-//!   open) is finished and pinged in the background first, and closed if that fails — so no
-//!   transaction keeps its row locks until the connection's next use.
+//!   open) or an answer still due (a statement cancelled mid-flight, when a request met its
+//!   deadline) is finished and pinged in the background first, and closed if that fails — so no
+//!   transaction keeps its row locks until the connection's next use, and no one is handed
+//!   another's answer (sqlx would read it off before the next command and report its error as
+//!   that command's).
 //!
-//! A statement cancelled mid-flight leaves its answer on the wire; sqlx reads it off before the
-//! connection's next command.
+//! Inside a transaction every cancellation leaves a ROLLBACK queued (sqlx's `Transaction` drop),
+//! so only the pool's own statements and `begin` need to track what is in flight.
 
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
@@ -152,6 +155,7 @@ impl Pool {
             Ok(object) => Ok(Connection {
                 object: Some(object?),
                 broken: false,
+                in_flight: false,
             }),
             Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
@@ -192,6 +196,9 @@ pub struct Connection {
     object: Option<Object<Manager>>,
     /// A statement failed in a way that may have left the session unusable.
     broken: bool,
+    /// A command was sent and its answer not yet read: dropped now (a request cancelled at its
+    /// deadline), the answer — perhaps an error — would meet the next user's first command.
+    in_flight: bool,
 }
 
 impl Connection {
@@ -204,13 +211,18 @@ impl Connection {
     /// Starts a transaction, which ends by `commit` or `rollback` (or, dropped, by a ROLLBACK
     /// the pool sends before the connection is used again).
     pub async fn begin(&mut self) -> Result<Transaction<'_, MySql>, sqlx::Error> {
-        let Self { object, broken } = self;
+        let Self {
+            object,
+            broken,
+            in_flight,
+        } = self;
         let conn = object
             .as_deref_mut()
             .expect("a pooled connection is present until dropped");
-        conn.begin()
-            .await
-            .inspect_err(|err| *broken |= ends_session(err))
+        *in_flight = true;
+        let begun = conn.begin().await;
+        *in_flight = false;
+        begun.inspect_err(|err| *broken |= ends_session(err))
     }
 
     /// Closes the connection instead of giving it back (it carries settings of its own).
@@ -245,7 +257,7 @@ impl Drop for Connection {
         if self.broken {
             // Out of the pool; the pool makes a new one when it needs one.
             drop(Object::take(object));
-        } else if object.should_flush() {
+        } else if self.in_flight || object.should_flush() {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn(finish_then_give_back(object))),
                 Err(_) => drop(Object::take(object)),
@@ -256,7 +268,8 @@ impl Drop for Connection {
 }
 
 /// Sends what a given-back connection has queued (a dropped transaction's ROLLBACK), reads the
-/// answers and pings; the connection goes back to the pool only if all of that worked.
+/// answers still due (a cancelled command's) and pings; the connection goes back to the pool only
+/// if all of that worked.
 async fn finish_then_give_back(mut object: Object<Manager>) {
     match tokio::time::timeout(FINISH_TIMEOUT, object.ping()).await {
         Ok(Ok(())) => {}
@@ -306,6 +319,7 @@ impl<'p> Executor<'p> for &'_ Pool {
         Box::pin(
             async move {
                 let mut conn = pool.acquire().await?;
+                conn.in_flight = true;
                 let results = conn.conn().fetch_many(query).try_collect::<Vec<_>>().await;
                 let results = conn.observe(results)?;
                 Ok(stream::iter(results.into_iter().map(Ok)))
@@ -324,6 +338,7 @@ impl<'p> Executor<'p> for &'_ Pool {
         let pool = self.clone();
         Box::pin(async move {
             let mut conn = pool.acquire().await?;
+            conn.in_flight = true;
             let row = conn.conn().fetch_optional(query).await;
             conn.observe(row)
         })
@@ -337,6 +352,7 @@ impl<'p> Executor<'p> for &'_ Pool {
         let pool = self.clone();
         Box::pin(async move {
             let mut conn = pool.acquire().await?;
+            conn.in_flight = true;
             let statement = conn.conn().prepare_with(sql, parameters).await;
             conn.observe(statement)
         })
@@ -349,6 +365,7 @@ impl<'p> Executor<'p> for &'_ Pool {
         let pool = self.clone();
         Box::pin(async move {
             let mut conn = pool.acquire().await?;
+            conn.in_flight = true;
             let description = conn.conn().describe(sql).await;
             conn.observe(description)
         })
@@ -356,8 +373,10 @@ impl<'p> Executor<'p> for &'_ Pool {
 }
 
 impl Connection {
-    /// Passes a statement's outcome on, marking the connection broken when the error says so.
+    /// Passes a statement's outcome on (its answer has been read), marking the connection broken
+    /// when the error says so.
     fn observe<T>(&mut self, outcome: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        self.in_flight = false;
         if let Err(err) = &outcome {
             self.broken |= ends_session(err);
         }

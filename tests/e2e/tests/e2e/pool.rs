@@ -156,3 +156,37 @@ async fn a_closed_pool_refuses_new_work() {
     let err = pool.acquire().await.err().expect("refused");
     assert!(matches!(err, sqlx::Error::PoolClosed), "{err}");
 }
+
+/// A request cancelled at its deadline drops its statement mid-flight; the statement's answer
+/// arrives later, and must not become the next user's: here the cancelled statement ends in an
+/// error after 0.3 s, and the next statement on the pool's one connection still succeeds.
+#[tokio::test]
+async fn a_statement_cancelled_mid_flight_does_not_hand_its_answer_to_the_next_user() {
+    let db = TestDb::new().await;
+    let pool = one_connection(&db);
+    let first = connection_id(&pool).await.expect("a connection");
+
+    // Fails with "subquery returns more than 1 row" once the sleep is over.
+    let failing_later = sqlx::raw_sql("SELECT IF(SLEEP(0.3) = 0, (SELECT 1 UNION SELECT 2), 0)");
+    tokio::time::timeout(Duration::from_millis(50), failing_later.execute(&pool))
+        .await
+        .expect_err("cancelled while the server sleeps");
+    let next = connection_id(&pool)
+        .await
+        .expect("the next statement is answered for itself");
+    assert_ne!(next, first, "the connection whose answer was an error is replaced");
+
+    // A cancelled statement that succeeds leaves the connection fit to be used again.
+    let succeeding_later = sqlx::raw_sql("SELECT SLEEP(0.3)");
+    tokio::time::timeout(Duration::from_millis(50), succeeding_later.execute(&pool))
+        .await
+        .expect_err("cancelled while the server sleeps");
+    assert_eq!(
+        connection_id(&pool).await.expect("answered for itself"),
+        next,
+        "a connection whose late answer was fine goes back"
+    );
+    let mut conn = pool.acquire().await.expect("the connection");
+    let tx = conn.begin().await.expect("begin after the drained answer");
+    tx.commit().await.expect("commit");
+}
