@@ -2,7 +2,8 @@
 //! reason to doubt it: a connection the server killed is replaced after the one statement that
 //! found it dead, whether that statement ran on the pool or began a transaction; a transaction
 //! dropped while open gives its row locks back at once, not at the connection's next use; a
-//! healthy connection is used again, without a ping.
+//! statement cancelled mid-flight does not hand its late answer to the next user; a healthy
+//! connection is used again, without a ping.
 
 use std::time::Duration;
 
@@ -174,7 +175,10 @@ async fn a_statement_cancelled_mid_flight_does_not_hand_its_answer_to_the_next_u
     let next = connection_id(&pool)
         .await
         .expect("the next statement is answered for itself");
-    assert_ne!(next, first, "the connection whose answer was an error is replaced");
+    assert_ne!(
+        next, first,
+        "the connection whose answer was an error is replaced"
+    );
 
     // A cancelled statement that succeeds leaves the connection fit to be used again.
     let succeeding_later = sqlx::raw_sql("SELECT SLEEP(0.3)");
