@@ -2,6 +2,7 @@
 //! stable `code`. Database detail never reaches a client: 5xx answers carry a generic message.
 
 use crate::domain::ids::ProductId;
+use crate::server_errors::{self, Handling};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -119,58 +120,31 @@ impl Error {
 
     /// A deadlock or lock-wait timeout: the whole transaction may simply be run again.
     pub fn is_retryable_conflict(&self) -> bool {
-        matches!(self, Self::Database(err) if mysql_error_number(err).is_some_and(|n| n == ER_LOCK_DEADLOCK || n == ER_LOCK_WAIT_TIMEOUT))
+        matches!(self, Self::Database(err) if server_errors::handling_of(err) == Some(Handling::Conflict))
     }
 }
 
-pub(crate) const ER_DUP_ENTRY: u16 = 1062;
-const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
-const ER_LOCK_DEADLOCK: u16 = 1213;
-
-pub(crate) fn mysql_error_number(err: &sqlx::Error) -> Option<u16> {
-    err.as_database_error()
-        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
-        .map(|db| db.number())
-}
-
 pub(crate) fn is_duplicate_key(err: &sqlx::Error) -> bool {
-    mysql_error_number(err) == Some(ER_DUP_ENTRY)
+    server_errors::number(err) == Some(server_errors::ER_DUP_ENTRY)
 }
 
-/// The database is unreachable or overloaded, not wrong: the client should retry later.
-///
-/// Losing the server shows as `Io` (the socket closed or reset mid-statement) or, when it does
-/// not come back within the acquire timeout, `PoolTimedOut`: the pool (`store::pool`) keeps
-/// retrying refused connections, and those refused for now (too many, shutting down), until
-/// then. A statement on a connection killed under it returns the server's error at once.
+/// The database is unreachable, overloaded or failing over, not wrong: the client should retry
+/// later. Which server errors say so is `server_errors::TABLE`'s to decide; besides them,
+/// losing the server shows as `Io` (the socket closed or reset mid-statement) or, when it does
+/// not come back within the acquire timeout, `PoolTimedOut`, and a connection whose session is
+/// not what the service needs as `SessionRefused`.
 fn is_transient(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_)
-    ) || mysql_error_number(err).is_some_and(|n| TRANSIENT_SERVER_ERRORS.contains(&n))
+    match server_errors::handling_of(err) {
+        Some(Handling::Answered) => false,
+        Some(_) => true,
+        None => {
+            matches!(
+                err,
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+            ) || crate::store::session::SessionRefused::is(err)
+        }
+    }
 }
-
-/// Server error numbers that say "not now" rather than "wrong".
-const TRANSIENT_SERVER_ERRORS: &[u16] = &[
-    ER_LOCK_WAIT_TIMEOUT, // still waiting after our retries
-    ER_LOCK_DEADLOCK,     // still losing after our retries
-    1040,                 // ER_CON_COUNT_ERROR: too many connections
-    1203,                 // ER_TOO_MANY_USER_CONNECTIONS
-    1053,                 // ER_SERVER_SHUTDOWN: shutdown in progress
-    1317,                 // ER_QUERY_INTERRUPTED: the statement was killed
-    1927,                 // ER_CONNECTION_KILLED (MariaDB): the connection was killed
-    1969,                 // ER_STATEMENT_TIMEOUT (MariaDB): max_statement_time exceeded
-    3024,                 // ER_QUERY_TIMEOUT (MySQL): max_execution_time exceeded
-    4031,                 // ER_CLIENT_INTERACTION_TIMEOUT (MySQL): closed by the server as idle
-    2006,                 // CR_SERVER_GONE_ERROR and CR_SERVER_LOST: client codes,
-    2013,                 // in case something in between relays them
-    1290,                 // ER_OPTION_PREVENTS_STATEMENT: read-only, a failover in progress
-    1836,                 // ER_READ_ONLY_MODE
-];
 
 #[cfg(test)]
 mod tests {
@@ -178,7 +152,7 @@ mod tests {
 
     #[test]
     fn server_errors_hide_their_detail() {
-        let err = Error::Database(sqlx::Error::Protocol("secret table layout".into()));
+        let err = Error::Database(sqlx::Error::Decode("secret table layout".into()));
         assert_eq!(err.status(), 500);
         assert_eq!(err.code(), "internal_error");
         assert!(!err.public_message().contains("secret"));
@@ -191,13 +165,9 @@ mod tests {
         assert_eq!(err.code(), "service_unavailable");
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert_eq!(Error::Database(sqlx::Error::Io(reset)).status(), 503);
-    }
-
-    #[test]
-    fn killed_connections_and_statement_timeouts_are_transient() {
-        for number in [1927, 1317, 1969, 3024, 1053] {
-            assert!(TRANSIENT_SERVER_ERRORS.contains(&number), "{number}");
-        }
+        // A connection cut mid-answer leaves a packet half read.
+        let cut = sqlx::Error::Protocol("unexpected end of packet".into());
+        assert_eq!(Error::Database(cut).status(), 503);
     }
 
     #[test]

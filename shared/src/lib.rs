@@ -3,6 +3,7 @@
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod server_errors;
 
 pub mod domain;
 

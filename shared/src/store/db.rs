@@ -8,9 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
-use sqlx::{ConnectOptions, Connection, Executor, MySql, Transaction};
+use sqlx::{ConnectOptions, Connection, Executor};
 
-use super::pool::Pool;
+use super::pool::{Pool, Tx};
 use super::session::Server;
 pub use crate::config::SessionSetup;
 use crate::error::Error;
@@ -174,10 +174,10 @@ where
 /// transaction only queues its ROLLBACK, which the pool sends from a background task: a Lambda
 /// container frozen right after answering would not run it, and would keep the transaction's row
 /// locks until it thaws, blocking every other container.
-pub(crate) async fn finish<T>(
-    tx: Transaction<'_, MySql>,
-    result: Result<T, Error>,
-) -> Result<T, Error> {
+pub(crate) async fn finish<T>(mut tx: Tx<'_>, result: Result<T, Error>) -> Result<T, Error> {
+    if let Err(Error::Database(err)) = &result {
+        tx.observe(err);
+    }
     match result {
         Ok(value) => {
             tx.commit().await?;

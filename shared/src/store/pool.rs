@@ -6,23 +6,29 @@
 //!
 //! - a connection is pinged when it is taken after [`PING_IF_IDLE_FOR`] unused (a server, proxy
 //!   or NAT may have dropped it meanwhile), and replaced once past [`MAX_LIFETIME`] (so rotated
-//!   credentials reach every connection);
-//! - a connection on which a statement failed other than by the server's own error answer (I/O,
-//!   protocol, a killed session) is closed instead of going back;
-//! - a connection given back with work still queued (the ROLLBACK of a transaction dropped while
-//!   open) or an answer still due (a statement cancelled mid-flight, when a request met its
-//!   deadline) is finished and pinged in the background first, and closed if that fails — so no
-//!   transaction keeps its row locks until the connection's next use, and no one is handed
-//!   another's answer (sqlx would read it off before the next command and report its error as
-//!   that command's).
+//!   credentials reach every connection) — by a successor that has logged in already: if none
+//!   can, the old one goes on;
+//! - a connection on which a statement failed in a way that ends the session, or that found the
+//!   server read-only (a failover), is closed instead of going back (`server_errors::TABLE` says
+//!   which errors); after a read-only answer the idle ones are closed too;
+//! - a connection whose state on the server is not known — work still queued (the ROLLBACK of a
+//!   transaction dropped while open), an answer still due (a statement or a BEGIN cancelled
+//!   mid-flight, when a request met its deadline), or a statement outside a transaction that
+//!   failed (a stored procedure killed between its START TRANSACTION and COMMIT: MySQL runs no
+//!   handler on a kill, so its transaction stays open) — is rolled back in the background before
+//!   it is lent again, and closed if that fails. So no connection is ever lent inside a
+//!   transaction, no transaction keeps its row locks until the connection's next use, and no one
+//!   is handed another's answer (sqlx would read it off before the next command and report its
+//!   error as that command's).
 //!
-//! Inside a transaction every cancellation leaves a ROLLBACK queued (sqlx's `Transaction` drop),
-//! so only the pool's own statements and `begin` need to track what is in flight.
+//! Debug builds check every connection they lend (`@@in_transaction` on MariaDB,
+//! `information_schema.innodb_trx` on MySQL) and panic on one inside a transaction; the query
+//! starts with [`LEND_CHECK`], so that counting tools can tell it from the service's own work.
 
 use std::sync::{PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use deadpool::managed::{self, Metrics, Object, PoolError, QueueMode, RecycleError};
+use deadpool::managed::{self, Metrics, Object, PoolError, QueueMode};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{TryFutureExt, TryStreamExt};
@@ -33,9 +39,9 @@ use sqlx::{
     ConnectOptions, Connection as _, Describe, Either, Execute, Executor, MySql, Transaction,
 };
 
-use super::session::Server;
+use super::session::{self, Server};
 use crate::config::SessionSetup;
-use crate::error::mysql_error_number;
+use crate::server_errors::{self, Handling};
 
 /// How long a request waits for a connection — a free one, or a new one, retried with backoff
 /// while the server refuses connections — before answering 503. The bound of an outage's
@@ -51,49 +57,83 @@ const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first and the longest pause between attempts to connect to a server that refuses.
 const CONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
-/// Server error numbers that refuse a connection for now: too many connections (all, or the
-/// user's), shutting down.
-const REFUSED_FOR_NOW: &[u16] = &[1040, 1203, 1053];
-/// Server error numbers that end the session: the connection is gone even though the server
-/// answered (MariaDB's "connection killed", MySQL's idle disconnect, shutdown, lost).
-const SESSION_ENDED: &[u16] = &[1927, 4031, 1053, 2006, 2013];
+/// The first words of the debug builds' check of a connection being lent.
+pub const LEND_CHECK: &str = "SELECT /* debug: lent outside a transaction? */";
+
+/// A pooled connection and when it logged in (a successor replaces it after [`MAX_LIFETIME`]).
+pub struct Pooled {
+    conn: MySqlConnection,
+    opened: Instant,
+}
 
 /// Makes and checks the pool's connections.
 pub struct Manager {
     /// Behind a lock so that rotated credentials reach the connections made after.
     options: RwLock<MySqlConnectOptions>,
     session: SessionSetup,
+    /// Told when the server refused a login (1045): whoever keeps the credentials reads them again.
+    login_refused: tokio::sync::Notify,
 }
 
-impl managed::Manager for Manager {
-    type Type = MySqlConnection;
-    type Error = sqlx::Error;
-
-    async fn create(&self) -> Result<MySqlConnection, sqlx::Error> {
+impl Manager {
+    async fn open(&self) -> Result<MySqlConnection, sqlx::Error> {
         let options = self
             .options
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut conn = options.connect().await?;
-        if self.session == SessionSetup::OnConnect {
-            let server = Server::of(&mut conn).await?;
-            conn.execute(sqlx::raw_sql(&server.session_init())).await?;
+        let mut conn = options.connect().await.inspect_err(|err| {
+            if server_errors::handling_of(err) == Some(Handling::AccessDenied) {
+                self.login_refused.notify_one();
+            }
+        })?;
+        match self.session {
+            SessionSetup::OnConnect => {
+                let server = Server::of(&mut conn).await?;
+                conn.execute(sqlx::raw_sql(&server.session_init())).await?;
+            }
+            SessionSetup::ByProxy => session::check(&mut conn).await?,
         }
         Ok(conn)
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = Pooled;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<Pooled, sqlx::Error> {
+        Ok(Pooled {
+            conn: self.open().await?,
+            opened: Instant::now(),
+        })
     }
 
     async fn recycle(
         &self,
-        conn: &mut MySqlConnection,
+        pooled: &mut Pooled,
         metrics: &Metrics,
     ) -> managed::RecycleResult<sqlx::Error> {
-        if metrics.age() >= MAX_LIFETIME {
-            return Err(RecycleError::message("past its lifetime"));
+        if pooled.opened.elapsed() >= MAX_LIFETIME {
+            // The successor first: when it cannot log in (a password mid-rotation, a server
+            // refusing connections), the old connection still works and goes on.
+            match self.open().await {
+                Ok(successor) => {
+                    let old = std::mem::replace(&mut pooled.conn, successor);
+                    pooled.opened = Instant::now();
+                    if let Err(err) = old.close().await {
+                        tracing::debug!(error = %err, "could not close a connection past its lifetime politely");
+                    }
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not open a successor to a connection past its lifetime; keeping it");
+                }
+            }
         }
         // `last_used` counts from when the connection was last taken: at worst an early ping.
         if metrics.last_used() >= PING_IF_IDLE_FOR {
-            conn.ping().await?;
+            pooled.conn.ping().await?;
         }
         Ok(())
     }
@@ -119,6 +159,7 @@ impl Pool {
         let manager = Manager {
             options: RwLock::new(options),
             session,
+            login_refused: tokio::sync::Notify::new(),
         };
         let inner = managed::Pool::builder(manager)
             .max_size(max_connections as usize)
@@ -151,14 +192,23 @@ impl Pool {
                 }
             }
         };
-        match tokio::time::timeout(ACQUIRE_TIMEOUT, take).await {
-            Ok(object) => Ok(Connection {
+        #[cfg_attr(not(debug_assertions), allow(unused_mut))]
+        let mut conn = match tokio::time::timeout(ACQUIRE_TIMEOUT, take).await {
+            Ok(object) => Connection {
                 object: Some(object?),
-                broken: false,
-                in_flight: false,
-            }),
-            Err(_) => Err(sqlx::Error::PoolTimedOut),
-        }
+                fate: Fate::Reusable,
+            },
+            Err(_) => return Err(sqlx::Error::PoolTimedOut),
+        };
+        #[cfg(debug_assertions)]
+        conn.assert_outside_any_transaction().await?;
+        Ok(conn)
+    }
+
+    /// Returns when a login was refused for its credentials (error 1045) since the last call:
+    /// the moment to read a rotated secret again.
+    pub async fn login_refused(&self) {
+        self.inner.manager().login_refused.notified().await;
     }
 
     /// Credentials for the connections made from now on (a rotated secret).
@@ -182,10 +232,39 @@ impl Pool {
     pub async fn close(&self) {
         let idle = self.inner.retain(|_, _| false).removed;
         self.inner.close();
-        for conn in idle {
-            if let Err(err) = conn.close().await {
+        for pooled in idle {
+            if let Err(err) = pooled.conn.close().await {
                 tracing::debug!(error = %err, "could not close a pooled connection politely");
             }
+        }
+    }
+}
+
+/// What becomes of a connection when it is given back, from the best to the worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fate {
+    /// Straight back into the pool.
+    Reusable,
+    /// Its state on the server is not known: rolled back (and any answer still due read) first.
+    Unsettled,
+    /// Closed: its session is gone or unusable.
+    Closed,
+    /// Closed, and the pool's idle connections with it: they reach a server that is read-only.
+    ClosedWithIdle,
+}
+
+impl Fate {
+    /// What a failed statement says of the connection. Inside a transaction sqlx knows the
+    /// transaction and `db::finish` rolls it back, so only what closes a connection matters there.
+    fn after(err: &sqlx::Error, in_transaction: bool) -> Self {
+        match server_errors::handling_of(err) {
+            Some(Handling::EndsSession) => Self::Closed,
+            Some(Handling::ReadOnly) => Self::ClosedWithIdle,
+            _ if in_transaction => Self::Reusable,
+            // A statement sent on its own failed on the server: a procedure it called may have
+            // begun a transaction that no handler ended.
+            _ if matches!(err, sqlx::Error::Database(_)) => Self::Unsettled,
+            _ => Self::Reusable,
         }
     }
 }
@@ -194,52 +273,136 @@ impl Pool {
 pub struct Connection {
     /// Present until dropped or closed.
     object: Option<Object<Manager>>,
-    /// A statement failed in a way that may have left the session unusable.
-    broken: bool,
-    /// A command was sent and its answer not yet read: dropped now (a request cancelled at its
-    /// deadline), the answer — perhaps an error — would meet the next user's first command.
-    in_flight: bool,
+    /// What happens to it when it is given back; only ever gets worse.
+    fate: Fate,
+}
+
+/// A transaction on a pooled [`Connection`]: sqlx's, which it derefs to, and the connection's
+/// fate, which [`Tx::observe`] makes worse when an error inside the transaction says so.
+pub struct Tx<'c> {
+    tx: Transaction<'c, MySql>,
+    fate: &'c mut Fate,
+}
+
+impl<'c> Tx<'c> {
+    /// Closes the connection afterwards if `err` says its session is gone or read-only.
+    pub fn observe(&mut self, err: &sqlx::Error) {
+        *self.fate = (*self.fate).max(Fate::after(err, true));
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let Self { tx, fate } = self;
+        tx.commit()
+            .await
+            .inspect_err(|err| *fate = (*fate).max(Fate::after(err, true)))
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let Self { tx, fate } = self;
+        tx.rollback()
+            .await
+            .inspect_err(|err| *fate = (*fate).max(Fate::after(err, true)))
+    }
+}
+
+impl<'c> std::ops::Deref for Tx<'c> {
+    type Target = Transaction<'c, MySql>;
+    fn deref(&self) -> &Transaction<'c, MySql> {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 impl Connection {
     fn conn(&mut self) -> &mut MySqlConnection {
-        self.object
+        &mut self
+            .object
             .as_deref_mut()
             .expect("a pooled connection is present until dropped")
+            .conn
     }
 
     /// Starts a transaction, which ends by `commit` or `rollback` (or, dropped, by a ROLLBACK
     /// the pool sends before the connection is used again).
-    pub async fn begin(&mut self) -> Result<Transaction<'_, MySql>, sqlx::Error> {
-        let Self {
-            object,
-            broken,
-            in_flight,
-        } = self;
-        let conn = object
+    pub async fn begin(&mut self) -> Result<Tx<'_>, sqlx::Error> {
+        let Self { object, fate } = self;
+        let conn = &mut object
             .as_deref_mut()
-            .expect("a pooled connection is present until dropped");
-        *in_flight = true;
-        let begun = conn.begin().await;
-        *in_flight = false;
-        begun.inspect_err(|err| *broken |= ends_session(err))
+            .expect("a pooled connection is present until dropped")
+            .conn;
+        // Cancelled before BEGIN's answer is read, the server may have begun a transaction
+        // that sqlx does not know of: the connection is rolled back before its next use.
+        let before = *fate;
+        *fate = before.max(Fate::Unsettled);
+        match conn.begin().await {
+            Ok(tx) => {
+                *fate = before;
+                Ok(Tx { tx, fate })
+            }
+            Err(err) => {
+                *fate = (*fate).max(Fate::after(&err, false));
+                Err(err)
+            }
+        }
     }
 
     /// Closes the connection instead of giving it back (it carries settings of its own).
     pub async fn close(mut self) -> Result<(), sqlx::Error> {
         match self.object.take() {
-            Some(object) => Object::take(object).close().await,
+            Some(object) => Object::take(object).conn.close().await,
             None => Ok(()),
         }
+    }
+
+    /// The debug builds' assertion: a connection is lent in autocommit, outside any transaction.
+    #[cfg(debug_assertions)]
+    async fn assert_outside_any_transaction(&mut self) -> Result<(), sqlx::Error> {
+        use sqlx::Row;
+        let mariadb =
+            format!("{LEND_CHECK} CAST(@@autocommit AS SIGNED), CAST(@@in_transaction AS SIGNED)");
+        let mysql = format!(
+            "{LEND_CHECK} CAST(@@autocommit AS SIGNED), (SELECT COUNT(*) FROM \
+             information_schema.innodb_trx WHERE trx_mysql_thread_id = CONNECTION_ID())"
+        );
+        self.fate = Fate::Unsettled;
+        let row = match self.conn().fetch_one(mariadb.as_str()).await {
+            // MySQL has no @@in_transaction (ER_UNKNOWN_SYSTEM_VARIABLE).
+            Err(err) if server_errors::number(&err) == Some(1193) => {
+                self.conn().fetch_one(mysql.as_str()).await
+            }
+            row => row,
+        };
+        // A connection that cannot answer (killed, cut) is lent as a release build would lend
+        // it: its first statement meets the fault.
+        let Ok(row) = row else {
+            self.fate = Fate::Reusable;
+            return Ok(());
+        };
+        self.fate = Fate::Reusable;
+        let autocommit: i64 = row.try_get(0)?;
+        let in_transaction: i64 = row.try_get(1)?;
+        assert!(
+            autocommit == 1 && in_transaction == 0,
+            "the pool lent a connection inside a transaction (autocommit {autocommit}, \
+             transactions open {in_transaction})"
+        );
+        Ok(())
     }
 }
 
 impl std::ops::Deref for Connection {
     type Target = MySqlConnection;
     fn deref(&self) -> &MySqlConnection {
-        self.object
+        &self
+            .object
             .as_deref()
             .expect("a pooled connection is present until dropped")
+            .conn
     }
 }
 
@@ -254,31 +417,43 @@ impl Drop for Connection {
         let Some(object) = self.object.take() else {
             return;
         };
-        if self.broken {
-            // Out of the pool; the pool makes a new one when it needs one.
-            drop(Object::take(object));
-        } else if self.in_flight || object.should_flush() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(finish_then_give_back(object))),
+        match self.fate {
+            Fate::Reusable if !object.conn.should_flush() => {
+                // Dropped here, `object` goes back into the pool.
+            }
+            Fate::Reusable | Fate::Unsettled => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(settle_then_give_back(object))),
                 Err(_) => drop(Object::take(object)),
+            },
+            // Out of the pool; the pool makes a new one when it needs one.
+            Fate::Closed => drop(Object::take(object)),
+            Fate::ClosedWithIdle => {
+                if let Some(pool) = Object::pool(&object) {
+                    let closed = pool.retain(|_, _| false).removed.len();
+                    tracing::warn!(
+                        closed,
+                        "the database answered read-only (a failover): closing the idle connections too"
+                    );
+                }
+                drop(Object::take(object));
             }
         }
-        // Otherwise `object` is dropped here, which puts it back in the pool.
     }
 }
 
 /// Sends what a given-back connection has queued (a dropped transaction's ROLLBACK), reads the
-/// answers still due (a cancelled command's) and pings; the connection goes back to the pool only
-/// if all of that worked.
-async fn finish_then_give_back(mut object: Object<Manager>) {
-    match tokio::time::timeout(FINISH_TIMEOUT, object.ping()).await {
-        Ok(Ok(())) => {}
+/// answers still due (a cancelled command's), then ends whatever transaction the server may
+/// still have open with a ROLLBACK of its own (a no-op outside one); the connection goes back to
+/// the pool only if all of that worked.
+async fn settle_then_give_back(mut object: Object<Manager>) {
+    match tokio::time::timeout(FINISH_TIMEOUT, object.conn.execute("ROLLBACK")).await {
+        Ok(Ok(_)) => {}
         Ok(Err(err)) => {
-            tracing::warn!(error = %err, "a connection given back with queued work failed; closed");
+            tracing::warn!(error = %err, "a connection given back unsettled could not be rolled back; closed");
             drop(Object::take(object));
         }
         Err(_) => {
-            tracing::warn!(timeout = ?FINISH_TIMEOUT, "a connection given back with queued work did not answer; closed");
+            tracing::warn!(timeout = ?FINISH_TIMEOUT, "a connection given back unsettled did not answer; closed");
             drop(Object::take(object));
         }
     }
@@ -288,18 +463,8 @@ async fn finish_then_give_back(mut object: Object<Manager>) {
 /// (A TLS or login failure will not change by trying again.)
 fn worth_connecting_again(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Io(_))
-        || mysql_error_number(err).is_some_and(|number| REFUSED_FOR_NOW.contains(&number))
-}
-
-/// False only for the server's own error answers that leave the session as it was (a duplicate
-/// key, a lock-wait timeout, a statement stopped by its time limit…).
-fn ends_session(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(_) => {
-            mysql_error_number(err).is_some_and(|number| SESSION_ENDED.contains(&number))
-        }
-        _ => true,
-    }
+        || server_errors::handling_of(err) == Some(Handling::RefusedForNow)
+        || server_errors::number(err) == Some(1053)
 }
 
 /// Statements run on the pool directly, as with sqlx's pool: each takes a connection for itself
@@ -319,7 +484,7 @@ impl<'p> Executor<'p> for &'_ Pool {
         Box::pin(
             async move {
                 let mut conn = pool.acquire().await?;
-                conn.in_flight = true;
+                conn.fate = Fate::Unsettled;
                 let results = conn.conn().fetch_many(query).try_collect::<Vec<_>>().await;
                 let results = conn.observe(results)?;
                 Ok(stream::iter(results.into_iter().map(Ok)))
@@ -338,7 +503,7 @@ impl<'p> Executor<'p> for &'_ Pool {
         let pool = self.clone();
         Box::pin(async move {
             let mut conn = pool.acquire().await?;
-            conn.in_flight = true;
+            conn.fate = Fate::Unsettled;
             let row = conn.conn().fetch_optional(query).await;
             conn.observe(row)
         })
@@ -352,7 +517,7 @@ impl<'p> Executor<'p> for &'_ Pool {
         let pool = self.clone();
         Box::pin(async move {
             let mut conn = pool.acquire().await?;
-            conn.in_flight = true;
+            conn.fate = Fate::Unsettled;
             let statement = conn.conn().prepare_with(sql, parameters).await;
             conn.observe(statement)
         })
@@ -365,7 +530,7 @@ impl<'p> Executor<'p> for &'_ Pool {
         let pool = self.clone();
         Box::pin(async move {
             let mut conn = pool.acquire().await?;
-            conn.in_flight = true;
+            conn.fate = Fate::Unsettled;
             let description = conn.conn().describe(sql).await;
             conn.observe(description)
         })
@@ -373,13 +538,13 @@ impl<'p> Executor<'p> for &'_ Pool {
 }
 
 impl Connection {
-    /// Passes a statement's outcome on (its answer has been read), marking the connection broken
-    /// when the error says so.
+    /// Passes on the outcome of a statement sent on its own (its answer has been read): the
+    /// connection is reusable again, unless the error says otherwise.
     fn observe<T>(&mut self, outcome: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        self.in_flight = false;
-        if let Err(err) = &outcome {
-            self.broken |= ends_session(err);
-        }
+        self.fate = match &outcome {
+            Ok(_) => Fate::Reusable,
+            Err(err) => Fate::after(err, false),
+        };
         outcome
     }
 }

@@ -64,6 +64,74 @@ impl Server {
     }
 }
 
+/// A connection whose session is not the one [`Server::session_init`] makes: behind RDS Proxy,
+/// the proxy's `InitQuery` did not run (or says something else). Such a connection is not used:
+/// at the server's default REPEATABLE READ a failed conditional UPDATE keeps its gap and row
+/// locks (deadlocks between holds), and a lock wait lasts 50 s, past every request's deadline.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the database session is at {isolation} with a {lock_wait_seconds} s lock wait, not \
+     READ-COMMITTED and {LOCK_WAIT_TIMEOUT_SECONDS} s: the RDS Proxy target group's InitQuery \
+     (template.yaml) must set it, as `{}` does",
+    Server::MySql.session_init()
+)]
+pub struct SessionRefused {
+    isolation: String,
+    lock_wait_seconds: u64,
+}
+
+impl SessionRefused {
+    pub fn is(err: &sqlx::Error) -> bool {
+        matches!(err, sqlx::Error::Configuration(inner) if inner.downcast_ref::<Self>().is_some())
+    }
+}
+
+/// Checks, with one SELECT, that a connection set up by someone else (RDS Proxy's InitQuery)
+/// runs at the isolation level and lock wait the service needs; logs an error naming the
+/// InitQuery and refuses the connection otherwise. The session's variables are read from a table
+/// rather than as `@@` variables, whose mention our wire checks take for pinning (RDS Proxy pins
+/// on setting them; reading is spared the doubt): MySQL 8 keeps them in
+/// `performance_schema.session_variables`; MariaDB, whose performance schema is off by default,
+/// in `information_schema.SESSION_VARIABLES`, which MySQL 8 dropped.
+pub async fn check(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+    const WHERE: &str = "WHERE VARIABLE_NAME IN ('transaction_isolation', 'tx_isolation', \
+                         'innodb_lock_wait_timeout')";
+    let mut rows = match conn
+        .fetch_all(format!("SELECT VARIABLE_NAME, VARIABLE_VALUE FROM performance_schema.session_variables {WHERE}").as_str())
+        .await
+    {
+        Ok(rows) => rows,
+        Err(err) if matches!(err, sqlx::Error::Database(_)) => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    if rows.len() < 2 {
+        rows = conn
+            .fetch_all(format!("SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES {WHERE}").as_str())
+            .await?;
+    }
+    let mut isolation = String::from("an unknown isolation level");
+    let mut lock_wait_seconds = 0;
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let value: String = row.try_get(1)?;
+        match name.to_ascii_lowercase().as_str() {
+            "innodb_lock_wait_timeout" => lock_wait_seconds = value.parse().unwrap_or(0),
+            _ => isolation = value,
+        }
+    }
+    if isolation.eq_ignore_ascii_case("READ-COMMITTED")
+        && lock_wait_seconds == u64::from(LOCK_WAIT_TIMEOUT_SECONDS)
+    {
+        return Ok(());
+    }
+    let refused = SessionRefused {
+        isolation,
+        lock_wait_seconds,
+    };
+    tracing::error!(error = %refused, "a database connection was refused");
+    Err(sqlx::Error::Configuration(Box::new(refused)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

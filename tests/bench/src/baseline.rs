@@ -51,7 +51,7 @@ pub async fn rowlock_hold(pool: &Pool) -> String {
         let available: i32 =
             sqlx::query_scalar("SELECT available FROM rowlock_products WHERE id = ? FOR UPDATE")
                 .bind(ROWLOCK_PRODUCT.0)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
         if available < 1 {
             tx.rollback().await?;
@@ -62,14 +62,14 @@ pub async fn rowlock_hold(pool: &Pool) -> String {
              WHERE id = ?",
         )
         .bind(ROWLOCK_PRODUCT.0)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "INSERT INTO rowlock_holds (product_id, qty, status, created_at, expires_at) \
              VALUES (?, 1, 'active', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) + INTERVAL 600 SECOND)",
         )
         .bind(ROWLOCK_PRODUCT.0)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         tx.commit().await?;
         Ok("reserved")
@@ -117,14 +117,14 @@ pub async fn sum_hold(pool: &Pool, product: ProductId) -> String {
                  FROM products p WHERE p.id = ? FOR UPDATE",
             )
                 .bind(product.0)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
         let held: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(qty), 0) AS SIGNED) FROM holds \
              WHERE product_id = ? AND status = 'active' AND expires_at > UTC_TIMESTAMP(3)",
         )
         .bind(product.0)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         let available = i64::from(row.try_get::<i32, _>("total_stock")?)
             - row.try_get::<i64, _>("sold_stock")?
@@ -139,7 +139,7 @@ pub async fn sum_hold(pool: &Pool, product: ProductId) -> String {
              WHERE product_id = ? AND bucket = 0",
         )
             .bind(product.0)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query(
             "INSERT INTO holds (id, product_id, qty, status, created_at, expires_at) \
@@ -147,7 +147,7 @@ pub async fn sum_hold(pool: &Pool, product: ProductId) -> String {
         )
         .bind(HoldId::generate().as_str())
         .bind(product.0)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         tx.commit().await?;
         Ok("reserved")

@@ -18,7 +18,8 @@
 //! between). Its first byte says which: `COM_QUERY` (text protocol; its SQL is kept),
 //! `COM_STMT_PREPARE` and `COM_STMT_EXECUTE` (server-side prepared statements), `COM_PING` (the pool
 //! pings a connection idle 10 s before lending it), and the others (`COM_STMT_CLOSE`, `COM_QUIT`,
-//! `COM_RESET_CONNECTION`, …, of which only the first two have no reply). A connection that asks
+//! `COM_RESET_CONNECTION`, …, of which only the first two have no reply); a debug build's check of
+//! a connection it lends is counted apart ([`WireCounts::lend_checks`]). A connection that asks
 //! for TLS cannot be read: it is counted in [`WireCounts::encrypted`] and its commands are not;
 //! [`WireCounter::url`] turns TLS off for that reason.
 //!
@@ -51,6 +52,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use packets::{ClientHalf, ServerHalf, Stream};
 pub use pinning::{pinning, untracked_settings};
 
+pub mod faults;
 mod packets;
 mod pinning;
 
@@ -73,6 +75,10 @@ pub struct WireCounts {
     pub pings: u64,
     /// Any other command.
     pub others: u64,
+    /// Debug builds' checks that a connection being lent is outside any transaction
+    /// (`shared::store::pool::LEND_CHECK`): counted here, not as commands, since release builds
+    /// do not send them.
+    pub lend_checks: u64,
     /// The SQL of every `COM_QUERY`, in the order sent (invalid UTF-8 replaced).
     pub query_texts: Vec<String>,
 }

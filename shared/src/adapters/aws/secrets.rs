@@ -1,6 +1,8 @@
 //! The database's credentials from Secrets Manager: read at cold start, then again every few
-//! minutes, because RDS rotates its managed secret (weekly by default) and a container outlives
-//! that: with the old password it could open no new connection once its own dropped.
+//! minutes, because Secrets Manager rotates the secret and a container outlives that: with the
+//! old password it could open no new connection once its own dropped. A login the server refuses
+//! (1045: the password rotated since the last read) has the secret read again at once, at most
+//! once every [`REREAD_AFTER_REFUSAL_GAP`]; requests meanwhile answer 503.
 
 use std::time::Duration;
 
@@ -11,9 +13,12 @@ use crate::config::DatabaseSecret;
 use crate::error::Error;
 use crate::store::pool::Pool;
 
-/// How often a container reads the secret again. After a rotation, new connections may fail for
-/// this long (503s, retried by clients); open ones go on, since a password change ends no session.
+/// How often a container reads the secret again though nothing was refused. Open connections
+/// go on after a rotation, since a password change ends no session.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
+/// The least time between two reads that refused logins ask for: a burst of refusals (every
+/// request of a warm container) costs one read, not one each.
+pub const REREAD_AFTER_REFUSAL_GAP: Duration = Duration::from_secs(1);
 
 /// The fields of RDS's managed master secret that a connection needs (it holds no host: that is
 /// the proxy's endpoint, from the configuration).
@@ -63,9 +68,10 @@ pub async fn connect_options(
     ))
 }
 
-/// Reads the secret every `every` and gives the pool the credentials for its next connections.
-/// In Lambda the task runs only while the container serves an invocation (it is frozen between),
-/// so a refresh that fell due while frozen happens on the next invocation, beside it.
+/// Reads the secret every `every`, and whenever the server refused a login, and gives the pool
+/// the credentials for its next connections. In Lambda the task runs only while the container
+/// serves an invocation (it is frozen between), so a refresh that fell due while frozen happens
+/// on the next invocation, beside it.
 pub fn keep_fresh(
     pool: Pool,
     client: aws_sdk_secretsmanager::Client,
@@ -77,13 +83,19 @@ pub fn keep_fresh(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await; // the first tick is now: the cold start has just read it
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = pool.login_refused() => {
+                    tracing::warn!("the database refused the login: reading its secret again");
+                }
+            }
             match connect_options(&client, &secret).await {
                 Ok(options) => pool.set_connect_options(options),
                 Err(err) => {
                     tracing::warn!(error = %err, "could not read the database secret again; keeping the credentials read before")
                 }
             }
+            tokio::time::sleep(REREAD_AFTER_REFUSAL_GAP).await;
         }
     })
 }

@@ -234,7 +234,7 @@ async fn settling_lapsed_orders_keeps_the_bucket_lock_order() {
     let mut other_conn = db.pool.acquire().await.expect("a connection");
     let mut other = other_conn.begin().await.expect("begin");
     sqlx::query(&lock_bucket(0))
-        .fetch_one(&mut *other)
+        .fetch_one(&mut **other)
         .await
         .expect("bucket 0");
     let pool = db.pool.clone();
@@ -243,7 +243,7 @@ async fn settling_lapsed_orders_keeps_the_bucket_lock_order() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
-    let second = sqlx::query(&lock_bucket(1)).fetch_one(&mut *other).await;
+    let second = sqlx::query(&lock_bucket(1)).fetch_one(&mut **other).await;
     let waited = started.elapsed();
     assert!(
         second.is_ok(),

@@ -514,7 +514,7 @@ async fn a_hold_that_expires_while_its_redeem_waits_for_the_lock_is_expired() {
     let mut blocker = blocker_conn.begin().await.expect("begin");
     sqlx::query("SELECT id FROM holds WHERE id = ? FOR UPDATE")
         .bind(&hold_id)
-        .fetch_one(&mut *blocker)
+        .fetch_one(&mut **blocker)
         .await
         .expect("lock the hold");
     let redeem = {
@@ -566,7 +566,7 @@ fn hold_row_is_free(db: &TestDb, hold_id: &str) -> bool {
             let mut tx = tx_conn.begin().await.expect("begin");
             let locked = sqlx::query("SELECT id FROM holds WHERE id = ? FOR UPDATE NOWAIT")
                 .bind(&hold_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await;
             locked.is_ok()
         })

@@ -73,7 +73,7 @@ async fn a_payment_received_before_the_deadline_pays_however_late_it_is_applied(
     let mut blocker = blocker_conn.begin().await.expect("begin");
     sqlx::query("SELECT id FROM orders WHERE id = ? FOR UPDATE")
         .bind(&in_time)
-        .fetch_one(&mut *blocker)
+        .fetch_one(&mut **blocker)
         .await
         .expect("lock the order");
     sleep_until(&plus_seconds(&due, -1)).await;

@@ -115,7 +115,7 @@ async fn a_transaction_dropped_open_gives_its_row_locks_back_at_once() {
     let mut conn = pool.acquire().await.expect("a connection");
     let mut tx = conn.begin().await.expect("begin");
     sqlx::raw_sql("SELECT id FROM pool_locks WHERE id = 1 FOR UPDATE")
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await
         .expect("the row locked");
     drop(tx);
@@ -126,7 +126,7 @@ async fn a_transaction_dropped_open_gives_its_row_locks_back_at_once() {
     let mut other = db.pool.acquire().await.expect("another connection");
     let mut other_tx = other.begin().await.expect("begin");
     sqlx::raw_sql("SELECT id FROM pool_locks WHERE id = 1 FOR UPDATE")
-        .fetch_all(&mut *other_tx)
+        .fetch_all(&mut **other_tx)
         .await
         .expect("the row, once the dropped transaction rolled back");
     other_tx.rollback().await.expect("rollback");

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use flash_sale_e2e::testing::{TestDb, WEBHOOK_SECRET, test_config, webhook_signature};
+use flash_sale_local::wire::faults::FaultRelay;
 use flash_sale_local::wire::{WireCounter, WireCounts, pinning, untracked_settings};
 use lambda_http::Body;
 use secrecy::{ExposeSecret, SecretString};
@@ -29,6 +30,8 @@ const BUYER: &str = "wire-buyer";
 /// through one counting proxy.
 struct Containers {
     wire: WireCounter,
+    /// Behind the counter, RDS Proxy's part: the InitQuery on each connection it opens.
+    _proxy: FaultRelay,
     /// Beside the proxy: what the tests read to check an outcome is not counted.
     admin: Pool,
     get_product: get_product::Deps,
@@ -45,12 +48,17 @@ struct Containers {
 
 impl Containers {
     async fn new(db: &TestDb) -> Self {
-        let wire = WireCounter::in_front_of(db.url.expose_secret())
+        let proxy = FaultRelay::in_front_of(db.url.expose_secret())
+            .await
+            .expect("a relay");
+        proxy.set_init_query(&shared::store::session::Server::MariaDb.session_init());
+        let behind_the_proxy = proxy.url(db.url.expose_secret());
+        let wire = WireCounter::in_front_of(&behind_the_proxy)
             .await
             .expect("a wire counter");
         // As the template deploys them: behind RDS Proxy, whose InitQuery sets the session.
         let config = test_config(
-            &wire.url(db.url.expose_secret()),
+            &wire.url(&behind_the_proxy),
             &[("DATABASE_SESSION_SETUP", "proxy")],
         );
         assert_eq!(config.database.max_connections, None);
@@ -102,6 +110,7 @@ impl Containers {
                 max_attempts: config.webhook.max_attempts,
             },
             wire,
+            _proxy: proxy,
             admin: db.pool.clone(),
         }
     }

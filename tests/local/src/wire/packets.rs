@@ -17,13 +17,13 @@ const SSL_REQUEST_LEN: usize = 32;
 /// One direction's byte stream cut into packets (4-byte header: length, 3 bytes little-endian,
 /// then the sequence id).
 #[derive(Default)]
-struct Packets {
+pub(super) struct Packets {
     buffer: Vec<u8>,
 }
 
 impl Packets {
     /// Adds `bytes` and calls `each` with every packet now whole: its sequence id and payload.
-    fn feed(&mut self, bytes: &[u8], mut each: impl FnMut(u8, &[u8])) {
+    pub(super) fn feed(&mut self, bytes: &[u8], mut each: impl FnMut(u8, &[u8])) {
         self.buffer.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(header) = self.buffer.get(start..start + 4) {
@@ -103,6 +103,12 @@ impl ClientHalf {
                 if continues {
                     *continued = Some(None);
                 }
+                return;
+            }
+            if payload.first() == Some(&COM_QUERY)
+                && payload[1..].starts_with(shared::store::pool::LEND_CHECK.as_bytes())
+            {
+                counts.lend_checks += 1;
                 return;
             }
             counts.commands += 1;
