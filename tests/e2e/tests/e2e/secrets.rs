@@ -161,3 +161,76 @@ async fn a_rotated_secret_is_read_again_so_new_connections_use_the_new_password(
         "{locked_out}"
     );
 }
+
+/// A rotation that a container learns of from the server itself: the password changed, the
+/// connection dropped, the next login is refused (1045). That request answers 503, not 500, and
+/// the refusal has the secret read again at once, not at the next periodic read five minutes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_answers_503_and_has_the_secret_read_again_at_once() {
+    use shared::adapters::aws::secrets;
+
+    let db = TestDb::new().await;
+    let user = PasswordUser::create(&db).await;
+    let moto = Moto::start().await.expect("moto_server starts");
+    let client = SecretsManager::new(&moto.sdk_config().await);
+    let created = client
+        .create_secret()
+        .name("flash-sale/db-refused")
+        .secret_string(json!({"username": user.name, "password": user.password}).to_string())
+        .send()
+        .await
+        .expect("create the secret");
+    let config = config(created.arn().expect("an ARN"), &db.name, "preferred");
+    let secret = config.database.secret.clone().expect("a database secret");
+    let options = secrets::connect_options(&client, &secret)
+        .await
+        .expect("credentials");
+    let pool = shared::store::db::lazy_pool(&config, options);
+    secrets::keep_fresh(
+        pool.clone(),
+        client.clone(),
+        secret.clone(),
+        secrets::REFRESH_EVERY,
+    );
+    sqlx::query("SELECT 1")
+        .execute(&pool)
+        .await
+        .expect("connected with the first password");
+
+    let rotated = format!("{}-rotated", user.password);
+    user.set_password(&rotated).await;
+    client
+        .put_secret_value()
+        .secret_id(&secret.arn)
+        .secret_string(json!({"username": user.name, "password": rotated}).to_string())
+        .send()
+        .await
+        .expect("rotate the secret");
+    let connection = pool.acquire().await.expect("the open connection");
+    connection.close().await.expect("closed");
+
+    let refused = shared::Error::Database(
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .expect_err("the old password is refused"),
+    );
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (503, "service_unavailable"),
+        "{refused}"
+    );
+    let started = tokio::time::Instant::now();
+    while let Err(err) = sqlx::query("SELECT 1").execute(&pool).await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the refusal did not have the secret read again: {err}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    println!(
+        "logged in with the rotated password {:?} after the refusal",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < secrets::REFRESH_EVERY);
+}
