@@ -52,7 +52,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// known good: its last statement succeeded.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 /// Connections are replaced after this long, as sqlx's pool does by default.
-const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// How long finishing a given-back connection's queued work may take before it is closed.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first and the longest pause between attempts to connect to a server that refuses.
@@ -71,6 +71,8 @@ pub struct Manager {
     /// Behind a lock so that rotated credentials reach the connections made after.
     options: RwLock<MySqlConnectOptions>,
     session: SessionSetup,
+    /// [`MAX_LIFETIME`] unless told otherwise.
+    max_lifetime: Duration,
     /// Told when the server refused a login (1045): whoever keeps the credentials reads them again.
     login_refused: tokio::sync::Notify,
 }
@@ -114,7 +116,7 @@ impl managed::Manager for Manager {
         pooled: &mut Pooled,
         metrics: &Metrics,
     ) -> managed::RecycleResult<sqlx::Error> {
-        if pooled.opened.elapsed() >= MAX_LIFETIME {
+        if pooled.opened.elapsed() >= self.max_lifetime {
             // The successor first: when it cannot log in (a password mid-rotation, a server
             // refusing connections), the old connection still works and goes on.
             match self.open().await {
@@ -156,9 +158,21 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// A pool that connects on first use, up to `max_connections` at once.
     pub fn new(options: MySqlConnectOptions, max_connections: u32, session: SessionSetup) -> Self {
+        Self::with_max_lifetime(options, max_connections, session, MAX_LIFETIME)
+    }
+
+    /// [`Pool::new`] whose connections are replaced after `max_lifetime` instead of
+    /// [`MAX_LIFETIME`].
+    pub fn with_max_lifetime(
+        options: MySqlConnectOptions,
+        max_connections: u32,
+        session: SessionSetup,
+        max_lifetime: Duration,
+    ) -> Self {
         let manager = Manager {
             options: RwLock::new(options),
             session,
+            max_lifetime,
             login_refused: tokio::sync::Notify::new(),
         };
         let inner = managed::Pool::builder(manager)

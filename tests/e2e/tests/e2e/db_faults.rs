@@ -568,3 +568,40 @@ async fn kill_the_connection(db: &TestDb, pool: &Pool) {
         .await
         .expect("killed");
 }
+
+/// A connection past its lifetime is replaced only by a successor that has logged in: while
+/// logins are refused (a password mid-rotation) the old connection goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_lifetime_goes_on_until_a_successor_can_log_in() {
+    let db = TestDb::new().await;
+    let relay = FaultRelay::in_front_of(db.url.expose_secret())
+        .await
+        .expect("a relay");
+    let url = secrecy::SecretString::from(relay.url(db.url.expose_secret()));
+    let pool = Pool::with_max_lifetime(
+        shared::store::db::connect_options(&url).expect("a URL"),
+        1,
+        shared::store::db::SessionSetup::OnConnect,
+        Duration::from_millis(100),
+    );
+    let connection_id = || async {
+        sqlx::query_scalar::<_, i64>("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+            .fetch_one(&pool)
+            .await
+    };
+    let first = connection_id().await.expect("connected");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    relay.arm(Fault {
+        on: Trigger::Login,
+        answer: Answer::Error(error(1045)),
+        times: 1,
+    });
+    assert_eq!(
+        connection_id().await.expect("served by the old connection"),
+        first,
+        "the successor was refused: the old one goes on"
+    );
+    assert_eq!(relay.fired(), 1, "a successor was tried");
+    let next = connection_id().await.expect("served by the successor");
+    assert_ne!(next, first, "replaced once a successor logged in");
+}
