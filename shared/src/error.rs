@@ -141,7 +141,7 @@ fn is_transient(err: &sqlx::Error) -> bool {
             matches!(
                 err,
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
-            ) || crate::store::session::SessionRefused::is(err)
+            ) || server_errors::SessionRefused::is(err)
         }
     }
 }

@@ -201,6 +201,29 @@ pub fn handling(number: u16) -> Option<Handling> {
         .map(|error| error.handling)
 }
 
+/// A connection whose session is not the one the service needs (`store::session::check`): behind
+/// RDS Proxy, the proxy's `InitQuery` did not run, or says something else. Such a connection is
+/// not used: at the server's default REPEATABLE READ a failed conditional UPDATE keeps its gap
+/// and row locks (deadlocks between holds), and a lock wait lasts 50 s, past every request's
+/// deadline. 503, like the other faults of the database's setup.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the database session is at {isolation} with a {lock_wait_seconds} s lock wait, not \
+     READ-COMMITTED and {needed_lock_wait_seconds} s: the InitQuery of the RDS Proxy target \
+     group (template.yaml) must set them"
+)]
+pub struct SessionRefused {
+    pub(crate) isolation: String,
+    pub(crate) lock_wait_seconds: u64,
+    pub(crate) needed_lock_wait_seconds: u32,
+}
+
+impl SessionRefused {
+    pub fn is(err: &sqlx::Error) -> bool {
+        matches!(err, sqlx::Error::Configuration(inner) if inner.downcast_ref::<Self>().is_some())
+    }
+}
+
 /// The MySQL error number of a server's error answer, if `err` is one.
 pub fn number(err: &sqlx::Error) -> Option<u16> {
     err.as_database_error()

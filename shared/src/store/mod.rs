@@ -29,6 +29,7 @@
 //! runs.
 
 pub mod buckets;
+pub mod connection;
 pub mod db;
 pub mod expiry;
 pub mod holds;

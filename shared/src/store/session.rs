@@ -5,6 +5,8 @@ use std::time::Duration;
 use sqlx::mysql::MySqlConnection;
 use sqlx::{Executor, Row};
 
+use crate::server_errors::SessionRefused;
+
 /// A lock wait longer than this is a fault, not contention: fail the statement and retry or 503.
 /// Row locks (`innodb_lock_wait_timeout`) and metadata locks (`lock_wait_timeout`) alike.
 const LOCK_WAIT_TIMEOUT_SECONDS: u32 = 5;
@@ -64,28 +66,6 @@ impl Server {
     }
 }
 
-/// A connection whose session is not the one [`Server::session_init`] makes: behind RDS Proxy,
-/// the proxy's `InitQuery` did not run (or says something else). Such a connection is not used:
-/// at the server's default REPEATABLE READ a failed conditional UPDATE keeps its gap and row
-/// locks (deadlocks between holds), and a lock wait lasts 50 s, past every request's deadline.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the database session is at {isolation} with a {lock_wait_seconds} s lock wait, not \
-     READ-COMMITTED and {LOCK_WAIT_TIMEOUT_SECONDS} s: the RDS Proxy target group's InitQuery \
-     (template.yaml) must set it, as `{}` does",
-    Server::MySql.session_init()
-)]
-pub struct SessionRefused {
-    isolation: String,
-    lock_wait_seconds: u64,
-}
-
-impl SessionRefused {
-    pub fn is(err: &sqlx::Error) -> bool {
-        matches!(err, sqlx::Error::Configuration(inner) if inner.downcast_ref::<Self>().is_some())
-    }
-}
-
 /// Checks, with one SELECT, that a connection set up by someone else (RDS Proxy's InitQuery)
 /// runs at the isolation level and lock wait the service needs; logs an error naming the
 /// InitQuery and refuses the connection otherwise. The session's variables are read from a table
@@ -127,6 +107,7 @@ pub async fn check(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
     let refused = SessionRefused {
         isolation,
         lock_wait_seconds,
+        needed_lock_wait_seconds: LOCK_WAIT_TIMEOUT_SECONDS,
     };
     tracing::error!(error = %refused, "a database connection was refused");
     Err(sqlx::Error::Configuration(Box::new(refused)))

@@ -605,3 +605,28 @@ async fn a_connection_past_its_lifetime_goes_on_until_a_successor_can_log_in() {
     let next = connection_id().await.expect("served by the successor");
     assert_ne!(next, first, "replaced once a successor logged in");
 }
+
+/// README.md's table of database faults names every error of `shared::server_errors::TABLE`
+/// once, so what an operator reads is what the code does.
+#[test]
+fn the_readme_table_of_database_faults_names_every_error_of_the_code_once() {
+    let readme = include_str!("../../../../README.md");
+    let section = readme
+        .split("## Database faults")
+        .nth(1)
+        .expect("README.md has a section on database faults");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let first_columns: Vec<&str> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| "))
+        .filter_map(|line| line.split(" |").next())
+        .collect();
+    for row in TABLE {
+        let number = row.number.to_string();
+        let rows = first_columns
+            .iter()
+            .filter(|cell| cell.split([',', ' ']).any(|word| word == number))
+            .count();
+        assert_eq!(rows, 1, "{} {} in README.md's table", row.number, row.name);
+    }
+}
