@@ -8,14 +8,14 @@ use sqlx::{MySql, Row, Transaction};
 
 use super::db::{finish, retry_conflicts};
 use super::pool::Pool;
-use super::products::get_product;
 use super::rows::{HOLD_SELECT, hold_from_row};
 use super::settle::settle_lapsed;
-use super::sql::Sql;
+use super::sql::{Sql, list, literal};
 use crate::domain::events::Committed;
 use crate::domain::ids::{BuyerId, HoldId, ProductId};
 use crate::domain::model::{Hold, HoldStatus, SaleTerms};
 use crate::error::{Error, is_duplicate_key};
+use crate::server_errors;
 
 pub struct HoldRequest {
     pub product_id: ProductId,
@@ -39,23 +39,24 @@ pub struct Reservation {
 /// where the rule is written) checks the sale window and the buyer's limit, inserts the hold and
 /// reserves its units in one bucket (picked at random, so concurrent holds on a split product lock
 /// different rows, trying the others in turn), and commits, all inside the server. Only when no
-/// single bucket has `qty` does it take the slow path: settle the product's lapsed holds and
-/// unpaid orders, refuse from a plain read when the product as a whole is short, otherwise gather
-/// units into one bucket and call again. So a hold is refused only when the product as a whole
-/// has too few units. The events of what it settled come back with the result; when it refuses,
-/// they stay in the outbox for the sweeper.
+/// single bucket has `qty` does it take the slow path, in rounds: refuse from a plain read when
+/// the product as a whole is short; settle the product's lapsed holds and unpaid orders whenever
+/// that read counts any (at sell-out they lapse all the time, and their units are available to
+/// every reader but still in the buckets' reserved and sold counters, out of `reserve_hold`'s
+/// reach); gather units into one bucket; and call again. So a hold is refused only when the
+/// product as a whole has too few units, or when other holds took the gathered units first in
+/// every one of [`MAX_ROUNDS`] rounds. The events of what it settled come back with the result;
+/// when it refuses, they stay in the outbox for the sweeper.
 pub async fn reserve(
     pool: &Pool,
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Committed<Reservation>, Error> {
-    let mut settled: Option<Committed<super::settle::Settlement>> = None;
-    for _ in 0..MAX_CONSOLIDATIONS {
+    let mut settled = Vec::new();
+    let mut available = 0;
+    for _ in 0..MAX_ROUNDS {
         match retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await {
-            Ok(Some(reservation)) => {
-                let events = settled.map(|settled| settled.events).unwrap_or_default();
-                return Ok(Committed::new(reservation, events));
-            }
+            Ok(Some(reservation)) => return Ok(Committed::new(reservation, settled)),
             Ok(None) => {}
             // A repeat of a request that made its hold is answered with it, whatever the sale
             // says now: it was refused before its key could meet the first one's.
@@ -71,32 +72,81 @@ pub async fn reserve(
             }
             Err(err) => return Err(err),
         }
-        if settled.is_none() {
-            settled = Some(settle_lapsed(pool, request.product_id).await?);
-        }
         // Sold out is the common case here in a flash sale: refuse from a plain read, so
         // refusals never lock every bucket; only a hold that can be served consolidates.
-        let available = get_product(pool, request.product_id).await?.available_stock;
+        let stock = read_stock(pool, request.product_id).await?;
+        available = stock.counted + stock.lapsed;
         if available < i64::from(request.qty) {
             return Err(Error::InsufficientStock {
                 requested: request.qty,
                 available,
             });
         }
-        retry_conflicts("consolidate_buckets", || {
-            consolidate(pool, request.product_id, request.qty)
-        })
-        .await?;
+        // Settling and gathering are bookkeeping another round can do again: losing a lock
+        // conflict in either (or finding a bucket taken) loses this round, not the request.
+        if stock.lapsed > 0 {
+            match settle_lapsed(pool, request.product_id).await {
+                Ok(committed) => settled.extend(committed.events),
+                Err(err) if err.is_retryable_conflict() => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        consolidate(pool, request.product_id, request.qty).await?;
     }
-    // Each lost round means another hold took the gathered units; so many in a row is a fault.
-    Err(Error::Internal(format!(
-        "no hold after gathering units {MAX_CONSOLIDATIONS} times"
-    )))
+    // Every round, other holds took the units this one gathered (at sell-out, the units each
+    // lapse frees): for this request the product has none, though it had a moment ago.
+    tracing::warn!(
+        product_id = %request.product_id,
+        requested = request.qty,
+        available,
+        rounds = MAX_ROUNDS,
+        "hold refused: other holds took the gathered units every round"
+    );
+    Err(Error::InsufficientStock {
+        requested: request.qty,
+        available,
+    })
 }
 
-/// How often one reservation gathers units into a bucket before giving up. Each round it loses
-/// is a hold another request made, so this bounds a pathological race, not a normal sell-out.
-const MAX_CONSOLIDATIONS: usize = 64;
+/// How many rounds one reservation's slow path runs before it refuses. A round is lost only to a
+/// hold another request made, so this bounds a race at sell-out (each lapse frees units that
+/// every waiting request goes for), not a normal sell-out, which ends in a refusal from the read.
+const MAX_ROUNDS: usize = 64;
+
+/// A product's units as the slow path judges them, from one statement (one snapshot).
+struct Stock {
+    /// What the buckets' `available_stock` counters hold: what `reserve_hold` can take.
+    counted: i64,
+    /// The units of lapsed holds and of unpaid orders past their deadline: available to every
+    /// reader (as `get_product` counts them) but still in the reserved and sold counters until
+    /// settled.
+    lapsed: i64,
+}
+
+async fn read_stock(pool: &Pool, product_id: ProductId) -> Result<Stock, Error> {
+    let row = Sql::new(
+        "SELECT COUNT(*) AS buckets, CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED) AS counted, \
+                CAST((SELECT COALESCE(SUM(h.qty), 0) FROM holds h \
+                      WHERE h.product_id = ? AND h.status = 'active' \
+                        AND h.expires_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_holds, \
+                CAST((SELECT COALESCE(SUM(o.qty), 0) FROM orders o \
+                      WHERE o.product_id = ? AND o.status = 'pending_payment' \
+                        AND o.cancel_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_orders \
+         FROM stock_buckets b WHERE b.product_id = ?",
+    )
+    .bind(product_id.0)
+    .bind(product_id.0)
+    .bind(product_id.0)
+    .fetch_one(pool)
+    .await?;
+    if row.try_get::<i64, _>("buckets")? == 0 {
+        return Err(Error::ProductNotFound(product_id));
+    }
+    Ok(Stock {
+        counted: row.try_get("counted")?,
+        lapsed: row.try_get::<i64, _>("lapsed_holds")? + row.try_get::<i64, _>("lapsed_orders")?,
+    })
+}
 
 /// How `reserve_hold` answered: `outcome` and what the answer needs.
 struct Attempt {
@@ -193,11 +243,32 @@ async fn try_reserve(
 /// The slow path's own transaction: every bucket of the product locked in bucket order, and
 /// units gathered into the fullest bucket until it has `qty` (totals move with them, so each
 /// bucket still adds up). It reserves nothing: the next `reserve_hold` finds the units there.
-async fn consolidate(pool: &Pool, product_id: ProductId, qty: u32) -> Result<(), Error> {
+///
+/// It never waits for a bucket (`NOWAIT`), and answers `false`, having changed nothing, when
+/// another transaction holds one. `reserve_hold` goes round the buckets from a random one, and a
+/// conditional UPDATE that had to wait for its row keeps the lock even when its condition then
+/// fails (MariaDB at READ COMMITTED), so a reservation may hold a later bucket while it waits
+/// for an earlier one: a transaction holding some buckets and waiting for the next would
+/// deadlock with it. One that never waits is in no cycle.
+async fn consolidate(pool: &Pool, product_id: ProductId, qty: u32) -> Result<bool, Error> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let gathered = gather_units(&mut tx, product_id, qty).await;
-    finish(tx, gathered).await
+    match finish(tx, gathered).await {
+        Ok(()) => Ok(true),
+        Err(Error::Database(err)) if is_busy(&err) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// MySQL 8's answer to a `NOWAIT` lock that is taken (MariaDB answers ER_LOCK_WAIT_TIMEOUT).
+const ER_LOCK_NOWAIT: u16 = 3572;
+
+fn is_busy(err: &sqlx::Error) -> bool {
+    matches!(
+        server_errors::number(err),
+        Some(server_errors::ER_LOCK_WAIT_TIMEOUT | ER_LOCK_NOWAIT)
+    )
 }
 
 async fn gather_units(
@@ -206,7 +277,8 @@ async fn gather_units(
     qty: u32,
 ) -> Result<(), Error> {
     let rows = Sql::new(
-        "SELECT bucket, available_stock FROM stock_buckets WHERE product_id = ? ORDER BY bucket FOR UPDATE",
+        "SELECT bucket, available_stock FROM stock_buckets WHERE product_id = ? \
+         ORDER BY bucket FOR UPDATE NOWAIT",
     )
     .bind(product_id.0)
     .fetch_all(&mut **tx)
@@ -221,12 +293,36 @@ async fn gather_units(
             i64::from(row.try_get::<i32, _>("available_stock")?),
         ));
     }
-    let qty = i64::from(qty);
-    let (target, mut gathered) = buckets
+    let moves = units_to_move(&buckets, i64::from(qty));
+    if moves.is_empty() {
+        return Ok(());
+    }
+    // One statement for every move, so the buckets are held for one round trip before COMMIT.
+    let cases: String = moves
         .iter()
-        .copied()
-        .max_by_key(|(_, units)| *units)
-        .unwrap_or((0, 0));
+        .map(|(bucket, delta)| format!(" WHEN {} THEN {}", literal(*bucket), literal(*delta)))
+        .collect();
+    Sql::new(format!(
+        "UPDATE stock_buckets SET available_stock = available_stock + CASE bucket{cases} END, \
+         total_stock = total_stock + CASE bucket{cases} END \
+         WHERE product_id = ? AND bucket IN ({})",
+        list(moves.iter().map(|(bucket, _)| *bucket))
+    ))
+    .bind(product_id.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The moves (bucket, units added, negative for taken) that gather `qty` units into the fullest
+/// bucket, taking from the others in bucket order; none when it has them already. When the
+/// buckets hold fewer than `qty` together, it gathers what there is.
+fn units_to_move(buckets: &[(u16, i64)], qty: i64) -> Vec<(u16, i64)> {
+    let Some((target, mut gathered)) = buckets.iter().copied().max_by_key(|(_, units)| *units)
+    else {
+        return Vec::new();
+    };
+    let mut moves = Vec::new();
     for (donor, units) in buckets
         .iter()
         .copied()
@@ -236,24 +332,16 @@ async fn gather_units(
             break;
         }
         let moved = units.min(qty - gathered);
-        if moved == 0 {
-            continue;
+        if moved > 0 {
+            moves.push((donor, -moved));
+            gathered += moved;
         }
-        for (bucket, delta) in [(donor, -moved), (target, moved)] {
-            Sql::new(
-                "UPDATE stock_buckets SET available_stock = available_stock + ?, total_stock = total_stock + ? \
-                 WHERE product_id = ? AND bucket = ?",
-            )
-            .bind(delta)
-            .bind(delta)
-            .bind(product_id.0)
-            .bind(bucket)
-            .execute(&mut **tx)
-            .await?;
-        }
-        gathered += moved;
     }
-    Ok(())
+    let added: i64 = moves.iter().map(|(_, taken)| -taken).sum();
+    if added > 0 {
+        moves.push((target, added));
+    }
+    moves
 }
 
 async fn replay(pool: &Pool, request: &HoldRequest) -> Result<Reservation, Error> {
@@ -294,4 +382,26 @@ pub async fn get_hold(pool: &Pool, id: &HoldId, buyer: Option<&BuyerId>) -> Resu
         .await?
         .ok_or(Error::HoldNotFound)?;
     hold_from_row(&row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::units_to_move;
+
+    #[test]
+    fn units_are_gathered_into_the_fullest_bucket_from_the_others_in_bucket_order() {
+        let buckets = [(0, 1), (1, 3), (2, 2), (3, 2)];
+        assert_eq!(units_to_move(&buckets, 6), vec![(0, -1), (2, -2), (1, 3)]);
+        assert_eq!(units_to_move(&buckets, 3), Vec::new(), "bucket 1 has 3");
+    }
+
+    #[test]
+    fn buckets_short_together_give_what_they_have_and_empty_ones_move_nothing() {
+        assert_eq!(
+            units_to_move(&[(0, 0), (1, 1), (2, 1)], 5),
+            vec![(1, -1), (2, 1)]
+        );
+        assert_eq!(units_to_move(&[(0, 0), (1, 0)], 1), Vec::new());
+        assert_eq!(units_to_move(&[], 1), Vec::new());
+    }
 }
