@@ -34,6 +34,9 @@ pub const PAYMENTS_DEAD_LETTERED: &str = "PaymentsDeadLettered";
 pub const EXPIRY_LAG: &str = "ExpiryLag";
 /// Holds and orders the sweeper settled because no trigger had.
 pub const SWEEPER_SETTLED: &str = "SweeperSettled";
+/// Products whose settlement failed in a sweep (each logged with its error); the sweep settled
+/// the others and ran its other steps, then failed its invocation.
+pub const SWEEP_PRODUCT_FAILURES: &str = "SweepProductFailures";
 /// A deadline trigger could not be scheduled (the sweeper covers for it).
 pub const DEADLINE_SCHEDULE_FAILED: &str = "DeadlineScheduleFailed";
 /// Stock buckets (or product totals) whose counters differ from their rows, per reconciliation.
@@ -53,6 +56,7 @@ pub const ALL: &[&str] = &[
     PAYMENTS_DEAD_LETTERED,
     EXPIRY_LAG,
     SWEEPER_SETTLED,
+    SWEEP_PRODUCT_FAILURES,
     DEADLINE_SCHEDULE_FAILED,
     SIDE_EFFECTS_TIMED_OUT,
     STOCK_DRIFT,

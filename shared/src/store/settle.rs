@@ -182,8 +182,19 @@ async fn set_status_where_id_in<'a>(
     Ok(())
 }
 
-/// Settles every lapsed hold and unpaid order of every product: the sweeper's job.
-pub async fn settle_all_lapsed(pool: &Pool) -> Result<Committed<Settlement>, Error> {
+/// What settling every product did: what the products that settled committed, and the
+/// products whose settlement failed, each with its error.
+#[derive(Debug)]
+pub struct SettledProducts {
+    pub settled: Committed<Settlement>,
+    pub failed: Vec<(ProductId, Error)>,
+}
+
+/// Settles every lapsed hold and unpaid order of every product: the sweeper's job. Each product
+/// is settled on its own, so one whose settlement fails (a row its statements cannot change,
+/// say) is reported with its error while the others are still settled; only the listing of the
+/// products failing fails the whole.
+pub async fn settle_all_lapsed(pool: &Pool) -> Result<SettledProducts, Error> {
     let products = Sql::new(
         "SELECT product_id FROM holds WHERE status = 'active' AND expires_at <= UTC_TIMESTAMP(3) \
          UNION \
@@ -196,10 +207,18 @@ pub async fn settle_all_lapsed(pool: &Pool) -> Result<Committed<Settlement>, Err
     .collect::<Result<Vec<_>, _>>()?;
     let mut settlement = Settlement::default();
     let mut events = Vec::new();
-    for product_id in products {
-        let settled = settle_lapsed(pool, ProductId(product_id)).await?;
-        settlement.add(settled.value);
-        events.extend(settled.events);
+    let mut failed = Vec::new();
+    for product_id in products.into_iter().map(ProductId) {
+        match settle_lapsed(pool, product_id).await {
+            Ok(settled) => {
+                settlement.add(settled.value);
+                events.extend(settled.events);
+            }
+            Err(err) => failed.push((product_id, err)),
+        }
     }
-    Ok(Committed::new(settlement, events))
+    Ok(SettledProducts {
+        settled: Committed::new(settlement, events),
+        failed,
+    })
 }

@@ -2,10 +2,12 @@
 //! the time ends in a hold or a refusal, and the sweep settles every product it can when one
 //! product's settlement fails.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flash_sale_e2e::testing::{Api, TestDb, assert_stock_invariants};
 use flash_sale_local::Options;
+use shared::adapters::local::LogPublisher;
 use shared::domain::ids::ProductId;
 use shared::store::holds::{HoldRequest, reserve};
 use shared::store::products::{NewProduct, create_product};
@@ -102,4 +104,114 @@ async fn reservations_at_sell_out_while_holds_lapse_end_in_a_hold_or_a_refusal()
         (Some(6), Some(6)),
         "every unit back once every hold lapsed: {stock}"
     );
+}
+
+/// Lapsed holds of `product_id`, `count` of one unit each, their TTL already over.
+async fn lapsed_holds(db: &TestDb, product_id: ProductId, count: usize) {
+    for _ in 0..count {
+        let request = HoldRequest {
+            product_id,
+            buyer: None,
+            qty: 1,
+            idempotency_key: None,
+        };
+        reserve(&db.pool, &request, Duration::from_millis(20))
+            .await
+            .expect("held");
+    }
+}
+
+async fn active_holds(db: &TestDb, product_id: ProductId) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM holds WHERE product_id = ? AND status = 'active'")
+        .bind(product_id.0)
+        .fetch_one(&db.pool)
+        .await
+        .expect("count")
+}
+
+async fn unpublished_events(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count")
+}
+
+/// One product's settlement fails for real: a trigger on `holds` refuses to expire its holds, as
+/// a row the settle UPDATE cannot change would. The sweep still settles the other product, still
+/// republishes the outbox, counts the failure, and fails its invocation; once the fault is gone,
+/// the next sweep settles the first product too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_whose_settlement_fails_leaves_the_rest_of_the_sweep_to_run() {
+    let db = TestDb::new().await;
+    let server = db.server_with(&[], no_background_work()).await;
+    let api = Api::new(&server);
+    // The failing product first, its holds lapsing first: the one a sweep would meet first.
+    let failing = product(&db, 4, 1).await;
+    let healthy = product(&db, 4, 2).await;
+    lapsed_holds(&db, failing, 2).await;
+    lapsed_holds(&db, healthy, 3).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sqlx::raw_sql(&format!(
+        "CREATE TRIGGER holds_of_one_product_cannot_expire BEFORE UPDATE ON holds FOR EACH ROW \
+         BEGIN \
+           IF NEW.product_id = {} AND NEW.status = 'expired' THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'this product cannot be settled'; \
+           END IF; \
+         END",
+        failing.0
+    ))
+    .execute(&db.pool)
+    .await
+    .expect("create the trigger");
+    // An event its operation never published, for the republish step to find.
+    sqlx::query(
+        "INSERT INTO outbox_events (id, event_type, detail, created_at) \
+         VALUES (UUID(), 'OrderCreated', '{}', UTC_TIMESTAMP(3) - INTERVAL 1 MINUTE)",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("an unpublished event");
+
+    let deps = db.sweeper(Arc::new(LogPublisher));
+    let incomplete = shared::service::sweep::sweep(
+        &deps.pool,
+        deps.publisher.as_ref(),
+        deps.payment_retry,
+        deps.republish_grace,
+    )
+    .await
+    .expect_err("a product failed, so the sweep is incomplete");
+    assert_eq!(incomplete.products_failed, 1, "{incomplete}");
+    assert!(incomplete.steps_failed.is_empty(), "{incomplete}");
+    assert_eq!(
+        incomplete.report.settled.holds_expired, 3,
+        "the healthy product was settled: {incomplete}"
+    );
+    assert_eq!(
+        (
+            active_holds(&db, failing).await,
+            active_holds(&db, healthy).await
+        ),
+        (2, 0)
+    );
+    assert_eq!(incomplete.report.events_republished, 1, "{incomplete}");
+    assert_eq!(unpublished_events(&db).await, 0, "every event published");
+    let stock = assert_stock_invariants(&db.pool, &api, healthy.0).await;
+    assert_eq!(stock["available_stock"], 4);
+
+    // The sweeper's Lambda fails its invocation, so its Errors metric shows it too.
+    let handled = sweeper::handle(&deps).await;
+    assert!(
+        matches!(&handled, Err(err) if err.to_string().contains("1 product(s) not settled")),
+        "{handled:?}"
+    );
+
+    sqlx::raw_sql("DROP TRIGGER holds_of_one_product_cannot_expire")
+        .execute(&db.pool)
+        .await
+        .expect("drop the trigger");
+    let report = sweeper::handle(&deps).await.expect("a clean sweep");
+    assert_eq!(report.settled.holds_expired, 2);
+    let stock = assert_stock_invariants(&db.pool, &api, failing.0).await;
+    assert_eq!(stock["available_stock"], 4);
 }

@@ -685,6 +685,7 @@ fn the_dashboard_and_alarms_use_only_metrics_the_functions_emit() {
     for needed in [
         "ApproximateNumberOfMessagesVisible",
         metrics::STOCK_DRIFT,
+        metrics::SWEEP_PRODUCT_FAILURES,
         "5xx",
         "Throttles",
     ] {
