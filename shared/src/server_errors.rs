@@ -70,6 +70,7 @@ pub const ER_DUP_ENTRY: u16 = 1062;
 pub const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 pub const ER_LOCK_DEADLOCK: u16 = 1213;
 pub const ER_ACCESS_DENIED: u16 = 1045;
+pub const ER_LOCK_NOWAIT: u16 = 3572;
 
 pub const TABLE: &[ServerError] = &[
     row(

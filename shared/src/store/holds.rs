@@ -261,13 +261,11 @@ async fn consolidate(pool: &Pool, product_id: ProductId, qty: u32) -> Result<boo
     }
 }
 
-/// MySQL 8's answer to a `NOWAIT` lock that is taken (MariaDB answers ER_LOCK_WAIT_TIMEOUT).
-const ER_LOCK_NOWAIT: u16 = 3572;
-
+/// A bucket another transaction holds: MariaDB answers `NOWAIT` with 1205, MySQL 8 with 3572.
 fn is_busy(err: &sqlx::Error) -> bool {
     matches!(
         server_errors::number(err),
-        Some(server_errors::ER_LOCK_WAIT_TIMEOUT | ER_LOCK_NOWAIT)
+        Some(server_errors::ER_LOCK_WAIT_TIMEOUT | server_errors::ER_LOCK_NOWAIT)
     )
 }
 

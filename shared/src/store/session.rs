@@ -81,7 +81,7 @@ pub async fn check(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
         .await
     {
         Ok(rows) => rows,
-        Err(err) if matches!(err, sqlx::Error::Database(_)) => Vec::new(),
+        Err(sqlx::Error::Database(_)) => Vec::new(),
         Err(err) => return Err(err),
     };
     if rows.len() < 2 {
