@@ -3,6 +3,13 @@
 //! lock of `shared::store::db::migrate`), Delete changes nothing (the schema and its data outlive the
 //! resource), and every outcome is reported to CloudFormation with a PUT of the response document
 //! to the event's pre-signed `ResponseURL`: a failed migration fails the deploy.
+//!
+//! After migrating it creates or updates the application's own database user (`app_user`), from
+//! the secret `APP_DATABASE_SECRET_ARN` names, read at every invocation so that a password
+//! rotated since the container started is the one set. This function alone keeps logging in as
+//! the master user (`DATABASE_SECRET_ARN`): it needs DDL and may grant.
+
+pub mod app_user;
 
 use std::time::Duration;
 
@@ -17,7 +24,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::store::pool::Pool;
@@ -33,6 +41,8 @@ const RETRY_DELAY: Duration = Duration::from_secs(5);
 /// CloudFormation refuses a response document over 4,096 bytes; the reason is its only long part.
 const MAX_REASON_CHARS: usize = 1_000;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The secret (`{"username","password"}`) of the user every other function logs in as.
+pub const APP_SECRET_VARIABLE: &str = "APP_DATABASE_SECRET_ARN";
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -45,17 +55,105 @@ pub struct Deps {
     pub database_patience: Duration,
     /// Where this container logs: a failure's reason names it, so the stack's events lead there.
     pub log_stream: String,
+    pub app_user: AppUserSource,
+}
+
+/// Where the application user's name and password come from.
+pub enum AppUserSource {
+    /// None: the functions log in as the migrating user (an existing database deployed without
+    /// `ExistingDatabaseAppSecretArn`), and no user is provisioned.
+    None,
+    /// Given as is (tests).
+    Given(app_user::AppUser),
+    /// A Secrets Manager secret, read at each invocation.
+    Secret {
+        client: aws_sdk_secretsmanager::Client,
+        arn: String,
+    },
 }
 
 impl Deps {
     pub async fn from_env() -> Result<Self, Error> {
-        let pool = async { LambdaStartup::from_env()?.pool().await };
+        let (pool, app_user) = match LambdaStartup::from_env() {
+            Ok(startup) => {
+                let pool = startup.pool().await.map_err(|err| err.to_string());
+                let app_user = match std::env::var(APP_SECRET_VARIABLE)
+                    .ok()
+                    .filter(|arn| !arn.trim().is_empty())
+                {
+                    Some(arn) => AppUserSource::Secret {
+                        client: aws_sdk_secretsmanager::Client::new(startup.sdk.get().await),
+                        arn,
+                    },
+                    None => AppUserSource::None,
+                };
+                (pool, app_user)
+            }
+            Err(err) => (Err(err.to_string()), AppUserSource::None),
+        };
         Ok(Self {
-            pool: pool.await.map_err(|err| err.to_string()),
+            pool,
             http: http_client()?,
             database_patience: DATABASE_PATIENCE,
             log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_default(),
+            app_user,
         })
+    }
+}
+
+impl AppUserSource {
+    async fn read(&self) -> Result<Option<app_user::AppUser>, Error> {
+        let (client, arn) = match self {
+            Self::None => return Ok(None),
+            Self::Given(user) => {
+                return Ok(Some(app_user::AppUser {
+                    name: user.name.clone(),
+                    password: user.password.clone(),
+                    rotating: user.rotating,
+                }));
+            }
+            Self::Secret { client, arn } => (client, arn),
+        };
+        let unreadable = |err: &dyn std::fmt::Display| {
+            Error::Config(format!(
+                "cannot read the application user's secret {arn}: {err}"
+            ))
+        };
+        let value = client
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|err| unreadable(&aws_sdk_secretsmanager::error::DisplayErrorContext(&err)))?;
+        #[derive(Deserialize)]
+        struct Credentials {
+            username: String,
+            password: String,
+        }
+        // Not serde's message: it may quote the value it could not read.
+        let credentials: Credentials = value
+            .secret_string()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .ok_or_else(|| unreadable(&"not JSON with string fields username and password"))?;
+        // A version labelled AWSPENDING but not AWSCURRENT: a rotation has begun (or failed
+        // midway), and its function, not this one, decides the password.
+        let described = client
+            .describe_secret()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|err| unreadable(&aws_sdk_secretsmanager::error::DisplayErrorContext(&err)))?;
+        let rotating = described.version_ids_to_stages().is_some_and(|versions| {
+            versions.values().any(|stages| {
+                stages.iter().any(|stage| stage == "AWSPENDING")
+                    && !stages.iter().any(|stage| stage == "AWSCURRENT")
+            })
+        });
+        Ok(Some(app_user::AppUser {
+            name: credentials.username,
+            password: SecretString::from(credentials.password),
+            rotating,
+        }))
     }
 }
 
@@ -160,8 +258,18 @@ async fn migrate_when_reachable(deps: &Deps) -> Result<String, Error> {
         .as_ref()
         .map_err(|err| Error::Config(err.clone()))?;
     let started = tokio::time::Instant::now();
+    let app_user = deps.app_user.read().await?;
     loop {
-        match migrate(pool).await {
+        let outcome = match migrate(pool).await {
+            Ok(summary) => match &app_user {
+                Some(user) => app_user::provision(pool, user)
+                    .await
+                    .map(|provisioned| format!("{summary}; {provisioned}")),
+                None => Ok(summary),
+            },
+            err => err,
+        };
+        match outcome {
             Err(err)
                 if err.status() == 503
                     && started.elapsed() + RETRY_DELAY < deps.database_patience =>

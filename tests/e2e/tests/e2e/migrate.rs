@@ -1,6 +1,7 @@
 //! The migrate function as CloudFormation drives it: events/migrate.create.json (and its Update
 //! and Delete forms) through `migrate::handle`, against a database of its own, with a loopback
-//! listener standing in for the pre-signed S3 ResponseURL.
+//! listener standing in for the pre-signed S3 ResponseURL. The application user it provisions is
+//! tested in migrate/app_user.rs.
 
 use std::time::Duration;
 
@@ -10,27 +11,29 @@ use serde_json::{Value, json};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::mpsc;
 
+mod app_user;
+
 const CREATE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../events/migrate.create.json"
 ));
 
 /// What CloudFormation's ResponseURL received.
-struct Received {
+pub(crate) struct Received {
     method: String,
     path_and_query: String,
     content_type: Option<String>,
-    document: Value,
+    pub(crate) document: Value,
 }
 
 /// A listener on 127.0.0.1 answering every request with `status`, as the pre-signed URL would.
-struct ResponseUrl {
-    url: String,
+pub(crate) struct ResponseUrl {
+    pub(crate) url: String,
     received: mpsc::UnboundedReceiver<Received>,
 }
 
 impl ResponseUrl {
-    async fn answering(status: StatusCode) -> Self {
+    pub(crate) async fn answering(status: StatusCode) -> Self {
         let (sender, received) = mpsc::unbounded_channel();
         let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
             let sender = sender.clone();
@@ -62,7 +65,7 @@ impl ResponseUrl {
         }
     }
 
-    async fn next(&mut self) -> Received {
+    pub(crate) async fn next(&mut self) -> Received {
         tokio::time::timeout(Duration::from_secs(5), self.received.recv())
             .await
             .expect("CloudFormation was answered")
@@ -71,7 +74,7 @@ impl ResponseUrl {
 }
 
 /// The sample event as `request_type`, answering to `url`.
-fn event(request_type: &str, url: &str) -> migrate::Request {
+pub(crate) fn event(request_type: &str, url: &str) -> migrate::Request {
     let mut event: Value = serde_json::from_str(CREATE).expect("the sample event is JSON");
     event["ResponseURL"] = json!(url);
     event["RequestType"] = json!(request_type);
@@ -84,12 +87,13 @@ fn event(request_type: &str, url: &str) -> migrate::Request {
     serde_json::from_value(event).expect("a custom resource request")
 }
 
-fn deps(db: &TestDb) -> migrate::Deps {
+pub(crate) fn deps(db: &TestDb) -> migrate::Deps {
     migrate::Deps {
         pool: Ok(db.pool.clone()),
         http: migrate::http_client().expect("an HTTP client"),
         database_patience: Duration::ZERO,
         log_stream: "2026/11/21/[1]test".into(),
+        app_user: migrate::AppUserSource::None,
     }
 }
 
