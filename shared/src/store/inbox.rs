@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::{MySql, Row, Transaction};
 
 use super::pool::Pool;
-use super::sql::{Sql, list};
+use super::sql::{Interval, Sql, list};
 use crate::domain::ids::OrderId;
 use crate::domain::money::Cents;
 use crate::domain::payment::{PaymentEvent, PaymentStatus};
@@ -129,10 +129,10 @@ pub async fn retry_later(
     error: &Error,
 ) -> Result<(), Error> {
     Sql::new(
-        "UPDATE payment_inbox SET visible_at = UTC_TIMESTAMP(3) + INTERVAL ? MICROSECOND, \
+        "UPDATE payment_inbox SET visible_at = UTC_TIMESTAMP(3) + ?, \
          last_error = ? WHERE id = ?",
     )
-    .bind(delay.as_micros() as u64)
+    .bind(Interval(delay))
     .bind(truncate(&error.to_string()))
     .bind(id)
     .execute(pool)

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::{MySql, Row, Transaction};
 
 use super::pool::Pool;
-use super::sql::{IDS_PER_STATEMENT, Sql, list};
+use super::sql::{IDS_PER_STATEMENT, Interval, Sql, list};
 use crate::domain::events::{DomainEvent, EventType};
 use crate::error::Error;
 
@@ -69,10 +69,10 @@ pub async fn pending_page(
     };
     let mut query = Sql::new(format!(
         "SELECT id, event_type, detail, created_at FROM outbox_events \
-         WHERE published_at IS NULL AND created_at <= UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND\
+         WHERE published_at IS NULL AND created_at <= UTC_TIMESTAMP(3) - ?\
          {after_clause} ORDER BY created_at, id LIMIT ?"
     ))
-    .bind(grace.as_micros() as u64);
+    .bind(Interval(grace));
     if let Some((created_at, id)) = after {
         query = query.bind(*created_at).bind(*created_at).bind(id);
     }

@@ -8,7 +8,9 @@
 //! - integers from Rust integers (digits and a sign, nothing else);
 //! - strings as `_utf8mb4 X'…'` and bytes as `X'…'`: hex digits only, so no value can close a
 //!   literal, escape a quote or smuggle a NUL, whatever bytes it holds;
-//! - times as `TIMESTAMP'YYYY-MM-DD hh:mm:ss.ffffff'` from a `NaiveDateTime`;
+//! - times as `TIMESTAMP'YYYY-MM-DD hh:mm:ss.fff'` from a `NaiveDateTime`, and spans of time
+//!   as `INTERVAL n MICROSECOND` from an [`Interval`], both cut to whole milliseconds (see the
+//!   impl for why);
 //! - `None` as `NULL`.
 //!
 //! A statement is a template written in our code with `?` where each value goes, like sqlx's own
@@ -16,8 +18,9 @@
 //! impossible by construction, not by escaping. All of it is valid MySQL 8 and MariaDB alike.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, SubsecRound as _};
 use sqlx::mysql::{MySqlQueryResult, MySqlRow};
 use sqlx::{Executor, MySql};
 
@@ -82,10 +85,35 @@ impl Literal for Vec<u8> {
     }
 }
 
-/// Microseconds always, so a value reads back exactly whatever the column's precision.
+/// Truncated to whole milliseconds, the precision of every time column (`DATETIME(3)`), so that
+/// no server is left a fraction to drop, for the servers drop it differently: MySQL 8 rounds a
+/// fraction a column cannot keep, without a warning, unless `sql_mode` has
+/// `TIME_TRUNCATE_FRACTIONAL` (MySQL Reference Manual, "Fractional Seconds in Time Values",
+/// <https://dev.mysql.com/doc/en/fractional-seconds.html>); MariaDB truncates it unless
+/// `sql_mode` has `TIME_ROUND_FRACTIONAL` (MariaDB 10.4 and later,
+/// <https://mariadb.com/docs/xpand/ref/mdb/sql-modes/TIME_ROUND_FRACTIONAL/>). A payment received
+/// 0.4 ms before its order's `payment_due_at` would be stored before the deadline by one and at
+/// it by the other; truncated here it is before it on both, as it was when it was judged
+/// (a deadline is itself whole milliseconds, so truncating never moves a time across one).
 impl Literal for NaiveDateTime {
     fn write_literal(&self, out: &mut String) {
-        let _ = write!(out, "TIMESTAMP'{}'", self.format("%Y-%m-%d %H:%M:%S%.6f"));
+        let at = self.trunc_subsecs(3);
+        let _ = write!(out, "TIMESTAMP'{}'", at.format("%Y-%m-%d %H:%M:%S%.3f"));
+    }
+}
+
+/// A span of time added to or taken from one in SQL (`UTC_TIMESTAMP(3) + ?`), as
+/// `INTERVAL n MICROSECOND` with `n` whole milliseconds: the result, stored in a `DATETIME(3)`
+/// column, has no fraction for a server to round or truncate (see [`NaiveDateTime`]'s literal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Duration);
+
+impl Literal for Interval {
+    fn write_literal(&self, out: &mut String) {
+        let micros = u64::try_from(self.0.as_millis())
+            .unwrap_or(u64::MAX / 1000)
+            .saturating_mul(1000);
+        let _ = write!(out, "INTERVAL {micros} MICROSECOND");
     }
 }
 
@@ -260,11 +288,24 @@ mod tests {
     }
 
     #[test]
-    fn times_keep_their_microseconds() {
-        let at = chrono::NaiveDate::from_ymd_opt(2026, 12, 2)
-            .and_then(|d| d.and_hms_micro_opt(9, 5, 7, 120_003))
-            .expect("a valid time");
-        assert_eq!(literal(at), "TIMESTAMP'2026-12-02 09:05:07.120003'");
+    fn times_are_truncated_to_whole_milliseconds() {
+        let at = |micro| {
+            chrono::NaiveDate::from_ymd_opt(2026, 12, 31)
+                .and_then(|d| d.and_hms_micro_opt(23, 59, 59, micro))
+                .expect("a valid time")
+        };
+        assert_eq!(literal(at(120_003)), "TIMESTAMP'2026-12-31 23:59:59.120'");
+        assert_eq!(literal(at(120_999)), "TIMESTAMP'2026-12-31 23:59:59.120'");
+        assert_eq!(literal(at(999_600)), "TIMESTAMP'2026-12-31 23:59:59.999'");
+        assert_eq!(literal(at(0)), "TIMESTAMP'2026-12-31 23:59:59.000'");
+    }
+
+    #[test]
+    fn intervals_are_whole_milliseconds_in_microseconds() {
+        let interval = |micros| literal(Interval(Duration::from_micros(micros)));
+        assert_eq!(interval(1_500_999), "INTERVAL 1500000 MICROSECOND");
+        assert_eq!(interval(999), "INTERVAL 0 MICROSECOND");
+        assert_eq!(interval(0), "INTERVAL 0 MICROSECOND");
     }
 
     #[test]

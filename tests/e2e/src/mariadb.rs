@@ -95,6 +95,11 @@ impl PrivateMariaDb {
             "--innodb-buffer-pool-size=32M",
             "--innodb-buffer-pool-load-at-startup=OFF",
             "--innodb-buffer-pool-dump-at-shutdown=OFF",
+            // MariaDB 10.11's default modes, and MySQL 8's behaviour where it differs (as CI's
+            // server is set in .ci/run): fractions of a second a column cannot keep are rounded,
+            // and a GROUP BY must determine every column it selects.
+            "--sql-mode=STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,\
+             NO_ENGINE_SUBSTITUTION,TIME_ROUND_FRACTIONAL,ONLY_FULL_GROUP_BY",
         ]);
         command.args(self.user());
         let child = command

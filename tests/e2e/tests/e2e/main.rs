@@ -20,4 +20,5 @@ mod reconcile;
 mod secrets;
 mod slow_path;
 mod template;
+mod time_precision;
 mod wire;
