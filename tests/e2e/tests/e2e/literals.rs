@@ -1,7 +1,8 @@
 //! The literals `shared::store::sql` makes, through a real server: whatever a value holds (quotes,
-//! backslashes, NUL, `?`, invalid UTF-8, 64 KiB; integer extremes; times to the microsecond), the
-//! text-protocol statement that carries it stores exactly that value, and a `SELECT` of the
-//! literal alone reads back exactly that value.
+//! backslashes, NUL, `?`, invalid UTF-8, 64 KiB; integer extremes; times to the millisecond, the
+//! columns' precision, below which a time is truncated: `time_precision.rs`), the text-protocol
+//! statement that carries it stores exactly that value, and a `SELECT` of the literal alone reads
+//! back exactly that value.
 
 use std::future::Future;
 
@@ -201,7 +202,7 @@ async fn any_integer_reads_back_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn any_time_reads_back_unchanged_to_the_microsecond() {
+async fn any_time_reads_back_unchanged_to_the_millisecond() {
     let db = scratch().await;
     let at = |y, mo, d, h, mi, s, micro| {
         NaiveDate::from_ymd_opt(y, mo, d)
@@ -211,21 +212,21 @@ async fn any_time_reads_back_unchanged_to_the_microsecond() {
     // DATETIME's documented range.
     let (first, last) = (
         at(1000, 1, 1, 0, 0, 0, 0),
-        at(9999, 12, 31, 23, 59, 59, 999_999),
+        at(9999, 12, 31, 23, 59, 59, 999_000),
     );
     let explicit = vec![
         Some(first),
         Some(last),
-        Some(at(2026, 12, 2, 9, 5, 7, 120_003)),
-        Some(at(2024, 2, 29, 23, 59, 59, 1)),
+        Some(at(2026, 12, 2, 9, 5, 7, 120_000)),
+        Some(at(2024, 2, 29, 23, 59, 59, 1_000)),
         None,
     ];
     let time = (
         first.and_utc().timestamp()..=last.and_utc().timestamp(),
-        0..1_000_000_u32,
+        0..1_000_u32,
     )
-        .prop_map(|(seconds, micros)| {
-            chrono::DateTime::from_timestamp(seconds, micros * 1000)
+        .prop_map(|(seconds, millis)| {
+            chrono::DateTime::from_timestamp(seconds, millis * 1_000_000)
                 .expect("within DATETIME's range")
                 .naive_utc()
         });
