@@ -223,6 +223,8 @@ impl Connection {
     }
 
     /// The debug builds' assertion: a connection is lent in autocommit, outside any transaction.
+    /// (MySQL lists a transaction in `innodb_trx` once it has touched InnoDB; MariaDB's
+    /// `@@in_transaction` from its BEGIN, which is what the tests run on.)
     #[cfg(debug_assertions)]
     pub(super) async fn assert_outside_any_transaction(&mut self) -> Result<(), sqlx::Error> {
         use sqlx::Row;
