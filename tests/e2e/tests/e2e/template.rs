@@ -64,7 +64,9 @@ const REQUIRED_ENV: &[(&str, bool, &[&str])] = &[
     ("order-expiry", true, &["EVENT_BUS_NAME"]),
     ("sweeper", true, &["EVENT_BUS_NAME"]),
     ("reconcile", true, &[]),
-    ("migrate", true, &[]),
+    // The master user's secret as DATABASE_SECRET_ARN, and the application user's to provision
+    // (read by the migrate crate itself, not Config: no other function may see it).
+    ("migrate", true, &["APP_DATABASE_SECRET_ARN"]),
     // Answers from the route table alone.
     ("unmatched-route", false, &[]),
 ];
@@ -785,4 +787,143 @@ fn the_proxy_sets_up_every_session_so_the_functions_send_no_set() {
             assert_eq!(setup, "proxy", "{name} connects through the proxy");
         }
     }
+}
+
+/// Least privilege: every function but migrate logs in as the application user (the stack's
+/// AppDatabaseSecret, or an existing database's ExistingDatabaseAppSecretArn, or failing that
+/// ExistingDatabaseSecretArn as before), none but migrate may read the master secret, the proxy
+/// accepts both users, and the application user's secret is generated and rotated.
+#[test]
+fn the_functions_log_in_as_the_application_user_and_only_migrate_as_the_master() {
+    let template = Template::load();
+    let app_secret = json!({"Fn::If": ["CreateDatabase", {"Ref": "AppDatabaseSecret"},
+        {"Fn::If": ["HasExistingAppSecret", {"Ref": "ExistingDatabaseAppSecretArn"},
+            {"Ref": "ExistingDatabaseSecretArn"}]}]});
+    let master_secret = json!({"Fn::If": ["CreateDatabase",
+        {"Fn::GetAtt": ["DatabaseCluster", "MasterUserSecret.SecretArn"]},
+        {"Ref": "ExistingDatabaseSecretArn"}]});
+    let master = json!({"Fn::GetAtt": ["DatabaseCluster", "MasterUserSecret.SecretArn"]});
+    let mentions = |value: &Value, needle: &Value| {
+        fn walk(value: &Value, needle: &Value) -> bool {
+            value == needle
+                || match value {
+                    Value::Array(items) => items.iter().any(|item| walk(item, needle)),
+                    Value::Object(map) => map.values().any(|item| walk(item, needle)),
+                    _ => false,
+                }
+        }
+        walk(value, needle)
+    };
+    for (name, connects, _) in REQUIRED_ENV.iter().filter(|(_, connects, _)| *connects) {
+        let id = template.function_id(name);
+        let env = template.env(&id);
+        let policies = &template.resource(&id)["Properties"]["Policies"];
+        if *name == "migrate" {
+            assert_eq!(
+                env["DATABASE_SECRET_ARN"], master_secret,
+                "migrate logs in as the master"
+            );
+            assert_eq!(
+                env["APP_DATABASE_SECRET_ARN"],
+                json!({"Fn::If": ["CreateDatabase", {"Ref": "AppDatabaseSecret"},
+                    {"Fn::If": ["HasExistingAppSecret", {"Ref": "ExistingDatabaseAppSecretArn"},
+                        {"Ref": "AWS::NoValue"}]}]}),
+                "migrate provisions the application user"
+            );
+            assert!(
+                mentions(policies, &master),
+                "migrate may read the master secret"
+            );
+        } else {
+            assert!(*connects);
+            assert_eq!(
+                env["DATABASE_SECRET_ARN"], app_secret,
+                "{name} logs in as the application user"
+            );
+            assert!(!env.contains_key("APP_DATABASE_SECRET_ARN"), "{name}");
+            assert!(
+                !mentions(policies, &master),
+                "{name} may not read the master secret"
+            );
+        }
+    }
+    let shared_policy = &template.resource("DatabaseSecretReadPolicy")["Properties"];
+    assert!(
+        !mentions(shared_policy, &master),
+        "the policy every function has reads the application user's secret, not the master's"
+    );
+    assert!(mentions(
+        shared_policy,
+        &json!({"Ref": "AppDatabaseSecret"})
+    ));
+
+    let proxy = &template.resource("DatabaseProxy")["Properties"];
+    let auth: Vec<&Value> = proxy["Auth"]
+        .as_array()
+        .expect("the proxy's Auth")
+        .iter()
+        .map(|auth| &auth["SecretArn"])
+        .collect();
+    assert_eq!(auth, [&master, &json!({"Ref": "AppDatabaseSecret"})]);
+    let proxy_role = &template.resource("DatabaseProxyRole")["Properties"]["Policies"];
+    assert!(
+        mentions(proxy_role, &master) && mentions(proxy_role, &json!({"Ref": "AppDatabaseSecret"}))
+    );
+
+    let secret = &template.resource("AppDatabaseSecret");
+    assert_eq!(secret["Type"], "AWS::SecretsManager::Secret");
+    let generated = &secret["Properties"]["GenerateSecretString"];
+    assert_eq!(generated["GenerateStringKey"], "password");
+    let shape: Value = serde_json::from_str(
+        generated["SecretStringTemplate"]
+            .as_str()
+            .expect("a secret template"),
+    )
+    .expect("JSON");
+    let username = shape["username"]
+        .as_str()
+        .expect("the username in the secret");
+    assert!(
+        username.len() <= 32
+            && username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "{username}: MySQL 8 takes 32 characters; migrate takes letters, digits and _"
+    );
+
+    let transforms = template.0["Transform"]
+        .as_array()
+        .expect("a list of transforms");
+    assert!(transforms.contains(&json!("AWS::SecretsManager-2024-09-16")));
+    let rotations: Vec<&Value> = template
+        .of_type("AWS::SecretsManager::RotationSchedule")
+        .map(|(_, rotation)| rotation)
+        .collect();
+    assert_eq!(rotations.len(), 1, "one rotation schedule");
+    let rotation = rotations[0];
+    assert_eq!(
+        rotation["Properties"]["SecretId"],
+        json!({"Ref": "AppDatabaseSecret"})
+    );
+    assert!(
+        rotation["DependsOn"]
+            .as_array()
+            .is_some_and(|after| after.contains(&json!("DatabaseMigrations"))),
+        "rotates only once migrate has created the user"
+    );
+    let hosted = &rotation["Properties"]["HostedRotationLambda"];
+    assert_eq!(hosted["RotationType"], "MySQLSingleUser");
+    assert!(hosted["VpcSubnetIds"].is_object() && hosted["VpcSecurityGroupIds"].is_object());
+    for generator in [generated, hosted] {
+        let excluded = generator["ExcludeCharacters"]
+            .as_str()
+            .expect("ExcludeCharacters");
+        for quote in ['\'', '"', '\\'] {
+            assert!(
+                excluded.contains(quote),
+                "passwords may hold {quote}: {excluded}"
+            );
+        }
+    }
+    assert!(rotation["Properties"]["RotationRules"]["ScheduleExpression"].is_string());
 }
