@@ -537,3 +537,72 @@ async fn the_migrating_user_is_never_made_the_application_user() {
         .expect("root keeps its privileges");
     assert_eq!(still_root, 0);
 }
+
+/// The deployed form: the application user's secret read through the real SDK (against the local
+/// emulator) at every invocation of one warm container, so a password changed since the last
+/// deploy is the one set; and a version labelled AWSPENDING alone (a rotation under way) leaves
+/// the password to the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_container_reads_the_secret_again_and_leaves_a_rotation_under_way_alone() {
+    let db = TestDb::new().await;
+    let account = Account::new(&db);
+    let moto = flash_sale_e2e::testing::Moto::start()
+        .await
+        .expect("moto_server starts");
+    let client = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+    let credentials =
+        |password: &str| json!({"username": account.name, "password": password}).to_string();
+    let arn = client
+        .create_secret()
+        .name("flash-sale/app-db")
+        .secret_string(credentials("Pw-s1"))
+        .send()
+        .await
+        .expect("create the secret")
+        .arn()
+        .expect("an ARN")
+        .to_owned();
+    let deps = ::migrate::Deps {
+        app_user: AppUserSource::Secret {
+            client: client.clone(),
+            arn: arn.clone(),
+        },
+        ..super::deps(&db)
+    };
+    let run = || async {
+        let mut cloudformation = ResponseUrl::answering(StatusCode::OK).await;
+        let report = ::migrate::handle(&deps, event("Update", &cloudformation.url))
+            .await
+            .expect("CloudFormation was told");
+        assert!(report.success, "{report:?}");
+        assert_eq!(cloudformation.next().await.document["Status"], "SUCCESS");
+        report.reason
+    };
+
+    run().await;
+    assert_eq!(account.refused_login(&db, "Pw-s1").await, None);
+
+    client
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(credentials("Pw-s2"))
+        .send()
+        .await
+        .expect("a new current version");
+    run().await;
+    assert_eq!(account.refused_login(&db, "Pw-s1").await, Some(1045));
+    assert_eq!(account.refused_login(&db, "Pw-s2").await, None);
+
+    client
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(credentials("Pw-s3"))
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .expect("a pending version");
+    let reason = run().await;
+    assert!(reason.contains("rotation under way"), "{reason}");
+    assert_eq!(account.refused_login(&db, "Pw-s2").await, None);
+    assert_eq!(account.refused_login(&db, "Pw-s3").await, Some(1045));
+}
