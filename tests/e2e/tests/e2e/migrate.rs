@@ -1,7 +1,7 @@
 //! The migrate function as CloudFormation drives it: events/migrate.create.json (and its Update
 //! and Delete forms) through `migrate::handle`, against a database of its own, with a loopback
 //! listener standing in for the pre-signed S3 ResponseURL. The application user it provisions is
-//! tested in migrate/app_user.rs.
+//! tested in migrate/app_user.rs and migrate/request_paths.rs.
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::mpsc;
 
 mod app_user;
+mod request_paths;
 
 const CREATE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
