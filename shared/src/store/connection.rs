@@ -223,8 +223,9 @@ impl Connection {
     }
 
     /// The debug builds' assertion: a connection is lent in autocommit, outside any transaction.
-    /// (MySQL lists a transaction in `innodb_trx` once it has touched InnoDB; MariaDB's
-    /// `@@in_transaction` from its BEGIN, which is what the tests run on.)
+    /// (MySQL lists a transaction in `innodb_trx` once it has touched InnoDB, and shows it only
+    /// to a user with PROCESS; MariaDB's `@@in_transaction` is true from its BEGIN, and MariaDB
+    /// is what the tests run on. Release builds send none of this.)
     #[cfg(debug_assertions)]
     pub(super) async fn assert_outside_any_transaction(&mut self) -> Result<(), sqlx::Error> {
         use sqlx::Row;

@@ -66,29 +66,19 @@ impl Server {
     }
 }
 
-/// Checks, with one SELECT, that a connection set up by someone else (RDS Proxy's InitQuery)
-/// runs at the isolation level and lock wait the service needs; logs an error naming the
-/// InitQuery and refuses the connection otherwise. The session's variables are read from a table
-/// rather than as `@@` variables, whose mention our wire checks take for pinning (RDS Proxy pins
-/// on setting them; reading is spared the doubt): MySQL 8 keeps them in
-/// `performance_schema.session_variables`; MariaDB, whose performance schema is off by default,
-/// in `information_schema.SESSION_VARIABLES`, which MySQL 8 dropped.
+/// Checks, with one statement, that a connection set up by someone else (RDS Proxy's
+/// InitQuery) runs at the isolation level and lock wait the service needs; logs an error naming
+/// the InitQuery and refuses the connection otherwise. `SHOW SESSION VARIABLES` needs no
+/// privilege on either server, sets nothing (so it does not pin a proxy connection) and names no
+/// `@@` variable, and covers both spellings: MySQL 8's `transaction_isolation`, and MariaDB's
+/// `tx_isolation` (before 11.1 its only one, and a name MySQL 8 dropped).
 pub async fn check(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
-    const WHERE: &str = "WHERE VARIABLE_NAME IN ('transaction_isolation', 'tx_isolation', \
-                         'innodb_lock_wait_timeout')";
-    let mut rows = match conn
-        .fetch_all(format!("SELECT VARIABLE_NAME, VARIABLE_VALUE FROM performance_schema.session_variables {WHERE}").as_str())
-        .await
-    {
-        Ok(rows) => rows,
-        Err(sqlx::Error::Database(_)) => Vec::new(),
-        Err(err) => return Err(err),
-    };
-    if rows.len() < 2 {
-        rows = conn
-            .fetch_all(format!("SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES {WHERE}").as_str())
-            .await?;
-    }
+    let rows = conn
+        .fetch_all(
+            "SHOW SESSION VARIABLES WHERE Variable_name IN \
+             ('transaction_isolation', 'tx_isolation', 'innodb_lock_wait_timeout')",
+        )
+        .await?;
     let mut isolation = String::from("an unknown isolation level");
     let mut lock_wait_seconds = 0;
     for row in rows {
