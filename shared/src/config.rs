@@ -12,6 +12,8 @@ use crate::error::Error;
 pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/flash_sale";
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3000";
 pub const LAMBDA_CONNECTIONS: u32 = 1;
+/// `PRODUCT_READ_MAX_AGE_MS` unset: how old a product read may be (`store::product_reads`).
+pub const DEFAULT_PRODUCT_READ_MAX_AGE: Duration = Duration::from_millis(1_000);
 pub const LOCAL_SERVER_CONNECTIONS: u32 = 32;
 
 /// Where deadline triggers go: a schedule group, the role Scheduler assumes, and the functions it
@@ -89,6 +91,9 @@ pub struct DatabaseConfig {
     pub max_connections: Option<u32>,
     /// `DATABASE_SESSION_SETUP`: `connect` (default) or `proxy`; see [`SessionSetup`].
     pub session: SessionSetup,
+    /// `PRODUCT_READ_MAX_AGE_MS` ([`DEFAULT_PRODUCT_READ_MAX_AGE`]; 0: every read queries): how
+    /// old a product read may be when it answers `GET /api/products/{id}`.
+    pub product_read_max_age: Duration,
 }
 
 /// Where a connection's session settings (`store::session::Server::session_init`) come from.
@@ -251,6 +256,12 @@ impl Config {
                         )));
                     }
                 },
+                product_read_max_age: Duration::from_millis(number(
+                    "PRODUCT_READ_MAX_AGE_MS",
+                    DEFAULT_PRODUCT_READ_MAX_AGE.as_millis() as u64,
+                    0,
+                    60_000,
+                )?),
             },
             holds: HoldsConfig {
                 ttl: Duration::from_secs(number("HOLD_TTL_SECONDS", 120, 1, 86_400)?),

@@ -54,11 +54,16 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// One failure answered to several requests: the readers that waited for one product read
+    /// (`store::product_reads`). It answers as the failure itself.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 }
 
 impl Error {
     pub fn status(&self) -> u16 {
         match self {
+            Self::Shared(err) => err.status(),
             Self::MalformedJson(_) | Self::InvalidRequest(_) => 400,
             Self::Unauthorized | Self::InvalidSignature(_) => 401,
             Self::RouteNotFound { .. }
@@ -83,6 +88,7 @@ impl Error {
 
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Shared(err) => err.code(),
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidRequest(_) => "invalid_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -111,6 +117,9 @@ impl Error {
 
     /// What a client may read: the domain message for 4xx, a generic sentence for 5xx.
     pub fn public_message(&self) -> String {
+        if let Self::Shared(err) = self {
+            return err.public_message();
+        }
         match self.status() {
             503 => "the service is temporarily unavailable; retry shortly".to_owned(),
             500..=599 => "internal error".to_owned(),

@@ -15,6 +15,9 @@ use crate::error::Error;
 /// Larger request bodies are refused with 413 before anything parses them.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// A JSON answer that no cache may keep: every answer but a product read's
+/// ([`cacheable_json`]) is a buyer's, an admin's or an error, and must not be served to anyone
+/// else or later.
 pub fn json<T: Serialize>(status: u16, body: &T) -> Response<Body> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Body::Text(
@@ -26,6 +29,60 @@ pub fn json<T: Serialize>(status: u16, body: &T) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// How long a shared cache (CloudFront) may serve a stale answer while it asks again.
+pub const STALE_WHILE_REVALIDATE_SECONDS: u64 = 2;
+
+/// A 200 any cache may keep for `max_age` (in whole seconds, at most one; `no-store` when
+/// zero), validated by `etag`: `304 Not Modified`, with no body, when the request's
+/// `If-None-Match` names it. `etag` is a weak validator (`W/"…"`): it names the figures, not the
+/// bytes (the body's `as_of` changes with every read).
+pub fn cacheable_json<T: Serialize>(
+    request: &Request,
+    body: &T,
+    etag: &str,
+    max_age: std::time::Duration,
+) -> Response<Body> {
+    let cache_control = if max_age.is_zero() {
+        HeaderValue::from_static("no-store")
+    } else {
+        HeaderValue::from_str(&format!(
+            "public, max-age={}, stale-while-revalidate={STALE_WHILE_REVALIDATE_SECONDS}",
+            max_age.as_secs().min(1)
+        ))
+        .expect("digits and ASCII")
+    };
+    let mut response = if if_none_match(request, etag) {
+        let mut response = Response::new(Body::Empty);
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        json(200, body)
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    if let Ok(etag) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// True when an `If-None-Match` of the request names `etag`, or is `*`, by the weak comparison
+/// RFC 9110 (13.1.2) prescribes for it: `W/` prefixes aside, the same opaque tag.
+fn if_none_match(request: &Request, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let wanted = opaque(etag);
+    request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|tag| tag.trim() == "*" || opaque(tag) == wanted)
 }
 
 /// `{"error":{"code":…,"message":…}}`. Server errors are logged here with their cause, and
@@ -260,6 +317,76 @@ mod tests {
         assert!(body_bytes(&at_limit).is_ok());
         let over = request("/", Body::Binary(vec![b' '; MAX_BODY_BYTES + 1]));
         assert_eq!(body_bytes(&over).expect_err("too large").status(), 413);
+    }
+
+    fn conditional(if_none_match: &[&str]) -> Request {
+        let mut builder = lambda_http::http::Request::builder().uri("/api/products/1");
+        for value in if_none_match {
+            builder = builder.header(header::IF_NONE_MATCH, *value);
+        }
+        builder.body(Body::Empty).expect("a request")
+    }
+
+    #[test]
+    fn a_cacheable_answer_is_304_with_no_body_when_the_request_names_its_tag() {
+        let etag = r#"W/"abc""#;
+        let second = std::time::Duration::from_secs(1);
+        for names_it in [
+            &[r#"W/"abc""#][..],
+            &[r#""abc""#],
+            &[r#""x", W/"abc""#],
+            &[r#""x""#, r#"W/"abc""#],
+            &["*"],
+        ] {
+            let response = cacheable_json(&conditional(names_it), &1, etag, second);
+            assert_eq!(response.status(), 304, "{names_it:?}");
+            assert!(response.body().is_empty(), "{names_it:?}");
+            assert_eq!(response.headers()[header::ETAG], etag);
+            assert_eq!(
+                response.headers()[header::CACHE_CONTROL],
+                "public, max-age=1, stale-while-revalidate=2"
+            );
+        }
+        for misses in [&[][..], &[r#"W/"abd""#], &[r#""ab""#], &["abc"]] {
+            let response = cacheable_json(&conditional(misses), &1, etag, second);
+            assert_eq!(response.status(), 200, "{misses:?}");
+            assert_eq!(response.body().as_ref(), b"1");
+            assert_eq!(response.headers()[header::ETAG], etag);
+        }
+    }
+
+    #[test]
+    fn the_max_age_is_whole_seconds_at_most_one_and_zero_stores_nothing() {
+        let cache_control = |ms| {
+            let response = cacheable_json(
+                &conditional(&[]),
+                &1,
+                r#"W/"t""#,
+                std::time::Duration::from_millis(ms),
+            );
+            response.headers()[header::CACHE_CONTROL]
+                .to_str()
+                .expect("ASCII")
+                .to_owned()
+        };
+        assert_eq!(cache_control(0), "no-store");
+        assert_eq!(
+            cache_control(500),
+            "public, max-age=0, stale-while-revalidate=2"
+        );
+        assert_eq!(
+            cache_control(1_000),
+            "public, max-age=1, stale-while-revalidate=2"
+        );
+        assert_eq!(
+            cache_control(5_000),
+            "public, max-age=1, stale-while-revalidate=2"
+        );
+        assert_eq!(json(201, &1).headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(
+            error(&Error::HoldNotFound).headers()[header::CACHE_CONTROL],
+            "no-store"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `GET /api/products/{id}`: a product with its stock as of this instant.
+//! `GET /api/products/{id}`: a product with its stock, as of at most `PRODUCT_READ_MAX_AGE_MS`
+//! ago, cacheable at the edge for as long.
 
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
@@ -21,7 +22,7 @@ impl Deps {
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     http::respond(async {
         let id = parse(&request)?;
-        execute(deps, id).await
+        execute(deps, &request, id).await
     })
     .await
 }
@@ -36,10 +37,18 @@ pub fn parse(request: &Request) -> Result<ProductId, Error> {
     })
 }
 
-async fn execute(deps: &Deps, id: ProductId) -> Result<Response<Body>, Error> {
-    Ok(http::json(
-        200,
-        &shared::store::products::get_product(&deps.pool, id).await?,
+/// The product as of at most `PRODUCT_READ_MAX_AGE_MS` ago (this container's recent read, or a
+/// new one shared by the readers that wait for it), cacheable for as long, or 304 when the
+/// client's copy still says the same.
+async fn execute(deps: &Deps, request: &Request, id: ProductId) -> Result<Response<Body>, Error> {
+    let reads = deps.pool.product_reads();
+    let product = reads.read(&deps.pool, id).await?.product;
+    let etag = format!("W/\"{}\"", product.fingerprint());
+    Ok(http::cacheable_json(
+        request,
+        &product,
+        &etag,
+        reads.max_age(),
     ))
 }
 

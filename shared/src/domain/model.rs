@@ -21,6 +21,24 @@ pub struct Product {
     pub stock_buckets: u16,
     #[serde(flatten)]
     pub sale: SaleTerms,
+    /// The database's time of the read these figures come from: a read may be answered from a
+    /// recent one (`store::product_reads`).
+    #[serde(serialize_with = "rfc3339")]
+    pub as_of: NaiveDateTime,
+}
+
+impl Product {
+    /// Names this state of the product — its figures, terms, name and price, not the instant
+    /// it was read (`as_of`) — alike in every process: a validator for caches.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut state = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = state.as_object_mut() {
+            fields.remove("as_of");
+        }
+        let digest = Sha256::digest(state.to_string().as_bytes());
+        hex::encode(&digest[..16])
+    }
 }
 
 /// Who may hold a product's units, and when.

@@ -202,6 +202,7 @@ pub fn lazy_pool(config: &crate::Config, options: MySqlConnectOptions) -> Pool {
         .max_connections
         .unwrap_or(crate::config::LAMBDA_CONNECTIONS);
     Pool::new(options, max, config.database.session)
+        .with_product_read_max_age(config.database.product_read_max_age)
 }
 
 #[cfg(test)]

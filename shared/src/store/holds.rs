@@ -1,4 +1,4 @@
-//! Holds: reserving units (a fast path that is one `CALL reserve_hold`, a slow path that settles
+//! Holds: reserving units (a fast path that is one `CALL reserve_hold_v2`, a slow path that settles
 //! and consolidates), replaying an Idempotency-Key, and reading a hold.
 
 use std::time::Duration;
@@ -35,18 +35,21 @@ pub struct Reservation {
 
 /// Reserves `qty` units for `ttl`.
 ///
-/// The fast path is one round trip: `CALL reserve_hold(…)` (migrations/0007_reserve_hold.sql,
-/// where the rule is written) checks the sale window and the buyer's limit, inserts the hold and
-/// reserves its units in one bucket (picked at random, so concurrent holds on a split product lock
-/// different rows, trying the others in turn), and commits, all inside the server. Only when no
-/// single bucket has `qty` does it take the slow path, in rounds: refuse from a plain read when
-/// the product as a whole is short; settle the product's lapsed holds and unpaid orders whenever
-/// that read counts any (at sell-out they lapse all the time, and their units are available to
-/// every reader but still in the buckets' reserved and sold counters, out of `reserve_hold`'s
-/// reach); gather units into one bucket; and call again. So a hold is refused only when the
-/// product as a whole has too few units, or when other holds took the gathered units first in
-/// every one of [`MAX_ROUNDS`] rounds. The events of what it settled come back with the result;
-/// when it refuses, they stay in the outbox for the sweeper.
+/// The fast path is one round trip: `CALL reserve_hold_v2(…)` (migrations/0008_reserve_hold_v2.sql,
+/// where the rule is written) checks the sale window, refuses a product too short of units, checks
+/// the buyer's limit, inserts the hold and reserves its units in one bucket (picked at random, so
+/// concurrent holds on a split product lock different rows, trying the others in turn), and
+/// commits, all inside the server; a refusal of a request whose Idempotency-Key made a hold
+/// already is answered with that hold. Once a sale sells out, every refusal is that one round
+/// trip, locking nothing. Only when the units exist but no single bucket has `qty`, or some are
+/// in lapsed holds and unpaid orders not yet settled, does it take the slow path, in rounds:
+/// refuse from a plain read when the product as a whole is short; settle the product's lapsed
+/// holds and unpaid orders whenever that read counts any (at sell-out they lapse all the time,
+/// and their units are available to every reader but still in the buckets' reserved and sold
+/// counters, out of the procedure's reach); gather units into one bucket; and call again. So a
+/// hold is refused only when the product as a whole has too few units, or when other holds took
+/// the gathered units first in every one of [`MAX_ROUNDS`] rounds. The events of what it settled
+/// come back with the result; when it refuses, they stay in the outbox for the sweeper.
 pub async fn reserve(
     pool: &Pool,
     request: &HoldRequest,
@@ -55,25 +58,14 @@ pub async fn reserve(
     let mut settled = Vec::new();
     let mut available = 0;
     for _ in 0..MAX_ROUNDS {
-        match retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await {
-            Ok(Some(reservation)) => return Ok(Committed::new(reservation, settled)),
-            Ok(None) => {}
-            // A repeat of a request that made its hold is answered with it, whatever the sale
-            // says now: it was refused before its key could meet the first one's.
-            Err(
-                refused @ (Error::SaleNotStarted { .. }
-                | Error::SaleEnded
-                | Error::BuyerLimitReached { .. }),
-            ) if request.idempotency_key.is_some() => {
-                return match find_replay(pool, request).await? {
-                    Some(reservation) => Ok(Committed::quiet(reservation)),
-                    None => Err(refused),
-                };
-            }
-            Err(err) => return Err(err),
+        if let Some(reservation) =
+            retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await?
+        {
+            pool.product_reads().forget(request.product_id);
+            return Ok(Committed::new(reservation, settled));
         }
-        // Sold out is the common case here in a flash sale: refuse from a plain read, so
-        // refusals never lock every bucket; only a hold that can be served consolidates.
+        // The procedure refused a product short of units itself: here some are, but must be
+        // gathered into one bucket, or settled from lapsed holds and orders first.
         let stock = read_stock(pool, request.product_id).await?;
         available = stock.counted + stock.lapsed;
         if available < i64::from(request.qty) {
@@ -115,7 +107,7 @@ const MAX_ROUNDS: usize = 64;
 
 /// A product's units as the slow path judges them, from one statement (one snapshot).
 struct Stock {
-    /// What the buckets' `available_stock` counters hold: what `reserve_hold` can take.
+    /// What the buckets' `available_stock` counters hold: what the procedure can take.
     counted: i64,
     /// The units of lapsed holds and of unpaid orders past their deadline: available to every
     /// reader (as `get_product` counts them) but still in the reserved and sold counters until
@@ -148,7 +140,7 @@ async fn read_stock(pool: &Pool, product_id: ProductId) -> Result<Stock, Error> 
     })
 }
 
-/// How `reserve_hold` answered: `outcome` and what the answer needs.
+/// How `reserve_hold_v2` answered: `outcome` and what the answer needs.
 struct Attempt {
     outcome: String,
     bucket: Option<u16>,
@@ -156,9 +148,12 @@ struct Attempt {
     db_now: NaiveDateTime,
     terms: SaleTerms,
     held: i64,
+    /// The product's units as every reader counts them, with `insufficient_stock`.
+    available: Option<i64>,
 }
 
-/// One `CALL reserve_hold`: the hold, `None` when no single bucket has `qty`, or the refusal.
+/// One `CALL reserve_hold_v2`: the hold (made now, or replayed for its Idempotency-Key), `None`
+/// when the units must be gathered or settled first, or the refusal.
 async fn try_reserve(
     pool: &Pool,
     request: &HoldRequest,
@@ -166,7 +161,7 @@ async fn try_reserve(
 ) -> Result<Option<Reservation>, Error> {
     let hold_id = HoldId::generate();
     let ttl_ms = u64::try_from(ttl.as_millis()).map_err(|_| Error::Config("hold TTL".into()))?;
-    let rows = Sql::new("CALL reserve_hold(?, ?, ?, ?, ?, ?, ?)")
+    let rows = Sql::new("CALL reserve_hold_v2(?, ?, ?, ?, ?, ?, ?)")
         .bind(hold_id.as_str())
         .bind(request.product_id.0)
         .bind(BuyerId::stored(request.buyer.as_ref()))
@@ -186,7 +181,7 @@ async fn try_reserve(
     };
     let row = rows
         .first()
-        .ok_or_else(|| Error::Internal("reserve_hold answered no row".into()))?;
+        .ok_or_else(|| Error::Internal("reserve_hold_v2 answered no row".into()))?;
     let attempt = Attempt {
         outcome: row.try_get("outcome")?,
         bucket: row.try_get("bucket")?,
@@ -198,11 +193,14 @@ async fn try_reserve(
             sale_ends_at: row.try_get("sale_ends_at")?,
         },
         held: row.try_get("held")?,
+        available: row.try_get("available")?,
     };
     match attempt.outcome.as_str() {
         "held" => {
             let (Some(bucket), Some(expires_at)) = (attempt.bucket, attempt.expires_at) else {
-                return Err(Error::Internal("reserve_hold held without a bucket".into()));
+                return Err(Error::Internal(
+                    "reserve_hold_v2 held without a bucket".into(),
+                ));
             };
             Ok(Some(Reservation {
                 hold: Hold {
@@ -218,11 +216,16 @@ async fn try_reserve(
             }))
         }
         "no_bucket_has_enough" => Ok(None),
+        "replay" => replay(pool, request).await.map(Some),
+        "insufficient_stock" => Err(Error::InsufficientStock {
+            requested: request.qty,
+            available: attempt.available.unwrap_or(0),
+        }),
         "product_not_found" => Err(Error::ProductNotFound(request.product_id)),
         "sale_not_started" | "sale_ended" => {
             attempt.terms.check_open(attempt.db_now)?;
             Err(Error::Internal(format!(
-                "reserve_hold said {} of an open sale",
+                "reserve_hold_v2 said {} of an open sale",
                 attempt.outcome
             )))
         }
@@ -235,17 +238,17 @@ async fn try_reserve(
             },
         }),
         other => Err(Error::Internal(format!(
-            "reserve_hold answered an unknown outcome {other:?}"
+            "reserve_hold_v2 answered an unknown outcome {other:?}"
         ))),
     }
 }
 
 /// The slow path's own transaction: every bucket of the product locked in bucket order, and
 /// units gathered into the fullest bucket until it has `qty` (totals move with them, so each
-/// bucket still adds up). It reserves nothing: the next `reserve_hold` finds the units there.
+/// bucket still adds up). It reserves nothing: the next `CALL` finds the units there.
 ///
 /// It never waits for a bucket (`NOWAIT`), and answers `false`, having changed nothing, when
-/// another transaction holds one. `reserve_hold` goes round the buckets from a random one, and a
+/// another transaction holds one. The procedure goes round the buckets from a random one, and a
 /// conditional UPDATE that had to wait for its row keeps the lock even when its condition then
 /// fails (MariaDB at READ COMMITTED), so a reservation may hold a later bucket while it waits
 /// for an earlier one: a transaction holding some buckets and waiting for the next would
@@ -342,33 +345,25 @@ fn units_to_move(buckets: &[(u16, i64)], qty: i64) -> Vec<(u16, i64)> {
     moves
 }
 
+/// The buyer's earlier hold with this request's Idempotency-Key, as a replay; a key used for
+/// another product or quantity is refused.
 async fn replay(pool: &Pool, request: &HoldRequest) -> Result<Reservation, Error> {
-    find_replay(pool, request)
-        .await?
-        .ok_or_else(|| Error::Internal("an Idempotency-Key collided with no hold".into()))
-}
-
-/// The buyer's earlier hold with this request's Idempotency-Key, if any, as a replay; a key used
-/// for another product or quantity is refused.
-async fn find_replay(pool: &Pool, request: &HoldRequest) -> Result<Option<Reservation>, Error> {
-    let Some(row) = Sql::new(format!(
+    let row = Sql::new(format!(
         "{HOLD_SELECT} WHERE buyer_id = ? AND idempotency_key = ?"
     ))
     .bind(BuyerId::stored(request.buyer.as_ref()))
     .bind(request.idempotency_key.as_deref())
     .fetch_optional(pool)
     .await?
-    else {
-        return Ok(None);
-    };
+    .ok_or_else(|| Error::Internal("an Idempotency-Key collided with no hold".into()))?;
     let hold = hold_from_row(&row)?;
     if hold.product_id != request.product_id || hold.qty != request.qty {
         return Err(Error::IdempotencyKeyReused);
     }
-    Ok(Some(Reservation {
+    Ok(Reservation {
         hold,
         replayed: true,
-    }))
+    })
 }
 
 /// A hold of `buyer`'s: another buyer's is not found, as one that does not exist.

@@ -38,6 +38,7 @@ pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod pool;
+pub mod product_reads;
 pub mod products;
 pub mod reconcile;
 pub mod release;

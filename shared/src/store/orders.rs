@@ -41,13 +41,16 @@ pub async fn redeem(
     window: PaymentWindow,
 ) -> Result<Committed<Redemption>, Error> {
     let (ttl, grace) = (chrono_duration(window.ttl)?, chrono_duration(window.grace)?);
-    retry_conflicts("redeem", || async {
+    let redeemed = retry_conflicts("redeem", || async {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let redeemed = try_redeem(&mut tx, hold_id, buyer, ttl, grace).await;
         finish(tx, redeemed).await
     })
-    .await
+    .await?;
+    pool.product_reads()
+        .forget(redeemed.value.order.order.product_id);
+    Ok(redeemed)
 }
 
 async fn try_redeem(

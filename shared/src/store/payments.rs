@@ -10,6 +10,7 @@ use super::pool::Pool;
 use super::rows::order_event_detail;
 use super::sql::Sql;
 use crate::domain::events::{Committed, DomainEvent, EventType};
+use crate::domain::ids::ProductId;
 use crate::domain::model::{Order, OrderStatus, to_rfc3339};
 use crate::domain::payment::{PaymentEvent, PaymentOutcome, decide};
 use crate::error::{Error, is_duplicate_key};
@@ -21,24 +22,29 @@ pub async fn apply_payment(
     pool: &Pool,
     event: &PaymentEvent,
 ) -> Result<Committed<PaymentOutcome>, Error> {
-    retry_conflicts("apply_payment", || async {
+    let (applied, returned_units_of) = retry_conflicts("apply_payment", || async {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let applied = try_apply_payment(&mut tx, event).await;
-        if matches!(&applied, Ok(committed) if committed.value == PaymentOutcome::Duplicate) {
+        if matches!(&applied, Ok((committed, _)) if committed.value == PaymentOutcome::Duplicate) {
             // The failed INSERT changed nothing; end the transaction without a commit to write.
             tx.rollback().await?;
             return applied;
         }
         finish(tx, applied).await
     })
-    .await
+    .await?;
+    if let Some(product_id) = returned_units_of {
+        pool.product_reads().forget(product_id);
+    }
+    Ok(applied)
 }
 
+/// The outcome, and the product whose units a cancellation returned.
 async fn try_apply_payment(
     tx: &mut Transaction<'_, MySql>,
     event: &PaymentEvent,
-) -> Result<Committed<PaymentOutcome>, Error> {
+) -> Result<(Committed<PaymentOutcome>, Option<ProductId>), Error> {
     let (order, stored) = lock_order(tx, &event.order_id)
         .await?
         .ok_or(Error::OrderNotFound)?;
@@ -63,13 +69,15 @@ async fn try_apply_payment(
     match recorded {
         Ok(_) => {}
         Err(err) if is_duplicate_key(&err) => {
-            return Ok(Committed::quiet(PaymentOutcome::Duplicate));
+            return Ok((Committed::quiet(PaymentOutcome::Duplicate), None));
         }
         Err(err) => return Err(err.into()),
     }
     let mut events = Vec::new();
+    let mut returned_units_of = None;
     if let Some(reason) = cancel {
         events.push(cancel_order(tx, &order, reason).await?);
+        returned_units_of = Some(order.product_id);
     }
     let event_type = match outcome {
         PaymentOutcome::Applied(OrderStatus::Paid) => {
@@ -91,7 +99,7 @@ async fn try_apply_payment(
     if let Some(event_type) = event_type {
         events.push(record_payment_event(tx, event_type, &order, event).await?);
     }
-    Ok(Committed::new(outcome, events))
+    Ok((Committed::new(outcome, events), returned_units_of))
 }
 
 async fn record_payment_event(

@@ -25,7 +25,7 @@
 //! `information_schema.innodb_trx` on MySQL) and panic on one inside a transaction; the query
 //! starts with [`LEND_CHECK`], so that counting tools can tell it from the service's own work.
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use deadpool::managed::{self, PoolError, QueueMode};
@@ -37,6 +37,8 @@ use sqlx::{Connection as _, Describe, Either, Execute, Executor, MySql};
 
 pub use super::connection::{Connection, LEND_CHECK, MAX_LIFETIME, Pooled, Tx};
 use super::connection::{Fate, Manager};
+use super::product_reads::ProductReads;
+use crate::config::DEFAULT_PRODUCT_READ_MAX_AGE;
 use crate::config::SessionSetup;
 use crate::server_errors::{self, Handling};
 
@@ -48,10 +50,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The first and the longest pause between attempts to connect to a server that refuses.
 const CONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
-/// A pool of connections to one database, all set up alike. Cheap to clone (one shared pool).
+/// A pool of connections to one database, all set up alike, and this process's recent product
+/// reads ([`ProductReads`]), which every write through the pool to a product forgets. Cheap to
+/// clone (one shared pool).
 #[derive(Clone)]
 pub struct Pool {
     inner: managed::Pool<Manager>,
+    product_reads: Arc<ProductReads>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -89,7 +94,23 @@ impl Pool {
             .queue_mode(QueueMode::Lifo)
             .build()
             .expect("a pool without timeouts or hooks needs no runtime");
-        Self { inner }
+        Self {
+            inner,
+            product_reads: Arc::new(ProductReads::new(DEFAULT_PRODUCT_READ_MAX_AGE)),
+        }
+    }
+
+    /// This pool with product reads answered from results at most `max_age` old (zero: every
+    /// read queries).
+    pub fn with_product_read_max_age(self, max_age: Duration) -> Self {
+        Self {
+            product_reads: Arc::new(ProductReads::new(max_age)),
+            ..self
+        }
+    }
+
+    pub fn product_reads(&self) -> &ProductReads {
+        &self.product_reads
     }
 
     /// A connection of the pool: a free one, or a new one, or `PoolTimedOut` after

@@ -1,5 +1,8 @@
 //! Products: creating one with its stock split over buckets, and reading its stock as of now.
 
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
 use sqlx::{MySql, Row, Transaction};
 
 use super::db::finish;
@@ -31,17 +34,20 @@ fn split_stock(stock: u32, buckets: u16) -> Vec<u32> {
         .collect()
 }
 
+/// Creates the product, and reads it back (the figures as of their first instant).
 pub async fn create_product(pool: &Pool, new: &NewProduct) -> Result<Product, Error> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
     let created = insert_product(&mut tx, new).await;
-    finish(tx, created).await
+    let id = finish(tx, created).await?;
+    pool.product_reads().forget(id);
+    get_product(pool, id).await
 }
 
 async fn insert_product(
     tx: &mut Transaction<'_, MySql>,
     new: &NewProduct,
-) -> Result<Product, Error> {
+) -> Result<ProductId, Error> {
     let inserted = Sql::new(
         "INSERT INTO products (name, price_cents, total_stock, stock_buckets, max_per_buyer, \
                                sale_starts_at, sale_ends_at, created_at) \
@@ -58,17 +64,7 @@ async fn insert_product(
     .await?;
     let id = ProductId(inserted.last_insert_id());
     insert_buckets(tx, id, new.stock, new.buckets).await?;
-    Ok(Product {
-        id,
-        name: new.name.clone(),
-        price: new.price,
-        total_stock: i64::from(new.stock),
-        available_stock: i64::from(new.stock),
-        reserved_stock: 0,
-        sold_stock: 0,
-        stock_buckets: new.buckets,
-        sale: new.sale,
-    })
+    Ok(id)
 }
 
 async fn insert_buckets(
@@ -127,12 +123,38 @@ async fn insert_demo_product(tx: &mut Transaction<'_, MySql>) -> Result<bool, Er
     }
 }
 
-/// One consistent statement: the bucket counters, the lapsed holds they still count as reserved
-/// and the lapsed unpaid orders they still count as sold, from one snapshot at one instant.
+/// A product as one read saw it, and the next instant its figures change by themselves.
+#[derive(Debug, Clone)]
+pub struct ProductRead {
+    pub product: Product,
+    /// The next instant one of its active holds or unpaid orders lapses, which moves units to
+    /// available for every reader without any write.
+    pub next_lapse_at: Option<NaiveDateTime>,
+}
+
+impl ProductRead {
+    /// How long after the read its figures stay true unless something is written.
+    pub fn until_next_lapse(&self) -> Duration {
+        self.next_lapse_at.map_or(Duration::MAX, |next| {
+            (next - self.product.as_of)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        })
+    }
+}
+
+/// The product as of now: see [`read_product`].
 pub async fn get_product(pool: &Pool, id: ProductId) -> Result<Product, Error> {
+    Ok(read_product(pool, id).await?.product)
+}
+
+/// One consistent statement: the bucket counters, the lapsed holds they still count as reserved
+/// and the lapsed unpaid orders they still count as sold, from one snapshot at one instant, with
+/// that instant and the next lapse.
+pub async fn read_product(pool: &Pool, id: ProductId) -> Result<ProductRead, Error> {
     let row = Sql::new(
         "SELECT p.id, p.name, p.price_cents, p.total_stock, p.stock_buckets, \
-                p.max_per_buyer, p.sale_starts_at, p.sale_ends_at, \
+                p.max_per_buyer, p.sale_starts_at, p.sale_ends_at, UTC_TIMESTAMP(3) AS as_of, \
                 CAST((SELECT SUM(b.available_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS available, \
                 CAST((SELECT SUM(b.reserved_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS reserved, \
                 CAST((SELECT SUM(b.sold_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS sold, \
@@ -141,7 +163,13 @@ pub async fn get_product(pool: &Pool, id: ProductId) -> Result<Product, Error> {
                         AND h.expires_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_holds, \
                 CAST((SELECT COALESCE(SUM(o.qty), 0) FROM orders o \
                       WHERE o.product_id = p.id AND o.status = 'pending_payment' \
-                        AND o.cancel_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_orders \
+                        AND o.cancel_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_orders, \
+                (SELECT MIN(h.expires_at) FROM holds h \
+                  WHERE h.product_id = p.id AND h.status = 'active' \
+                    AND h.expires_at > UTC_TIMESTAMP(3)) AS next_hold_lapse, \
+                (SELECT MIN(o.cancel_at) FROM orders o \
+                  WHERE o.product_id = p.id AND o.status = 'pending_payment' \
+                    AND o.cancel_at > UTC_TIMESTAMP(3)) AS next_order_lapse \
          FROM products p WHERE p.id = ?",
     )
     .bind(id.0)
@@ -150,16 +178,22 @@ pub async fn get_product(pool: &Pool, id: ProductId) -> Result<Product, Error> {
     .ok_or(Error::ProductNotFound(id))?;
     let sum = |column: &str| row.try_get::<i64, _>(column);
     let (lapsed_holds, lapsed_orders) = (sum("lapsed_holds")?, sum("lapsed_orders")?);
-    Ok(Product {
-        id: ProductId(row.try_get("id")?),
-        name: row.try_get("name")?,
-        price: Cents(row.try_get("price_cents")?),
-        total_stock: i64::from(row.try_get::<i32, _>("total_stock")?),
-        available_stock: sum("available")? + lapsed_holds + lapsed_orders,
-        reserved_stock: sum("reserved")? - lapsed_holds,
-        sold_stock: sum("sold")? - lapsed_orders,
-        stock_buckets: row.try_get("stock_buckets")?,
-        sale: sale_from_row(&row)?,
+    let next_hold_lapse: Option<NaiveDateTime> = row.try_get("next_hold_lapse")?;
+    let next_order_lapse: Option<NaiveDateTime> = row.try_get("next_order_lapse")?;
+    Ok(ProductRead {
+        product: Product {
+            id: ProductId(row.try_get("id")?),
+            name: row.try_get("name")?,
+            price: Cents(row.try_get("price_cents")?),
+            total_stock: i64::from(row.try_get::<i32, _>("total_stock")?),
+            available_stock: sum("available")? + lapsed_holds + lapsed_orders,
+            reserved_stock: sum("reserved")? - lapsed_holds,
+            sold_stock: sum("sold")? - lapsed_orders,
+            stock_buckets: row.try_get("stock_buckets")?,
+            sale: sale_from_row(&row)?,
+            as_of: row.try_get("as_of")?,
+        },
+        next_lapse_at: next_hold_lapse.into_iter().chain(next_order_lapse).min(),
     })
 }
 
@@ -203,6 +237,7 @@ pub async fn change_product(
         finish(tx, changed).await
     })
     .await?;
+    pool.product_reads().forget(id);
     Ok(crate::domain::events::Committed::new(
         get_product(pool, id).await?,
         settled,

@@ -20,13 +20,15 @@ pub async fn release_hold(
     id: &HoldId,
     buyer: Option<&BuyerId>,
 ) -> Result<Committed<Hold>, Error> {
-    retry_conflicts("release_hold", || async {
+    let released = retry_conflicts("release_hold", || async {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let released = release_locked(&mut tx, id, buyer).await;
         finish(tx, released).await
     })
-    .await
+    .await?;
+    pool.product_reads().forget(released.value.product_id);
+    Ok(released)
 }
 
 async fn release_locked(

@@ -29,7 +29,9 @@ pub async fn prepare_database(config: &Config) -> Result<Prepared, Error> {
         .database
         .max_connections
         .unwrap_or(shared::config::LOCAL_SERVER_CONNECTIONS);
-    let pool = shared::store::db::connect(&config.database.url, max_connections).await?;
+    let pool = shared::store::db::connect(&config.database.url, max_connections)
+        .await?
+        .with_product_read_max_age(config.database.product_read_max_age);
     let before = applied_versions(&pool).await?;
     shared::store::db::migrate(&pool).await?;
     if shared::store::products::seed_demo_product(&pool).await? {

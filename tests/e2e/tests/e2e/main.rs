@@ -15,6 +15,7 @@ mod migrate;
 mod openapi;
 mod payments;
 mod pool;
+mod product_reads;
 mod readme;
 mod reconcile;
 mod secrets;

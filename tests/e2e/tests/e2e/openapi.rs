@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use flash_sale_e2e::openapi::{SPEC, Spec};
 use flash_sale_e2e::testing::{ADMIN_TOKEN, Api, TestDb};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 use shared::routes::ROUTES;
 
@@ -62,8 +62,20 @@ fn the_spec_parses_as_openapi_3_1_with_every_reference_resolved() {
     );
 }
 
+/// What the server's answers carry: a product read's cache headers too (the spec requires them
+/// of it alone; extra headers are allowed).
 fn json_headers() -> HeaderMap {
-    HeaderMap::from_iter([(CONTENT_TYPE, HeaderValue::from_static("application/json"))])
+    HeaderMap::from_iter([
+        (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=1, stale-while-revalidate=2"),
+        ),
+        (
+            ETAG,
+            HeaderValue::from_static("W/\"0123456789abcdef0123456789abcdef\""),
+        ),
+    ])
 }
 
 fn error(code: &str) -> Value {
@@ -75,11 +87,19 @@ fn the_checker_refuses_what_the_spec_does_not_allow() {
     let headers = json_headers();
     let product = json!({"id": 7, "name": "Flash item", "price": "50.00", "total_stock": 10,
                          "available_stock": 9, "reserved_stock": 1, "sold_stock": 0, "stock_buckets": 1,
-                         "max_per_buyer": null, "sale_starts_at": null, "sale_ends_at": null});
+                         "max_per_buyer": null, "sale_starts_at": null, "sale_ends_at": null,
+                         "as_of": "2026-12-04T10:00:00.000Z"});
     let check =
         |method, path, status, body: &Value| SPEC.check(method, path, status, &headers, body);
 
     assert_eq!(check("GET", "/api/products/7", 200, &product), Ok(()));
+    let uncacheable =
+        HeaderMap::from_iter([(CONTENT_TYPE, HeaderValue::from_static("application/json"))]);
+    assert!(
+        SPEC.check("GET", "/api/products/7", 200, &uncacheable, &product)
+            .is_err(),
+        "a product read names its validator and its cacheability"
+    );
     assert_eq!(
         check("GET", "/api/products/x", 400, &error("invalid_request")),
         Ok(())

@@ -469,7 +469,7 @@ const REQUEST_PATHS: [&str; 7] = [
     "payment-processor",
 ];
 
-/// The hold is one command, `CALL reserve_hold(…)`, and the pool adds none: no ping on taking
+/// The hold is one command, `CALL reserve_hold_v2(…)`, and the pool adds none: no ping on taking
 /// a connection used moments ago, none on giving it back (`shared::store::pool`).
 #[tokio::test]
 async fn a_hold_on_the_fast_path_is_one_call_on_the_wire_and_nothing_else() {
@@ -477,8 +477,8 @@ async fn a_hold_on_the_fast_path_is_one_call_on_the_wire_and_nothing_else() {
     measured.assert_warm(&["create-hold"], |_, counts| {
         let mut wrong = Vec::new();
         let calls: Vec<&String> = counts.query_texts.iter().collect();
-        if counts.queries != 1 || !calls[0].starts_with("CALL reserve_hold(") {
-            wrong.push(format!("queries {calls:?}, not one CALL reserve_hold"));
+        if counts.queries != 1 || !calls[0].starts_with("CALL reserve_hold_v2(") {
+            wrong.push(format!("queries {calls:?}, not one CALL reserve_hold_v2"));
         }
         if counts.prepares != 0 || counts.executes != 0 {
             wrong.push(format!(
@@ -494,6 +494,85 @@ async fn a_hold_on_the_fast_path_is_one_call_on_the_wire_and_nothing_else() {
         }
         wrong
     });
+}
+
+/// A refusal at sell-out is the same one command: the procedure finds the product short of
+/// units itself, from reads that lock nothing, and neither the slow path nor a second statement
+/// follows — with an Idempotency-Key too (the procedure looks the key up itself). The refusals
+/// change nothing: no hold row, the stock as it was.
+#[tokio::test]
+async fn a_refusal_at_sell_out_is_one_call_on_the_wire_and_nothing_else() {
+    let db = TestDb::new().await;
+    let product = shared::store::products::create_product(
+        &db.pool,
+        &shared::store::products::NewProduct {
+            name: "Sold out".into(),
+            price: shared::domain::money::Cents(1000),
+            stock: 2,
+            buckets: 2,
+            sale: Default::default(),
+        },
+    )
+    .await
+    .expect("a product")
+    .id
+    .0;
+    let containers = Containers::new(&db).await;
+    for _ in 0..2 {
+        containers.hold(product).await;
+    }
+    let holds_before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM holds")
+        .fetch_one(&containers.admin)
+        .await
+        .expect("holds");
+    let mut wrong = Vec::new();
+    for key in [None, Some("refused-1"), Some("refused-1")] {
+        let body = json!({"product_id": product, "qty": 1});
+        let mut request = gateway("POST", "/api/holds", None, Some(&body));
+        if let Some(key) = key {
+            request
+                .headers_mut()
+                .insert("idempotency-key", key.parse().expect("a header value"));
+        }
+        let (refused, counts) = containers
+            .measure(
+                &containers.create_hold.pool,
+                create_hold::handle(&containers.create_hold, request),
+            )
+            .await;
+        let (status, refused) = answer(refused);
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (409, Some("insufficient_stock")),
+            "{refused}"
+        );
+        let calls: Vec<&String> = counts.query_texts.iter().collect();
+        if counts.commands != 1 || !calls[0].starts_with("CALL reserve_hold_v2(") {
+            wrong.push(format!(
+                "key {key:?}: {} commands {calls:?}, not one CALL reserve_hold_v2",
+                counts.commands
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let holds_after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM holds")
+        .fetch_one(&containers.admin)
+        .await
+        .expect("holds");
+    assert_eq!(holds_after, holds_before, "a refusal leaves no hold");
+    let stock: (i64, i64) = sqlx::query_as(
+        "SELECT CAST(SUM(available_stock) AS SIGNED), CAST(SUM(reserved_stock) AS SIGNED) \
+         FROM stock_buckets WHERE product_id = ?",
+    )
+    .bind(product)
+    .fetch_one(&containers.admin)
+    .await
+    .expect("the stock");
+    assert_eq!(
+        stock,
+        (0, 2),
+        "available and reserved as the two holds left them"
+    );
 }
 
 #[tokio::test]

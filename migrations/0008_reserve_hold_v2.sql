@@ -1,0 +1,165 @@
+-- reserve_hold_v2: reserve_hold (0007) that also refuses, in the same one round trip, a
+-- reservation the product cannot serve, so that once a sale sells out a refusal costs the writer a
+-- few non-locking reads: no transaction, no row inserted and rolled back, no bucket locked, no
+-- second statement from the application. It is the one place the reservation rule is written
+-- (0007's text explains the rest of it); reserve_hold stays for the code a deploy is replacing
+-- (migrations run before the functions are updated), and a later migration drops it.
+--
+-- The rule, in the lock order of shared/src/store/mod.rs (buyer limit row -> hold -> bucket):
+--   1. the product's bucket count, sale terms and the database clock, read without a lock;
+--      the sale window is checked against that clock;
+--   2. the picked bucket's available units, read without a lock; when it has too few, the
+--      product's units as every reader counts them, in one statement (one snapshot): the
+--      buckets' available units plus those of lapsed holds and of unpaid orders past their
+--      deadline (get_product's sum). Fewer than p_qty: 'insufficient_stock', nothing locked.
+--      Enough, but only once lapsed units are settled: 'no_bucket_has_enough', nothing locked
+--      (the application settles and gathers, then calls again);
+--   3. a product with a per-buyer limit: the buyer's (product, buyer) row is locked, then their
+--      active holds and their orders not cancelled are counted (lapsed ones do not count);
+--      an anonymous buyer ('') cannot be counted, so such a product refuses them;
+--   4. the hold row is inserted (a taken Idempotency-Key fails here, before any stock lock);
+--   5. one conditional UPDATE per bucket, starting at bucket `p_pick MOD buckets` and going round,
+--      until one has `p_qty` available: an UPDATE whose condition fails takes no lock at READ
+--      COMMITTED, and the one that succeeds is followed at once by COMMIT;
+--   6. no bucket has enough: everything is rolled back (the hold row goes).
+-- A refusal of a request whose Idempotency-Key already made a hold is 'replay' instead: the key's
+-- hold is read with a shared lock, so a first request with it still in flight is waited for, as
+-- the INSERT of step 4 would wait for it.
+-- Any error rolls the transaction back before it reaches the client (the EXIT handler), so a
+-- connection never goes back to a pool inside a transaction.
+--
+-- It answers one row: outcome ('held', 'replay', 'product_not_found', 'sale_not_started',
+-- 'sale_ended', 'insufficient_stock', 'buyer_limit_reached' or 'no_bucket_has_enough'), the
+-- hold's bucket and expiry, the clock it judged by, the sale terms, the units the buyer already
+-- had and the units available (with 'insufficient_stock').
+CREATE PROCEDURE reserve_hold_v2(
+    IN p_hold_id CHAR(36) CHARACTER SET ascii COLLATE ascii_general_ci,
+    IN p_product_id BIGINT UNSIGNED,
+    IN p_buyer_id VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin,
+    IN p_qty INT UNSIGNED,
+    IN p_idempotency_key VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin,
+    IN p_ttl_ms BIGINT UNSIGNED,
+    IN p_pick SMALLINT UNSIGNED
+)
+BEGIN
+    DECLARE v_now DATETIME(3) DEFAULT UTC_TIMESTAMP(3);
+    DECLARE v_found INT DEFAULT 0;
+    DECLARE v_buckets SMALLINT UNSIGNED;
+    DECLARE v_limit INT UNSIGNED;
+    DECLARE v_starts DATETIME(3);
+    DECLARE v_ends DATETIME(3);
+    DECLARE v_held BIGINT DEFAULT 0;
+    DECLARE v_counted BIGINT DEFAULT 0;
+    DECLARE v_available BIGINT DEFAULT NULL;
+    DECLARE v_keyed INT DEFAULT 0;
+    DECLARE v_offset SMALLINT UNSIGNED DEFAULT 0;
+    DECLARE v_bucket SMALLINT UNSIGNED;
+    DECLARE v_expires DATETIME(3);
+    DECLARE v_outcome VARCHAR(24) DEFAULT 'no_bucket_has_enough';
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION
+    BEGIN
+        ROLLBACK;
+        RESIGNAL;
+    END;
+
+    attempt: BEGIN
+        -- Aggregates answer one row even for a missing product (no "no data" warning).
+        SELECT COUNT(*), MAX(stock_buckets), MAX(max_per_buyer), MAX(sale_starts_at), MAX(sale_ends_at)
+          INTO v_found, v_buckets, v_limit, v_starts, v_ends
+          FROM products WHERE id = p_product_id;
+        IF v_found = 0 THEN
+            SET v_outcome = 'product_not_found';
+            LEAVE attempt;
+        END IF;
+        IF v_starts IS NOT NULL AND v_now < v_starts THEN
+            SET v_outcome = 'sale_not_started';
+            LEAVE attempt;
+        END IF;
+        IF v_ends IS NOT NULL AND v_now >= v_ends THEN
+            SET v_outcome = 'sale_ended';
+            LEAVE attempt;
+        END IF;
+
+        -- While the picked bucket has the units (selling), this one primary-key read is all a
+        -- hold adds to reserve_hold's work.
+        SELECT COALESCE(MAX(available_stock), 0) INTO v_counted
+          FROM stock_buckets WHERE product_id = p_product_id AND bucket = p_pick MOD v_buckets;
+        IF v_counted < p_qty THEN
+            SELECT CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED),
+                   CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED)
+                   + (SELECT COALESCE(SUM(h.qty), 0) FROM holds h
+                       WHERE h.product_id = p_product_id AND h.status = 'active'
+                         AND h.expires_at <= v_now)
+                   + (SELECT COALESCE(SUM(o.qty), 0) FROM orders o
+                       WHERE o.product_id = p_product_id AND o.status = 'pending_payment'
+                         AND o.cancel_at <= v_now)
+              INTO v_counted, v_available
+              FROM stock_buckets b WHERE b.product_id = p_product_id;
+            IF v_available < p_qty THEN
+                SET v_outcome = 'insufficient_stock';
+                LEAVE attempt;
+            END IF;
+            -- Lapsed units make up the rest: no bucket has them until they are settled.
+            IF v_counted < p_qty THEN
+                LEAVE attempt;
+            END IF;
+        END IF;
+
+        START TRANSACTION;
+        IF v_limit IS NOT NULL THEN
+            IF p_buyer_id = '' THEN
+                ROLLBACK;
+                SET v_outcome = 'buyer_limit_reached';
+                LEAVE attempt;
+            END IF;
+            INSERT INTO buyer_limits (product_id, buyer_id) VALUES (p_product_id, p_buyer_id)
+                ON DUPLICATE KEY UPDATE buyer_id = buyer_id;
+            SELECT COALESCE(SUM(qty), 0) INTO v_held FROM holds
+             WHERE buyer_id = p_buyer_id AND product_id = p_product_id
+               AND status = 'active' AND expires_at > UTC_TIMESTAMP(3);
+            SELECT v_held + COALESCE(SUM(qty), 0) INTO v_held FROM orders
+             WHERE buyer_id = p_buyer_id AND product_id = p_product_id
+               AND (status = 'paid' OR (status = 'pending_payment' AND cancel_at > UTC_TIMESTAMP(3)));
+            IF v_held + p_qty > v_limit THEN
+                ROLLBACK;
+                SET v_outcome = 'buyer_limit_reached';
+                LEAVE attempt;
+            END IF;
+        END IF;
+
+        SET v_bucket = p_pick MOD v_buckets;
+        SET v_expires = v_now + INTERVAL p_ttl_ms * 1000 MICROSECOND;
+        INSERT INTO holds (id, product_id, buyer_id, bucket, qty, status, idempotency_key, created_at, expires_at)
+        VALUES (p_hold_id, p_product_id, p_buyer_id, v_bucket, p_qty, 'active', p_idempotency_key, v_now, v_expires);
+
+        WHILE v_offset < v_buckets DO
+            SET v_bucket = (p_pick + v_offset) MOD v_buckets;
+            UPDATE stock_buckets
+               SET available_stock = available_stock - p_qty, reserved_stock = reserved_stock + p_qty
+             WHERE product_id = p_product_id AND bucket = v_bucket AND available_stock >= p_qty;
+            IF ROW_COUNT() = 1 THEN
+                IF v_offset > 0 THEN
+                    UPDATE holds SET bucket = v_bucket WHERE id = p_hold_id;
+                END IF;
+                COMMIT;
+                SET v_outcome = 'held';
+                LEAVE attempt;
+            END IF;
+            SET v_offset = v_offset + 1;
+        END WHILE;
+        ROLLBACK;
+    END attempt;
+
+    IF p_idempotency_key IS NOT NULL
+       AND v_outcome IN ('sale_not_started', 'sale_ended', 'insufficient_stock', 'buyer_limit_reached') THEN
+        SELECT COUNT(*) INTO v_keyed FROM holds
+         WHERE buyer_id = p_buyer_id AND idempotency_key = p_idempotency_key LOCK IN SHARE MODE;
+        IF v_keyed > 0 THEN
+            SET v_outcome = 'replay';
+        END IF;
+    END IF;
+
+    SELECT v_outcome AS outcome, v_bucket AS bucket, v_expires AS expires_at, v_now AS db_now,
+           v_limit AS max_per_buyer, v_starts AS sale_starts_at, v_ends AS sale_ends_at,
+           v_held AS held, IF(v_outcome = 'insufficient_stock', v_available, NULL) AS available;
+END;

@@ -1,0 +1,122 @@
+//! This process's recent reads of products: what `GET /api/products/{id}` answers from, so that a
+//! crowd refreshing a product page costs the database at most one query per product per max age
+//! (`PRODUCT_READ_MAX_AGE_MS`) per process, however many readers there are.
+//!
+//! - A read may be answered with a result of at most the max age, counted from the moment its
+//!   query was sent, and never past the next instant a hold or an unpaid order of the product
+//!   lapses (which changes what every reader counts as available): an expiry shows at once.
+//! - Concurrent reads of one product share one query (single flight): the first sends it, the
+//!   others wait for its result — or its failure, which they answer too, rather than each
+//!   trying a database that has just failed.
+//! - A write of this process to a product (a hold, a release, an order, a payment's outcome, a
+//!   change of its terms) forgets its result at once, so this process reads its own writes;
+//!   other processes see them within the max age. A read begun before the write is not served
+//!   after it.
+//! - The reservation never reads from here: it decides against the live rows, always.
+//!
+//! A max age of zero turns all of it off: every read queries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::pool::Pool;
+use super::products::{ProductRead, read_product};
+use crate::domain::ids::ProductId;
+use crate::error::Error;
+
+/// Products remembered at most; past this, those no reader is waiting on are dropped (reads of
+/// ids that do not exist cannot grow memory without bound).
+const MOST_PRODUCTS: usize = 4_096;
+
+pub struct ProductReads {
+    max_age: Duration,
+    products: Mutex<HashMap<ProductId, Arc<Slot>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Counts this process's writes to the product: a result read before one is not served
+    /// after it.
+    writes: AtomicU64,
+    /// The last query's outcome; held while a query is in flight, so readers queue behind it.
+    last: tokio::sync::Mutex<Option<Outcome>>,
+}
+
+struct Outcome {
+    /// `writes` when the query was sent.
+    writes: u64,
+    /// Until when it may be served: the query's sending plus the max age, or the next lapse.
+    fresh_until: Instant,
+    finished_at: Instant,
+    result: Result<ProductRead, Arc<Error>>,
+}
+
+impl ProductReads {
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            products: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The product as of at most the max age ago (see the module's documentation).
+    pub async fn read(&self, pool: &Pool, id: ProductId) -> Result<ProductRead, Error> {
+        if self.max_age.is_zero() {
+            return read_product(pool, id).await;
+        }
+        let arrived = Instant::now();
+        let slot = self.slot(id);
+        let mut last = slot.last.lock().await;
+        let writes = slot.writes.load(Ordering::Acquire);
+        if let Some(outcome) = last.as_ref().filter(|outcome| outcome.writes == writes) {
+            match &outcome.result {
+                Ok(read) if Instant::now() < outcome.fresh_until => return Ok(read.clone()),
+                // The query this reader waited for failed: so does this read.
+                Err(err) if outcome.finished_at >= arrived => {
+                    return Err(Error::Shared(Arc::clone(err)));
+                }
+                _ => {}
+            }
+        }
+        let sent = Instant::now();
+        let result = read_product(pool, id).await;
+        let fresh_until = match &result {
+            Ok(read) => sent + self.max_age.min(read.until_next_lapse()),
+            Err(_) => sent,
+        };
+        let result = result.map_err(Arc::new);
+        let answer = result.clone().map_err(Error::Shared);
+        *last = Some(Outcome {
+            writes,
+            fresh_until,
+            finished_at: Instant::now(),
+            result,
+        });
+        answer
+    }
+
+    /// Forgets the product's last result: this process has just changed it.
+    pub fn forget(&self, id: ProductId) {
+        if self.max_age.is_zero() {
+            return;
+        }
+        let products = self.products.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = products.get(&id) {
+            slot.writes.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn slot(&self, id: ProductId) -> Arc<Slot> {
+        let mut products = self.products.lock().unwrap_or_else(PoisonError::into_inner);
+        if products.len() >= MOST_PRODUCTS && !products.contains_key(&id) {
+            products.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        Arc::clone(products.entry(id).or_default())
+    }
+}
