@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Lints template.yaml as CloudFormation and as SAM, offline: cfn-lint (which translates the SAM
-# resources and checks what they become) and `sam validate --lint`. Exits non-zero on any error
-# or warning of either.
+# Lints template.yaml, and edge-waf.yaml (the edge's web ACL, which template.yaml nests in
+# us-east-1), as CloudFormation and as SAM, offline: cfn-lint (which translates the SAM resources
+# and checks what they become) and `sam validate --lint`. Exits non-zero on any error or warning
+# of either.
 #
 # Offline and without credentials: the tools run with dummy keys, no shared config, no instance
 # metadata, and a proxy that refuses every connection, so nothing can reach AWS (a check that
@@ -35,19 +36,21 @@ offline=(env -u AWS_PROFILE -u AWS_SESSION_TOKEN
   https_proxy=http://127.0.0.1:9 http_proxy=http://127.0.0.1:9 NO_PROXY= no_proxy=
   SAM_CLI_TELEMETRY=0)
 
-log "cfn-lint $("$venv/bin/cfn-lint" --version | awk '{print $2}') template.yaml"
-# Exit status: 0 clean, 2 errors, 4 warnings (informational findings are not reported).
-"${offline[@]}" "$venv/bin/cfn-lint" template.yaml
-echo "no errors, no warnings"
+for template in template.yaml edge-waf.yaml; do
+  log "cfn-lint $("$venv/bin/cfn-lint" --version | awk '{print $2}') $template"
+  # Exit status: 0 clean, 2 errors, 4 warnings (informational findings are not reported).
+  "${offline[@]}" "$venv/bin/cfn-lint" "$template"
+  echo "no errors, no warnings"
 
-log "sam validate --lint ($("$venv/bin/sam" --version))"
-output=$("${offline[@]}" "$venv/bin/sam" validate --lint --region us-east-1 --template-file template.yaml 2>&1) || {
+  log "sam validate --lint $template ($("$venv/bin/sam" --version))"
+  output=$("${offline[@]}" "$venv/bin/sam" validate --lint --region us-east-1 --template-file "$template" 2>&1) || {
+    printf '%s\n' "$output"
+    exit 1
+  }
   printf '%s\n' "$output"
-  exit 1
-}
-printf '%s\n' "$output"
-# Anything besides the verdict is a finding, whatever the exit status says.
-if printf '%s\n' "$output" | grep -v 'is a valid SAM Template' | grep -q '[^[:space:]]'; then
-  echo "sam validate --lint reported findings" >&2
-  exit 1
-fi
+  # Anything besides the verdict is a finding, whatever the exit status says.
+  if printf '%s\n' "$output" | grep -v 'is a valid SAM Template' | grep -q '[^[:space:]]'; then
+    echo "sam validate --lint reported findings on $template" >&2
+    exit 1
+  fi
+done

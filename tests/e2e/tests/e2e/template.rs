@@ -1,14 +1,17 @@
 //! `template.yaml` against the code it deploys: one function resource per crate under
 //! `functions/` and none without one, every route of the contract exactly once and to its own
 //! function (and every other request to `unmatched-route`), every variable each function's configuration needs, no write action on every
-//! resource, the payment queue consistent with its consumer, and a dashboard and alarms that name
-//! only metrics the functions emit.
+//! resource, the payment queue consistent with its consumer, a dashboard and alarms that name
+//! only metrics the functions emit, and (in `edge`) the CloudFront and WAF edge in front of it all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 use shared::metrics;
 use shared::routes::ROUTES;
+
+/// The CloudFront distribution and the WAF web ACL in front of the HTTP API.
+mod edge;
 
 /// The variables each function needs set in AWS, by crate: those its `Deps::from_env` reads
 /// through `Config` (shared/src/config.rs) without a usable default there. THE one list to keep in
@@ -89,8 +92,14 @@ struct Template(Value);
 
 impl Template {
     fn load() -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
-        let text = std::fs::read_to_string(path).expect("template.yaml at the workspace root");
+        Self::load_file("template.yaml")
+    }
+
+    /// A template at the workspace root.
+    fn load_file(name: &str) -> Self {
+        let path = format!("{}/../../{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{name} at the workspace root"));
         let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
         Self(long_form(yaml))
     }
@@ -700,6 +709,7 @@ fn the_outputs_tell_operators_where_everything_is() {
     let template = Template::load();
     let outputs = template.0["Outputs"].as_object().expect("Outputs");
     for output in [
+        "EdgeUrl",
         "ApiUrl",
         "PaymentWebhookUrl",
         "WebhookQueueUrl",

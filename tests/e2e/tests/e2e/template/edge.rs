@@ -1,0 +1,501 @@
+//! The edge: a CloudFront distribution in front of the HTTP API that caches the product read for
+//! as long as its origin says, passes every other request through uncached with the viewer's
+//! headers, and carries a WAF web ACL (`edge-waf.yaml`) limiting each client IP; all of it made
+//! only with `EdgeEnabled=true`, and only where its web ACL can exist.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use shared::routes::{ROUTES, Route};
+
+use super::{Template, reference};
+
+/// The managed policies the default behaviour names by id, as CloudFront documents them
+/// (using-managed-cache-policies.html, using-managed-origin-request-policies.html).
+const CACHING_DISABLED: &str = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad";
+const ALL_VIEWER_EXCEPT_HOST_HEADER: &str = "b689b0a8-53d0-40ab-baf2-68738e2966ac";
+const ALL_METHODS: [&str; 7] = ["GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"];
+/// The error codes CloudFront caches (10 s unless told otherwise), as cfn-lint's schema lists
+/// them for `CustomErrorResponses`.
+const CACHED_ERRORS: [u64; 11] = [400, 403, 404, 405, 414, 416, 500, 501, 502, 503, 504];
+
+/// What CloudFormation would make of the template deployed in `region` with `parameters` (every
+/// other parameter at its default): which conditions hold, whether the rules let it deploy.
+struct Deploy<'a> {
+    template: &'a Template,
+    region: &'a str,
+    parameters: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> Deploy<'a> {
+    fn new(template: &'a Template, region: &'a str, parameters: &[(&'a str, &'a str)]) -> Self {
+        Self {
+            template,
+            region,
+            parameters: parameters.iter().copied().collect(),
+        }
+    }
+
+    fn value(&self, value: &Value) -> String {
+        match (reference(value), value) {
+            (Some("AWS::Region"), _) => self.region.to_owned(),
+            (Some(name), _) => match self.parameters.get(name) {
+                Some(given) => (*given).to_owned(),
+                None => match &self.template.0["Parameters"][name]["Default"] {
+                    Value::String(default) => default.clone(),
+                    Value::Number(default) => default.to_string(),
+                    other => panic!("parameter {name} has no usable default: {other}"),
+                },
+            },
+            (None, Value::String(literal)) => literal.clone(),
+            (None, other) => panic!("not a value this evaluator knows: {other}"),
+        }
+    }
+
+    fn holds(&self, condition: &Value) -> bool {
+        let operands = |function: &str| condition[function].as_array().expect(function);
+        if let Some(name) = condition.get("Condition").and_then(Value::as_str) {
+            self.holds(&self.template.0["Conditions"][name])
+        } else if condition.get("Fn::Equals").is_some() {
+            let [left, right] = operands("Fn::Equals").as_slice() else {
+                panic!("Fn::Equals takes two values: {condition}");
+            };
+            self.value(left) == self.value(right)
+        } else if condition.get("Fn::Not").is_some() {
+            !self.holds(&operands("Fn::Not")[0])
+        } else if condition.get("Fn::And").is_some() {
+            operands("Fn::And").iter().all(|part| self.holds(part))
+        } else if condition.get("Fn::Or").is_some() {
+            operands("Fn::Or").iter().any(|part| self.holds(part))
+        } else {
+            panic!("not a condition this evaluator knows: {condition}")
+        }
+    }
+
+    /// Whether a resource or an output (its `Condition`, if any) would exist.
+    fn makes(&self, declaration: &Value) -> bool {
+        declaration["Condition"]
+            .as_str()
+            .is_none_or(|name| self.holds(&json!({ "Condition": name })))
+    }
+
+    /// Whether every rule whose condition holds has all its assertions hold.
+    fn accepted(&self) -> bool {
+        let rules = self.template.0["Rules"].as_object().expect("Rules");
+        rules.values().all(|rule| {
+            rule.get("RuleCondition")
+                .is_some_and(|condition| !self.holds(condition))
+                || rule["Assertions"]
+                    .as_array()
+                    .expect("Assertions")
+                    .iter()
+                    .all(|assertion| self.holds(&assertion["Assert"]))
+        })
+    }
+}
+
+fn distribution(template: &Template) -> &Value {
+    &template.resource("EdgeDistribution")["Properties"]["DistributionConfig"]
+}
+
+fn methods(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_array()
+        .expect("a list of methods")
+        .iter()
+        .map(|method| method.as_str().expect("a method"))
+        .collect()
+}
+
+/// CloudFront's path patterns: `*` is any run of characters, `/` included.
+fn pattern_matches(pattern: &str, path: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == path,
+        Some((head, tail)) => {
+            path.starts_with(head)
+                && (0..=path.len() - head.len())
+                    .any(|skip| pattern_matches(tail, &path[head.len() + skip..]))
+        }
+    }
+}
+
+/// A contract path as a request would spell it: `/api/products/{id}` → `/api/products/id`.
+fn example_path(path: &str) -> String {
+    path.replace(['{', '}'], "")
+}
+
+#[test]
+fn the_product_read_is_cached_at_the_edge_as_long_as_its_origin_says_keyed_on_its_path_alone() {
+    let template = Template::load();
+    let config = distribution(&template);
+    let behaviours = config["CacheBehaviors"].as_array().expect("CacheBehaviors");
+    assert_eq!(behaviours.len(), 1, "one cached path, the product read");
+    let products = &behaviours[0];
+    let pattern = products["PathPattern"].as_str().expect("a path pattern");
+    let taken: Vec<Route> = ROUTES
+        .iter()
+        .filter(|(_, path, _)| pattern_matches(pattern, &example_path(path)))
+        .map(|(_, _, route)| *route)
+        .collect();
+    assert_eq!(
+        taken,
+        [Route::GetProduct],
+        "{pattern} takes the product read and no other route"
+    );
+
+    assert_eq!(
+        reference(&products["CachePolicyId"]),
+        Some("ProductReadCachePolicy")
+    );
+    let policy = &template.resource("ProductReadCachePolicy")["Properties"]["CachePolicyConfig"];
+    assert_eq!(
+        policy["MinTTL"], 0,
+        "the origin's no-store and max-age=0 hold"
+    );
+    assert_eq!(
+        policy["DefaultTTL"], 0,
+        "an answer without Cache-Control is not cached"
+    );
+    let max = policy["MaxTTL"].as_u64().expect("a MaxTTL");
+    assert!(
+        (1..=5).contains(&max),
+        "MaxTTL {max} s: the origin's max-age=1 is honoured, a wrong header is cut short"
+    );
+    let key = &policy["ParametersInCacheKeyAndForwardedToOrigin"];
+    assert_eq!(
+        (
+            &key["HeadersConfig"]["HeaderBehavior"],
+            &key["CookiesConfig"]["CookieBehavior"],
+            &key["QueryStringsConfig"]["QueryStringBehavior"]
+        ),
+        (&json!("none"), &json!("none"), &json!("none")),
+        "the key is the path alone: a product read is public, Authorization is no part of it"
+    );
+    assert_eq!(key["EnableAcceptEncodingGzip"], true);
+    assert_eq!(key["EnableAcceptEncodingBrotli"], true);
+    assert_eq!(products["Compress"], true);
+    assert!(
+        products.get("OriginRequestPolicyId").is_none(),
+        "the origin gets what the key holds and nothing more"
+    );
+    assert_eq!(methods(&products["CachedMethods"]), ["GET", "HEAD"].into());
+    assert_eq!(
+        methods(&products["AllowedMethods"]),
+        ALL_METHODS.into(),
+        "a wrong method reaches unmatched-route (405 with Allow), not CloudFront's own 403"
+    );
+    assert_eq!(products["ViewerProtocolPolicy"], "https-only");
+    assert_eq!(products["TargetOriginId"], "http-api");
+
+    let errors: BTreeMap<u64, &Value> = config["CustomErrorResponses"]
+        .as_array()
+        .expect("CustomErrorResponses")
+        .iter()
+        .map(|error| (error["ErrorCode"].as_u64().expect("a code"), error))
+        .collect();
+    assert_eq!(
+        errors.keys().copied().collect::<Vec<_>>(),
+        CACHED_ERRORS,
+        "every error CloudFront would cache for 10 s"
+    );
+    for (code, error) in errors {
+        assert_eq!(
+            error["ErrorCachingMinTTL"], 0,
+            "{code} is cached only as its own Cache-Control says"
+        );
+        assert!(
+            error.get("ResponsePagePath").is_none(),
+            "{code} reaches the client as sent"
+        );
+    }
+}
+
+#[test]
+fn every_other_request_crosses_the_edge_uncached_with_the_viewers_headers() {
+    let template = Template::load();
+    let config = distribution(&template);
+    let default = &config["DefaultCacheBehavior"];
+    assert_eq!(default["CachePolicyId"], CACHING_DISABLED);
+    assert_eq!(
+        default["OriginRequestPolicyId"],
+        ALL_VIEWER_EXCEPT_HOST_HEADER
+    );
+    assert_eq!(default["ViewerProtocolPolicy"], "https-only");
+    assert_eq!(default["TargetOriginId"], "http-api");
+    let allowed = methods(&default["AllowedMethods"]);
+    assert_eq!(allowed, ALL_METHODS.into());
+    for (method, path, _) in ROUTES {
+        assert!(allowed.contains(method.as_str()), "{method} {path}");
+    }
+    let patterns: Vec<&str> = config["CacheBehaviors"]
+        .as_array()
+        .expect("CacheBehaviors")
+        .iter()
+        .map(|behaviour| behaviour["PathPattern"].as_str().expect("a pattern"))
+        .collect();
+    for (method, path, route) in ROUTES.iter().filter(|(_, _, r)| *r != Route::GetProduct) {
+        assert!(
+            !patterns
+                .iter()
+                .any(|pattern| pattern_matches(pattern, &example_path(path))),
+            "{method} {path} ({route:?}) must take the uncached default behaviour"
+        );
+    }
+
+    // AllViewerExceptHostHeader forwards every viewer header but Host (with caching disabled,
+    // Authorization too). These are the ones the routes need: the JWT authorizer's and the
+    // admin token's, a hold's idempotency key, the webhook's signature.
+    let authorizer = &template.resource("HttpApi")["Properties"]["Auth"]["Authorizers"]["BuyerJwt"];
+    let jwt_header = authorizer["IdentitySource"]
+        .as_str()
+        .and_then(|source| source.strip_prefix("$request.header."))
+        .expect("the authorizer reads a header");
+    let http = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/src/http.rs"
+    ));
+    let webhook = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../functions/payment-webhook/src/lib.rs"
+    ));
+    for (header, read_in) in [
+        (jwt_header, None),
+        ("idempotency-key", Some(http)),
+        ("x-signature", Some(webhook)),
+    ] {
+        if let Some(source) = read_in {
+            assert!(
+                source.contains(&format!("\"{header}\"")),
+                "the code no longer reads {header}: update this list"
+            );
+        }
+        assert!(
+            !header.eq_ignore_ascii_case("host"),
+            "{header} is forwarded"
+        );
+    }
+
+    let origins = config["Origins"].as_array().expect("Origins");
+    assert_eq!(origins.len(), 1, "one origin, the HTTP API");
+    let origin = &origins[0];
+    assert_eq!(origin["Id"], "http-api");
+    assert_eq!(
+        origin["DomainName"],
+        json!({"Fn::Sub": "${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"})
+    );
+    let custom = &origin["CustomOriginConfig"];
+    assert_eq!(custom["OriginProtocolPolicy"], "https-only");
+    assert_eq!(custom["OriginSSLProtocols"], json!(["TLSv1.2"]));
+}
+
+#[test]
+fn the_edge_web_acl_refuses_each_client_ip_over_the_parameters_rate_with_the_contracts_429() {
+    let edge = Template::load_file("edge-waf.yaml");
+    let acls: Vec<&Value> = edge
+        .of_type("AWS::WAFv2::WebACL")
+        .map(|(_, acl)| &acl["Properties"])
+        .collect();
+    assert_eq!(acls.len(), 1, "one web ACL");
+    let acl = acls[0];
+    assert_eq!(acl["Scope"], "CLOUDFRONT");
+    assert_eq!(acl["DefaultAction"], json!({"Allow": {}}));
+    assert_eq!(acl["VisibilityConfig"]["CloudWatchMetricsEnabled"], true);
+    let rules = acl["Rules"].as_array().expect("Rules");
+    assert_eq!(rules.len(), 1, "one rule, the rate per IP");
+    let rule = &rules[0];
+    assert_eq!(rule["VisibilityConfig"]["CloudWatchMetricsEnabled"], true);
+    assert_eq!(rule["VisibilityConfig"]["SampledRequestsEnabled"], true);
+    let rate = &rule["Statement"]["RateBasedStatement"];
+    assert_eq!(rate["AggregateKeyType"], "IP");
+    assert_eq!(reference(&rate["Limit"]), Some("RateLimit"));
+    assert_eq!(
+        reference(&rate["EvaluationWindowSec"]),
+        Some("RateLimitWindowSeconds")
+    );
+    let exempt = &rate["ScopeDownStatement"]["NotStatement"]["Statement"]["ByteMatchStatement"];
+    let webhook = ROUTES
+        .iter()
+        .find(|(_, _, route)| *route == Route::PaymentWebhook)
+        .map(|(_, path, _)| *path)
+        .expect("the webhook route");
+    assert_eq!(
+        (
+            &exempt["FieldToMatch"],
+            &exempt["PositionalConstraint"],
+            &exempt["SearchString"]
+        ),
+        (&json!({"UriPath": {}}), &json!("EXACTLY"), &json!(webhook)),
+        "the signed webhook alone is not counted"
+    );
+
+    let response = &rule["Action"]["Block"]["CustomResponse"];
+    assert_eq!(response["ResponseCode"], 429);
+    let key = response["CustomResponseBodyKey"].as_str().expect("a body");
+    let body = &acl["CustomResponseBodies"][key];
+    assert_eq!(body["ContentType"], "APPLICATION_JSON");
+    let content: Value =
+        serde_json::from_str(body["Content"].as_str().expect("content")).expect("JSON");
+    assert_eq!(content["error"]["code"], "rate_limited");
+    assert!(content["error"]["message"].is_string());
+    assert_eq!(
+        content.as_object().map(|shape| shape.len()),
+        Some(1),
+        "the contract's error shape, nothing else: {content}"
+    );
+
+    // The application stack nests this template with its own parameters, and names the web ACL
+    // the distribution carries: this one, or EdgeWebAclArn's.
+    let template = Template::load();
+    let nested = template.resource("EdgeWebAcl");
+    assert_eq!(nested["Type"], "AWS::CloudFormation::Stack");
+    assert_eq!(nested["Properties"]["TemplateURL"], "edge-waf.yaml");
+    let passed = nested["Properties"]["Parameters"]
+        .as_object()
+        .expect("Parameters");
+    let edge_parameters = edge.0["Parameters"].as_object().expect("Parameters");
+    assert_eq!(
+        passed.keys().collect::<Vec<_>>(),
+        edge_parameters.keys().collect::<Vec<_>>()
+    );
+    for (name, outer) in [
+        ("RateLimit", "EdgeRateLimit"),
+        ("RateLimitWindowSeconds", "EdgeRateLimitWindowSeconds"),
+    ] {
+        assert_eq!(reference(&passed[name]), Some(outer));
+        let (inner, outer) = (&edge_parameters[name], &template.0["Parameters"][outer]);
+        for constraint in ["Type", "Default", "MinValue", "MaxValue", "AllowedValues"] {
+            assert_eq!(inner[constraint], outer[constraint], "{name} {constraint}");
+        }
+    }
+    assert_eq!(
+        distribution(&template)["WebACLId"],
+        json!({"Fn::If": ["HasEdgeWebAclArn", {"Ref": "EdgeWebAclArn"},
+            {"Fn::If": ["CreateEdgeWebAcl", {"Fn::GetAtt": ["EdgeWebAcl", "Outputs.WebAclArn"]},
+                {"Ref": "AWS::NoValue"}]}]})
+    );
+    assert!(edge.0["Outputs"]["WebAclArn"].is_object());
+    assert!(Deploy::new(&edge, "us-east-1", &[]).accepted());
+    assert!(
+        !Deploy::new(&edge, "eu-west-1", &[]).accepted(),
+        "a CLOUDFRONT web ACL exists only in us-east-1"
+    );
+}
+
+#[test]
+fn origin_shield_is_on_only_when_given_a_region() {
+    let template = Template::load();
+    let origin = &distribution(&template)["Origins"][0];
+    assert_eq!(
+        origin["OriginShield"],
+        json!({"Fn::If": ["HasEdgeOriginShield",
+            {"Enabled": true, "OriginShieldRegion": {"Ref": "EdgeOriginShieldRegion"}},
+            {"Ref": "AWS::NoValue"}]})
+    );
+    let shield = json!({"Condition": "HasEdgeOriginShield"});
+    assert!(!Deploy::new(&template, "eu-west-1", &[]).holds(&shield));
+    assert!(
+        Deploy::new(
+            &template,
+            "eu-west-1",
+            &[("EdgeOriginShieldRegion", "eu-west-1")]
+        )
+        .holds(&shield)
+    );
+}
+
+/// Every CloudFront and WAF resource, and the nested web ACL stack.
+fn edge_resources(template: &Template) -> BTreeSet<&str> {
+    template
+        .resources()
+        .iter()
+        .filter(|(_, resource)| {
+            let kind = resource["Type"].as_str().expect("a type");
+            kind.starts_with("AWS::CloudFront::")
+                || kind.starts_with("AWS::WAFv2::")
+                || resource["Properties"]["TemplateURL"] == "edge-waf.yaml"
+        })
+        .map(|(id, _)| id.as_str())
+        .collect()
+}
+
+/// Whether `value` names resource `id`: `Ref`, `Fn::GetAtt`, a `${…}` of `Fn::Sub`, `DependsOn`.
+fn names(value: &Value, id: &str) -> bool {
+    match value {
+        Value::Object(map) => map.iter().any(|(key, inner)| match (key.as_str(), inner) {
+            ("Ref", Value::String(target)) => target == id,
+            ("Fn::GetAtt", Value::Array(parts)) => parts.first() == Some(&json!(id)),
+            ("Fn::Sub", _) => {
+                let text = match inner {
+                    Value::Array(parts) => parts[0].as_str(),
+                    other => other.as_str(),
+                }
+                .unwrap_or_default();
+                text.contains(&format!("${{{id}}}"))
+                    || text.contains(&format!("${{{id}."))
+                    || names(inner, id)
+            }
+            ("DependsOn", Value::String(target)) => target == id,
+            _ => names(inner, id),
+        }),
+        Value::Array(items) => items.iter().any(|item| names(item, id)),
+        _ => false,
+    }
+}
+
+#[test]
+fn the_edge_is_made_only_where_its_web_acl_can_be_and_none_of_it_when_it_is_off() {
+    let template = Template::load();
+    let edge = edge_resources(&template);
+    assert_eq!(
+        edge,
+        ["EdgeDistribution", "EdgeWebAcl", "ProductReadCachePolicy"].into()
+    );
+    let outputs = template.0["Outputs"].as_object().expect("Outputs");
+    let made = |deploy: &Deploy| -> BTreeSet<&str> {
+        assert!(
+            deploy.accepted(),
+            "the rules refuse {:?}",
+            deploy.parameters
+        );
+        edge.iter()
+            .copied()
+            .filter(|id| deploy.makes(template.resource(id)))
+            .chain(
+                outputs
+                    .iter()
+                    .filter(|(_, output)| edge.iter().any(|id| names(&output["Value"], id)))
+                    .filter(|(_, output)| deploy.makes(output))
+                    .map(|(name, _)| name.as_str()),
+            )
+            .collect()
+    };
+    let arn = "arn:aws:wafv2:us-east-1:123456789012:global/webacl/edge/1";
+    let everything: BTreeSet<&str> = edge.iter().copied().chain(["EdgeUrl"]).collect();
+
+    assert_eq!(made(&Deploy::new(&template, "us-east-1", &[])), everything);
+    for region in ["us-east-1", "eu-west-1"] {
+        assert_eq!(
+            made(&Deploy::new(&template, region, &[("EdgeEnabled", "false")])),
+            BTreeSet::new(),
+            "EdgeEnabled=false in {region}"
+        );
+        assert_eq!(
+            made(&Deploy::new(&template, region, &[("EdgeWebAclArn", arn)])),
+            ["EdgeDistribution", "EdgeUrl", "ProductReadCachePolicy"].into(),
+            "a web ACL of the operator's in {region}: none of the stack's own"
+        );
+    }
+    assert!(
+        !Deploy::new(&template, "eu-west-1", &[]).accepted(),
+        "outside us-east-1 the edge needs EdgeWebAclArn"
+    );
+
+    // Nothing else depends on the edge, so turning it off leaves the rest of the stack whole.
+    for (id, resource) in template.resources() {
+        if !edge.contains(id.as_str()) {
+            for target in &edge {
+                assert!(!names(resource, target), "{id} names {target}");
+            }
+        }
+    }
+}
