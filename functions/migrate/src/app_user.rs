@@ -5,9 +5,10 @@
 //! - `SELECT, INSERT, UPDATE` on each table of the schema but `_sqlx_migrations`. Nothing deletes
 //!   a row (holds, orders and events change status; none is removed), `SELECT … FOR UPDATE` needs
 //!   `UPDATE` beside `SELECT` on MySQL 8.0.22+, and `INSERT … ON DUPLICATE KEY UPDATE` both.
-//! - `EXECUTE` on each routine of the schema (`reserve_hold`, migration 0007). The procedure is
-//!   `SQL SECURITY DEFINER` (the default: 0007 names none), its definer the user who migrated,
-//!   so on MySQL 8 and MariaDB alike its body runs with the definer's privileges and a caller
+//! - `EXECUTE` on each routine of the schema (`reserve_hold`, migration 0007, and
+//!   `reserve_hold_v2`, 0008). The procedures are `SQL SECURITY DEFINER` (the default: neither
+//!   names one), their definer the user who migrated,
+//!   so on MySQL 8 and MariaDB alike their bodies run with the definer's privileges and a caller
 //!   needs `EXECUTE` alone.
 //! - Nothing global, no DDL, no `GRANT OPTION`, no other database.
 //!
