@@ -42,7 +42,8 @@ pub fn parse(request: &Request) -> Result<ProductId, Error> {
 /// client's copy still says the same.
 async fn execute(deps: &Deps, request: &Request, id: ProductId) -> Result<Response<Body>, Error> {
     let reads = deps.pool.product_reads();
-    let product = reads.read(&deps.pool, id).await?.product;
+    let query = shared::store::products::read_product(&deps.pool, id);
+    let product = reads.read(id, query).await?.product;
     let etag = format!("W/\"{}\"", product.fingerprint());
     Ok(http::cacheable_json(
         request,

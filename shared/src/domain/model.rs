@@ -41,6 +41,27 @@ impl Product {
     }
 }
 
+/// A product as one read saw it, and the next instant its figures change by themselves.
+#[derive(Debug, Clone)]
+pub struct ProductRead {
+    pub product: Product,
+    /// The next instant one of its active holds or unpaid orders lapses, which moves units to
+    /// available for every reader without any write.
+    pub next_lapse_at: Option<NaiveDateTime>,
+}
+
+impl ProductRead {
+    /// How long after the read its figures stay true unless something is written.
+    pub fn until_next_lapse(&self) -> std::time::Duration {
+        self.next_lapse_at
+            .map_or(std::time::Duration::MAX, |next| {
+                (next - self.product.as_of)
+                    .to_std()
+                    .unwrap_or(std::time::Duration::ZERO)
+            })
+    }
+}
+
 /// Who may hold a product's units, and when.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SaleTerms {

@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::pool::Pool;
-use super::products::{ProductRead, read_product};
 use crate::domain::ids::ProductId;
+use crate::domain::model::ProductRead;
 use crate::error::Error;
 
 /// Products remembered at most; past this, those no reader is waiting on are dropped (reads of
@@ -65,10 +64,15 @@ impl ProductReads {
         self.max_age
     }
 
-    /// The product as of at most the max age ago (see the module's documentation).
-    pub async fn read(&self, pool: &Pool, id: ProductId) -> Result<ProductRead, Error> {
+    /// The product as of at most the max age ago (see the module's documentation), or what
+    /// `query` (`store::products::read_product`) answers now when there is none to share.
+    pub async fn read(
+        &self,
+        id: ProductId,
+        query: impl Future<Output = Result<ProductRead, Error>>,
+    ) -> Result<ProductRead, Error> {
         if self.max_age.is_zero() {
-            return read_product(pool, id).await;
+            return query.await;
         }
         let arrived = Instant::now();
         let slot = self.slot(id);
@@ -85,7 +89,7 @@ impl ProductReads {
             }
         }
         let sent = Instant::now();
-        let result = read_product(pool, id).await;
+        let result = query.await;
         let fresh_until = match &result {
             Ok(read) => sent + self.max_age.min(read.until_next_lapse()),
             Err(_) => sent,

@@ -1,7 +1,5 @@
 //! Products: creating one with its stock split over buckets, and reading its stock as of now.
 
-use std::time::Duration;
-
 use chrono::NaiveDateTime;
 use sqlx::{MySql, Row, Transaction};
 
@@ -9,7 +7,7 @@ use super::db::finish;
 use super::pool::Pool;
 use super::sql::{Sql, literal};
 use crate::domain::ids::ProductId;
-use crate::domain::model::{Product, SaleTerms};
+use crate::domain::model::{Product, ProductRead, SaleTerms};
 use crate::domain::money::Cents;
 use crate::error::{Error, is_duplicate_key};
 
@@ -120,26 +118,6 @@ async fn insert_demo_product(tx: &mut Transaction<'_, MySql>) -> Result<bool, Er
         Ok(_) => Ok(false),
         Err(err) if is_duplicate_key(&err) => Ok(false),
         Err(err) => Err(err.into()),
-    }
-}
-
-/// A product as one read saw it, and the next instant its figures change by themselves.
-#[derive(Debug, Clone)]
-pub struct ProductRead {
-    pub product: Product,
-    /// The next instant one of its active holds or unpaid orders lapses, which moves units to
-    /// available for every reader without any write.
-    pub next_lapse_at: Option<NaiveDateTime>,
-}
-
-impl ProductRead {
-    /// How long after the read its figures stay true unless something is written.
-    pub fn until_next_lapse(&self) -> Duration {
-        self.next_lapse_at.map_or(Duration::MAX, |next| {
-            (next - self.product.as_of)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-        })
     }
 }
 

@@ -33,7 +33,7 @@ const SCHEDULER: &[&str] = &[
 ];
 /// (crate, connects to the database, its other variables)
 const REQUIRED_ENV: &[(&str, bool, &[&str])] = &[
-    ("get-product", true, &[]),
+    ("get-product", true, &["PRODUCT_READ_MAX_AGE_MS"]),
     ("create-product", true, &["ADMIN_TOKEN"]),
     ("create-hold", true, SCHEDULER),
     ("get-hold", true, &[]),
