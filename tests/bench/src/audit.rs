@@ -29,15 +29,23 @@ pub async fn wait_until_paid(pool: &Pool, timeout: Duration) -> Result<(), Strin
     }
 }
 
-/// Every product: counters add up and none is negative; stored reserved = units of active holds;
-/// sold = units of live orders; for the flow, every order paid.
-pub async fn audit(
-    pool: &Pool,
-    products: &[ProductId],
-    scenario: Scenario,
-) -> Result<String, String> {
-    let mut held_total = 0;
-    for product in products {
+/// One product's counters in one snapshot: the buckets' sums and the rows they must match.
+struct Stock {
+    total: i64,
+    bucket_total: i64,
+    available: i64,
+    reserved: i64,
+    sold: i64,
+    /// The lowest counter of any bucket.
+    lowest: i64,
+    /// Units of active holds.
+    held: i64,
+    /// Units of orders not cancelled.
+    ordered: i64,
+}
+
+impl Stock {
+    async fn read(pool: &Pool, product: ProductId) -> Result<Self, String> {
         let row = sqlx::query(
             "SELECT CAST(p.total_stock AS SIGNED) AS total_stock, \
                CAST((SELECT SUM(total_stock) FROM stock_buckets WHERE product_id = p.id) AS SIGNED) AS bucket_total, \
@@ -54,28 +62,55 @@ pub async fn audit(
         .await
         .map_err(|err| err.to_string())?;
         let column = |name: &str| row.try_get::<i64, _>(name).map_err(|err| err.to_string());
-        let (total, available, reserved, sold) = (
-            column("total_stock")?,
-            column("available_stock")?,
-            column("reserved_stock")?,
-            column("sold_stock")?,
-        );
-        if total != available + reserved + sold
-            || total != column("bucket_total")?
-            || column("lowest")? < 0
-        {
+        Ok(Self {
+            total: column("total_stock")?,
+            bucket_total: column("bucket_total")?,
+            available: column("available_stock")?,
+            reserved: column("reserved_stock")?,
+            sold: column("sold_stock")?,
+            lowest: column("lowest")?,
+            held: column("held")?,
+            ordered: column("ordered")?,
+        })
+    }
+
+    /// Counters add up and none is negative; reserved = units of active holds; sold = units of
+    /// live orders.
+    fn check(&self, product: ProductId) -> Result<(), String> {
+        let Self {
+            total,
+            available,
+            reserved,
+            sold,
+            ..
+        } = *self;
+        if total != available + reserved + sold || total != self.bucket_total || self.lowest < 0 {
             return Err(format!(
                 "product {product}: {available} + {reserved} + {sold} != {total}, or a bucket below zero"
             ));
         }
-        if reserved != column("held")? || sold != column("ordered")? {
+        if reserved != self.held || sold != self.ordered {
             return Err(format!(
                 "product {product}: reserved {reserved} vs holds {}, sold {sold} vs orders {}",
-                column("held")?,
-                column("ordered")?
+                self.held, self.ordered
             ));
         }
-        held_total += reserved + sold;
+        Ok(())
+    }
+}
+
+/// Every product: counters add up and none is negative; stored reserved = units of active holds;
+/// sold = units of live orders; for the flow, every order paid.
+pub async fn audit(
+    pool: &Pool,
+    products: &[ProductId],
+    scenario: Scenario,
+) -> Result<String, String> {
+    let mut held_total = 0;
+    for product in products {
+        let stock = Stock::read(pool, *product).await?;
+        stock.check(*product)?;
+        held_total += stock.reserved + stock.sold;
     }
     if scenario == Scenario::Flow {
         let unpaid: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status <> 'paid'")
@@ -88,5 +123,22 @@ pub async fn audit(
     }
     Ok(format!(
         "ok ({held_total} units held or sold, none oversold)"
+    ))
+}
+
+/// A product sold out by holds alone: the audit above, and exactly `units` units reserved in
+/// active holds, none sold, none available.
+pub async fn audit_sold_out(pool: &Pool, product: ProductId, units: u32) -> Result<String, String> {
+    let stock = Stock::read(pool, product).await?;
+    stock.check(product)?;
+    let units = i64::from(units);
+    if (stock.held, stock.sold, stock.available) != (units, 0, 0) {
+        return Err(format!(
+            "product {product}: {} units in active holds, {} sold, {} available; expected exactly {units} held, none sold or available",
+            stock.held, stock.sold, stock.available
+        ));
+    }
+    Ok(format!(
+        "ok (exactly {units} units held, none available, none negative)"
     ))
 }

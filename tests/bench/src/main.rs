@@ -4,17 +4,20 @@
 //!
 //!   flash-sale-bench <scenario> [--clients N[,N…]] [--buckets B[,B…]] [--seconds S] [--warmup S]
 //!                               [--runs R] [--products M] [--buyer-limit]
-//!   flash-sale-bench compare [--scenarios SUBJECT,BASELINE[,…]] [--clients …] [--buckets …] …
+//!   flash-sale-bench compare [--scenarios SUBJECT,BASELINE[,…] | REFERENCE,OTHER[,…]] [--clients …] …
 //!   flash-sale-bench sweep [--clients …] [--seconds S] [--runs R] [--chart PATH]
+//!   flash-sale-bench crowd [--clients N[,N…]] [--stock S] [--buckets B[,B…]] [--runs R]
 //!   flash-sale-bench all [--smoke] [--chart PATH]
 //!   flash-sale-bench init [--functions DIR] [--runs R]
 //!
 //! Scenarios: hot-hold, hot-hold-direct, lambda-hold, rowlock-baseline, sum-baseline (also
-//! seed-baseline), flow, spread, read. Every scenario runs R rounds; scenarios compared with each
-//! other run in alternation (A, B, A, B, …) at each clients × buckets and are reported by their
-//! median round. `compare` (default: hot-hold against rowlock-baseline, 3 rounds) prints the
-//! ratio of the medians; `sweep` runs the holds scenarios and both baselines at 1 to 256 clients
-//! and charts them; `all` runs every scenario at --clients, then a sweep. `init` times each
+//! seed-baseline), flow, spread, read, sold-out. Every scenario runs R rounds; scenarios compared
+//! with each other run in alternation (A, B, A, B, …) at each clients × buckets and are reported
+//! by their median round. `compare` (default: hot-hold against rowlock-baseline, 3 rounds) prints
+//! the ratio of the medians (against the baselines, or without any against the first scenario);
+//! `sweep` runs the holds scenarios and both baselines at 1 to 256 clients and charts them;
+//! `crowd` (512 clients, 2,000 units, 1 bucket) sells a product out to a crowd of shoppers (see
+//! crowd.rs); `all` runs every scenario at --clients, then a sweep, then the crowd. `init` times each
 //! function binary in DIR (default target/release) from start to ready, with `DATABASE_URL` and
 //! with a Secrets Manager secret (moto_server on loopback), and prints its size. `--smoke` makes
 //! everything tiny: it proves the bench works and its audits pass, it measures nothing. Every
@@ -22,21 +25,25 @@
 //! reaches, so every hold also locks and counts its buyer's row.
 //! Exits non-zero when an audit fails or any request ended in a 5xx or a transport error.
 
+mod args;
 mod audit;
 mod baseline;
 mod chart;
 mod cold_start;
+mod crowd;
+mod crowd_report;
 mod measure;
 mod report;
 mod rounds;
 mod run;
 mod scenario;
+mod shoppers;
 mod target;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use args::{Args, parse_args};
 use rounds::Series;
 use run::RunConfig;
 use scenario::Scenario;
@@ -51,103 +58,13 @@ const SWEEP_SCENARIOS: [Scenario; 5] = [
 ];
 const SWEEP_CLIENTS: [usize; 6] = [1, 8, 32, 64, 128, 256];
 const SMOKE_CLIENTS: [usize; 2] = [1, 4];
+/// The crowd's clients and units, and in `--smoke`.
+const CROWD: (usize, u32) = (512, 2000);
+const SMOKE_CROWD: (usize, u32) = (8, 20);
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 /// Connections left free on the database server for everyone else when a scenario opens one
 /// per client (`lambda-hold`).
 const SPARE_CONNECTIONS: i64 = 8;
-
-struct Args {
-    command: String,
-    clients: Option<Vec<usize>>,
-    buckets: Vec<u16>,
-    scenarios: Vec<Scenario>,
-    seconds: f64,
-    warmup: f64,
-    wire: f64,
-    runs: Option<usize>,
-    products: usize,
-    buyer_limit: bool,
-    pool: u32,
-    chart: PathBuf,
-    functions: PathBuf,
-    smoke: bool,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut raw = std::env::args().skip(1);
-    let command = raw.next().ok_or(
-        "usage: flash-sale-bench <scenario|compare|sweep|all|init> [options]; see the source's header",
-    )?;
-    let mut args = Args {
-        command,
-        clients: None,
-        buckets: vec![1],
-        scenarios: vec![Scenario::HotHold, Scenario::RowlockBaseline],
-        seconds: 10.0,
-        warmup: 1.0,
-        wire: 0.5,
-        runs: None,
-        products: 16,
-        buyer_limit: false,
-        pool: run::POOL_SIZE,
-        chart: PathBuf::from("target/flash-sale-bench.png"),
-        functions: PathBuf::from("target/release"),
-        smoke: false,
-    };
-    while let Some(flag) = raw.next() {
-        let mut value = || raw.next().ok_or(format!("{flag} needs a value"));
-        let number = |text: &str| {
-            text.parse::<f64>()
-                .map_err(|_| format!("{flag} takes a number, got {text:?}"))
-        };
-        let numbers = |text: String| {
-            text.split(',')
-                .map(|one| number(one.trim()))
-                .collect::<Result<Vec<f64>, String>>()
-        };
-        match flag.as_str() {
-            "--clients" => {
-                args.clients = Some(numbers(value()?)?.into_iter().map(|n| n as usize).collect())
-            }
-            "--buckets" => {
-                args.buckets = numbers(value()?)?.into_iter().map(|n| n as u16).collect()
-            }
-            "--scenarios" => {
-                args.scenarios = value()?
-                    .split(',')
-                    .map(|name| {
-                        Scenario::parse(name.trim()).ok_or(format!("unknown scenario {name:?}"))
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            "--seconds" => args.seconds = number(&value()?)?,
-            "--warmup" => args.warmup = number(&value()?)?,
-            "--wire" => args.wire = number(&value()?)?,
-            "--runs" => args.runs = Some(number(&value()?)? as usize),
-            "--products" => args.products = number(&value()?)? as usize,
-            "--chart" => args.chart = PathBuf::from(value()?),
-            "--functions" => args.functions = PathBuf::from(value()?),
-            "--smoke" => args.smoke = true,
-            "--buyer-limit" => args.buyer_limit = true,
-            "--pool" => args.pool = number(&value()?)? as u32,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if args.smoke {
-        (args.clients, args.seconds, args.warmup, args.wire) = (Some(vec![4]), 0.2, 0.05, 0.05);
-        (args.runs, args.products) = (Some(1), 4);
-    }
-    let counts_positive = args.clients.iter().flatten().all(|n| *n > 0)
-        && args.buckets.iter().all(|b| *b > 0)
-        && args.runs != Some(0)
-        && args.pool > 0;
-    if !counts_positive || args.seconds <= 0.0 || args.warmup < 0.0 || args.wire < 0.0 {
-        return Err(
-            "--clients, --buckets, --pool, --runs and --seconds must be positive, --warmup and --wire not negative".into(),
-        );
-    }
-    Ok(args)
-}
 
 fn main() -> ExitCode {
     // The in-process server's metric lines would bury the figures (and cost a write each).
@@ -178,13 +95,51 @@ async fn run() -> Result<bool, String> {
     if args.command == "init" {
         return cold_start::init_times(&args.functions, args.runs.unwrap_or(1), &server_url).await;
     }
-    let plan = plan(&args)?;
-    let database_pid = measure::database_process(&server_url);
-    let room = connection_room(&server_url).await?;
     let runs = args.runs.unwrap_or(match args.command.as_str() {
-        "compare" | "sweep" | "all" => 3,
+        "compare" | "sweep" | "all" | "crowd" => 3,
         _ => 1,
     });
+    if args.command == "crowd" {
+        return crowd::run(&server_url, &crowd_configs(&args), runs).await;
+    }
+    let passed = grid(&args, &server_url, runs).await?;
+    if args.command == "all" {
+        let crowd_passed = crowd::run(&server_url, &crowd_configs(&args), runs).await?;
+        return Ok(passed && crowd_passed);
+    }
+    Ok(passed)
+}
+
+/// The crowd's rounds: `--clients` × `--buckets` for `crowd`; its defaults in `all`.
+fn crowd_configs(args: &Args) -> Vec<crowd::CrowdConfig> {
+    let (clients, stock) = match (args.smoke, args.command.as_str()) {
+        (true, _) => (vec![SMOKE_CROWD.0], SMOKE_CROWD.1),
+        (false, "crowd") => (
+            args.clients.clone().unwrap_or(vec![CROWD.0]),
+            args.stock.unwrap_or(CROWD.1),
+        ),
+        _ => (vec![CROWD.0], args.stock.unwrap_or(CROWD.1)),
+    };
+    clients
+        .iter()
+        .flat_map(|clients| {
+            args.buckets.iter().map(move |buckets| crowd::CrowdConfig {
+                clients: *clients,
+                stock,
+                buckets: *buckets,
+                warmup: Duration::from_secs_f64(args.warmup),
+                wire: Duration::from_secs_f64(args.wire),
+                pool: args.pool,
+            })
+        })
+        .collect()
+}
+
+/// The scenarios' rounds, as `plan` lays them out: false if any failed.
+async fn grid(args: &Args, server_url: &str, runs: usize) -> Result<bool, String> {
+    let plan = plan(args)?;
+    let database_pid = measure::database_process(server_url);
+    let room = connection_room(server_url).await?;
     println!(
         "flash-sale-bench: {} round(s) of {} s after {} s of warm-up, pool {} connections, {} cores, database {}",
         plan.iter().map(|(group, _)| group.len()).sum::<usize>() * runs,
@@ -221,7 +176,7 @@ async fn run() -> Result<bool, String> {
             group[0].clients,
             group[0].buckets
         );
-        let series = rounds::alternate(&server_url, &group, runs, database_pid).await?;
+        let series = rounds::alternate(server_url, &group, runs, database_pid).await?;
         let medians: Vec<run::RunResult> = series.iter().map(|one| one.median().clone()).collect();
         println!(
             "medians:\n{}\n{}\n{}{}",
@@ -248,11 +203,11 @@ async fn run() -> Result<bool, String> {
     }
     for result in failed {
         println!(
-            "FAILED: {} at {} clients: {:?}, {} server errors",
+            "FAILED: {} at {} clients: {:?}, {} 5xx, transport errors or unexpected answers",
             result.scenario.name(),
             result.clients,
             result.invariants,
-            result.server_errors()
+            result.failed_requests()
         );
     }
     Ok(false)
@@ -294,8 +249,11 @@ fn plan(args: &Args) -> Result<Vec<(Vec<RunConfig>, bool)>, String> {
     let clients = args.clients.clone().unwrap_or(vec![64]);
     Ok(match args.command.as_str() {
         "compare" => {
-            if args.scenarios.len() < 2 || args.scenarios[1..].iter().any(|s| !s.is_baseline()) {
-                return Err("compare takes --scenarios SUBJECT,BASELINE[,BASELINE…]".into());
+            if args.scenarios.len() < 2 {
+                return Err(
+                    "compare takes --scenarios SUBJECT,BASELINE[,BASELINE…] or REFERENCE,OTHER[,OTHER…]"
+                        .into(),
+                );
             }
             grid(&args.scenarios, &clients, false)
         }

@@ -55,7 +55,8 @@ pub async fn alternate(
 
 /// Each non-baseline scenario of `group` (run in alternation with the baselines, at the same
 /// clients and buckets) against each baseline, by the ratio of median throughputs; the stronger
-/// baseline — the higher median — is the one that counts.
+/// baseline — the higher median — is the one that counts. A group without baselines
+/// (`hot-hold,sold-out,read`) is compared with its first scenario instead.
 pub fn comparison(group: &[Series]) -> String {
     let baselines: Vec<&Series> = group
         .iter()
@@ -72,6 +73,18 @@ pub fn comparison(group: &[Series]) -> String {
             one.median().per_second(),
             one.rates()
         ));
+    }
+    if baselines.is_empty()
+        && let Some((reference, others)) = group.split_first()
+    {
+        for one in others {
+            out.push_str(&format!(
+                "  {} / {} = {:.2}x\n",
+                one.config.scenario.name(),
+                reference.config.scenario.name(),
+                one.median().per_second() / reference.median().per_second()
+            ));
+        }
     }
     for subject in group
         .iter()
@@ -100,6 +113,6 @@ pub fn failures(series: &[Series]) -> Vec<&RunResult> {
     series
         .iter()
         .flat_map(|one| &one.rounds)
-        .filter(|round| round.invariants.is_err() || round.server_errors() > 0)
+        .filter(|round| round.invariants.is_err() || round.failed_requests() > 0)
         .collect()
 }

@@ -11,18 +11,22 @@ use flash_sale_local::wire::{WireCounter, WireCounts};
 use secrecy::{ExposeSecret, SecretString};
 use shared::domain::ids::ProductId;
 use shared::domain::money::Cents;
+use shared::store::holds::HoldRequest;
 use shared::store::pool::Pool;
 use shared::store::products::NewProduct;
 use tokio::runtime::Handle;
 
-use crate::audit::{audit, wait_until_paid};
+use crate::audit::{audit, audit_sold_out, wait_until_paid};
 use crate::baseline::{audit_rowlock, create_rowlock_tables};
 use crate::measure::{Costs, Meter, ServiceThreads};
-use crate::scenario::Scenario;
+use crate::scenario::{SOLD_OUT, Scenario};
 use crate::target::{Target, drive};
 
 /// Enough stock that no scenario runs out: every run measures reserving, never refusing.
 const AMPLE_STOCK: u32 = 50_000_000;
+/// The `sold-out` product's stock, every unit held during the setup by holds that outlive the
+/// round: a product after its sale, with its active holds, not one created empty.
+pub const SOLD_OUT_STOCK: u32 = 100;
 /// The pool size of every scenario that talks to the database itself unless `--pool` says
 /// otherwise: the local server's.
 pub const POOL_SIZE: u32 = shared::config::LOCAL_SERVER_CONNECTIONS;
@@ -76,8 +80,9 @@ impl RunResult {
         self.operations as f64 / self.elapsed.as_secs_f64()
     }
 
-    pub fn server_errors(&self) -> u64 {
-        failures(&self.outcomes) + self.warmup_failures
+    /// 5xx, transport errors and, on the sold-out product, any answer but a refusal.
+    pub fn failed_requests(&self) -> u64 {
+        failures(self.scenario, &self.outcomes) + self.warmup_failures
     }
 
     /// CPU milliseconds per operation, from CPU seconds.
@@ -86,23 +91,26 @@ impl RunResult {
     }
 }
 
-fn failures(outcomes: &BTreeMap<String, u64>) -> u64 {
+fn failures(scenario: Scenario, outcomes: &BTreeMap<String, u64>) -> u64 {
     outcomes
         .iter()
-        .filter(|(outcome, _)| outcome.starts_with('5') || *outcome == "error")
+        .filter(|(outcome, _)| match scenario {
+            Scenario::SoldOut => *outcome != SOLD_OUT,
+            _ => outcome.starts_with('5') || *outcome == "error",
+        })
         .map(|(_, n)| n)
         .sum()
 }
 
 /// A database of the run's own, dropped afterwards.
-struct BenchDb {
-    url: SecretString,
+pub struct BenchDb {
+    pub url: SecretString,
     name: String,
-    pool: Pool,
+    pub pool: Pool,
 }
 
 impl BenchDb {
-    async fn create(server_url: &str) -> Result<Self, String> {
+    pub async fn create(server_url: &str) -> Result<Self, String> {
         let name = format!("flash_sale_bench_{}", uuid::Uuid::new_v4().simple());
         let url = SecretString::from(with_database(server_url, &name));
         shared::store::db::create_database_if_missing(&url)
@@ -117,7 +125,7 @@ impl BenchDb {
         Ok(Self { url, name, pool })
     }
 
-    async fn drop_database(self) {
+    pub async fn drop_database(self) {
         self.pool.close().await;
         if let Ok(pool) = shared::store::db::connect(&self.url, 1).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{}`", self.name))
@@ -180,6 +188,7 @@ async fn run_on(
     };
     let invariants = match config.scenario {
         Scenario::RowlockBaseline => audit_rowlock(pool, AMPLE_STOCK).await,
+        Scenario::SoldOut => audit_sold_out(pool, products[0], SOLD_OUT_STOCK).await,
         scenario => audit(pool, &products, scenario).await,
     };
     tally.latencies.sort();
@@ -199,7 +208,8 @@ async fn run_on(
         p50: percentile(0.50),
         p95: percentile(0.95),
         p99: percentile(0.99),
-        warmup_failures: failures(&warmup.outcomes) + wire.as_ref().map_or(0, |wire| wire.failures),
+        warmup_failures: failures(config.scenario, &warmup.outcomes)
+            + wire.as_ref().map_or(0, |wire| wire.failures),
         outcomes: tally.outcomes,
         invariants,
         costs: Costs::between(&before, &after),
@@ -208,17 +218,17 @@ async fn run_on(
 }
 
 /// The service of a round, started on its runtime, and where its clients run.
-struct Service {
-    target: Target,
+pub struct Service {
+    pub target: Target,
     /// Over HTTP the clients are the load generator, on the bench's own runtime; otherwise their
     /// loop is the caller of the service, on its runtime.
-    load: Handle,
+    pub load: Handle,
     runtime: Handle,
 }
 
 impl Service {
     /// Connected to `database_url`: the round's database, or a counting proxy in front of it.
-    async fn start(
+    pub async fn start(
         runtime: &tokio::runtime::Runtime,
         config: &RunConfig,
         database_url: SecretString,
@@ -254,7 +264,7 @@ impl Service {
 
     /// Stops it once its work is done: in the flow, once every payment it accepted is applied
     /// (its own workers apply them).
-    async fn stop(self, pool: &Pool, config: &RunConfig) -> Result<(), String> {
+    pub async fn stop(self, pool: &Pool, config: &RunConfig) -> Result<(), String> {
         if config.scenario == Scenario::Flow {
             wait_until_paid(pool, Duration::from_secs(30)).await?;
         }
@@ -302,19 +312,24 @@ async fn count_on_wire(
     Ok(WireTally {
         operations: tally.latencies.len() as u64,
         counts,
-        failures: failures(&warmup.outcomes) + failures(&tally.outcomes),
+        failures: failures(config.scenario, &warmup.outcomes)
+            + failures(config.scenario, &tally.outcomes),
     })
 }
 
 /// Long enough for the pool to have pinged and taken back the connection of an operation that
 /// has just ended.
-const RELEASED: Duration = Duration::from_millis(50);
+pub const RELEASED: Duration = Duration::from_millis(50);
 
 async fn create_products(pool: &Pool, config: &RunConfig) -> Result<Vec<ProductId>, String> {
     if config.scenario == Scenario::RowlockBaseline {
         create_rowlock_tables(pool, AMPLE_STOCK).await?;
         return Ok(vec![crate::baseline::ROWLOCK_PRODUCT]);
     }
+    let stock = match config.scenario {
+        Scenario::SoldOut => SOLD_OUT_STOCK,
+        _ => AMPLE_STOCK,
+    };
     let count = match config.scenario {
         Scenario::Spread => config.products.max(1),
         _ => 1,
@@ -324,7 +339,7 @@ async fn create_products(pool: &Pool, config: &RunConfig) -> Result<Vec<ProductI
         let new = NewProduct {
             name: "Bench item".into(),
             price: Cents(1000),
-            stock: AMPLE_STOCK,
+            stock,
             buckets: config.buckets,
             // A limit no client reaches: the reservation still locks and counts the buyer's row.
             sale: shared::domain::model::SaleTerms {
@@ -337,5 +352,24 @@ async fn create_products(pool: &Pool, config: &RunConfig) -> Result<Vec<ProductI
             .map_err(|err| err.to_string())?;
         products.push(created.id);
     }
+    if config.scenario == Scenario::SoldOut {
+        sell_out(pool, products[0], SOLD_OUT_STOCK).await?;
+    }
     Ok(products)
+}
+
+/// Holds every unit of `product` (of `units`), one at a time, for longer than any round.
+async fn sell_out(pool: &Pool, product: ProductId, units: u32) -> Result<(), String> {
+    let request = HoldRequest {
+        product_id: product,
+        buyer: None,
+        qty: 1,
+        idempotency_key: None,
+    };
+    for _ in 0..units {
+        shared::store::holds::reserve(pool, &request, Duration::from_secs(3600))
+            .await
+            .map_err(|err| format!("selling the product out: {err}"))?;
+    }
+    Ok(())
 }

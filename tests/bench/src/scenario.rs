@@ -27,10 +27,13 @@ pub enum Scenario {
     Spread,
     /// `GET /api/products/{id}`.
     Read,
+    /// Holds of 1 over HTTP on a product with nothing available: every answer a 409
+    /// `insufficient_stock`.
+    SoldOut,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Self::HotHold,
         Self::HotHoldDirect,
         Self::LambdaHold,
@@ -39,6 +42,7 @@ impl Scenario {
         Self::Flow,
         Self::Spread,
         Self::Read,
+        Self::SoldOut,
     ];
     pub const BASELINES: [Scenario; 2] = [Self::RowlockBaseline, Self::SumBaseline];
 
@@ -52,6 +56,7 @@ impl Scenario {
             Self::Flow => "flow",
             Self::Spread => "spread",
             Self::Read => "read",
+            Self::SoldOut => "sold-out",
         }
     }
 
@@ -68,7 +73,10 @@ impl Scenario {
     /// Clients talk HTTP to the local server, whose runtime is then the service's alone; in the
     /// other scenarios the clients' loop runs on the service's runtime, calling it directly.
     pub fn over_http(self) -> bool {
-        matches!(self, Self::HotHold | Self::Flow | Self::Spread | Self::Read)
+        matches!(
+            self,
+            Self::HotHold | Self::Flow | Self::Spread | Self::Read | Self::SoldOut
+        )
     }
 
     pub fn is_baseline(self) -> bool {
@@ -76,6 +84,10 @@ impl Scenario {
     }
 }
 
+/// The outcome of a refusal on a sold-out product, the one answer `sold-out` expects.
+pub const SOLD_OUT: &str = "409 insufficient_stock";
+
+/// A hold of 1: its status, and for a 409 its error code too (`409 insufficient_stock`).
 pub async fn hold_over_http(
     http: &reqwest::Client,
     base: &str,
@@ -83,14 +95,21 @@ pub async fn hold_over_http(
     product: ProductId,
 ) -> String {
     let body = json!({"product_id": product.0, "qty": 1});
-    match http
+    let sent = http
         .post(format!("{base}/api/holds"))
         .bearer_auth(token)
         .json(&body)
         .send()
-        .await
-    {
-        Ok(response) => response.status().as_u16().to_string(),
+        .await;
+    let Ok(response) = sent else {
+        return "error".into();
+    };
+    let status = response.status().as_u16();
+    if status != 409 {
+        return status.to_string();
+    }
+    match response.json::<serde_json::Value>().await {
+        Ok(body) => format!("409 {}", body["error"]["code"].as_str().unwrap_or("?")),
         Err(_) => "error".into(),
     }
 }

@@ -141,6 +141,11 @@ impl Target {
             .collect()
     }
 
+    /// The local server's address, when the target is one.
+    pub fn url(&self) -> Option<String> {
+        self.server.as_ref().map(LocalServer::url)
+    }
+
     pub async fn stop(self) {
         drop(self.server);
         for pool in self.pools {

@@ -1,0 +1,103 @@
+//! The command line: a command, then flags with values (see main.rs's header).
+
+use std::path::PathBuf;
+
+use crate::run;
+use crate::scenario::Scenario;
+
+pub struct Args {
+    pub command: String,
+    pub clients: Option<Vec<usize>>,
+    pub buckets: Vec<u16>,
+    pub scenarios: Vec<Scenario>,
+    pub seconds: f64,
+    pub warmup: f64,
+    pub wire: f64,
+    pub runs: Option<usize>,
+    pub products: usize,
+    pub stock: Option<u32>,
+    pub buyer_limit: bool,
+    pub pool: u32,
+    pub chart: PathBuf,
+    pub functions: PathBuf,
+    pub smoke: bool,
+}
+
+pub fn parse_args() -> Result<Args, String> {
+    let mut raw = std::env::args().skip(1);
+    let command = raw.next().ok_or(
+        "usage: flash-sale-bench <scenario|compare|sweep|crowd|all|init> [options]; see the source's header",
+    )?;
+    let mut args = Args {
+        command,
+        clients: None,
+        buckets: vec![1],
+        scenarios: vec![Scenario::HotHold, Scenario::RowlockBaseline],
+        seconds: 10.0,
+        warmup: 1.0,
+        wire: 0.5,
+        runs: None,
+        products: 16,
+        stock: None,
+        buyer_limit: false,
+        pool: run::POOL_SIZE,
+        chart: PathBuf::from("target/flash-sale-bench.png"),
+        functions: PathBuf::from("target/release"),
+        smoke: false,
+    };
+    while let Some(flag) = raw.next() {
+        let mut value = || raw.next().ok_or(format!("{flag} needs a value"));
+        let number = |text: &str| {
+            text.parse::<f64>()
+                .map_err(|_| format!("{flag} takes a number, got {text:?}"))
+        };
+        let numbers = |text: String| {
+            text.split(',')
+                .map(|one| number(one.trim()))
+                .collect::<Result<Vec<f64>, String>>()
+        };
+        match flag.as_str() {
+            "--clients" => {
+                args.clients = Some(numbers(value()?)?.into_iter().map(|n| n as usize).collect())
+            }
+            "--buckets" => {
+                args.buckets = numbers(value()?)?.into_iter().map(|n| n as u16).collect()
+            }
+            "--scenarios" => {
+                args.scenarios = value()?
+                    .split(',')
+                    .map(|name| {
+                        Scenario::parse(name.trim()).ok_or(format!("unknown scenario {name:?}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--seconds" => args.seconds = number(&value()?)?,
+            "--warmup" => args.warmup = number(&value()?)?,
+            "--wire" => args.wire = number(&value()?)?,
+            "--runs" => args.runs = Some(number(&value()?)? as usize),
+            "--products" => args.products = number(&value()?)? as usize,
+            "--stock" => args.stock = Some(number(&value()?)? as u32),
+            "--chart" => args.chart = PathBuf::from(value()?),
+            "--functions" => args.functions = PathBuf::from(value()?),
+            "--smoke" => args.smoke = true,
+            "--buyer-limit" => args.buyer_limit = true,
+            "--pool" => args.pool = number(&value()?)? as u32,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if args.smoke {
+        (args.clients, args.seconds, args.warmup, args.wire) = (Some(vec![4]), 0.2, 0.05, 0.05);
+        (args.runs, args.products) = (Some(1), 4);
+    }
+    let counts_positive = args.clients.iter().flatten().all(|n| *n > 0)
+        && args.buckets.iter().all(|b| *b > 0)
+        && args.runs != Some(0)
+        && args.stock != Some(0)
+        && args.pool > 0;
+    if !counts_positive || args.seconds <= 0.0 || args.warmup < 0.0 || args.wire < 0.0 {
+        return Err(
+            "--clients, --buckets, --pool, --runs, --stock and --seconds must be positive, --warmup and --wire not negative".into(),
+        );
+    }
+    Ok(args)
+}
