@@ -53,12 +53,11 @@ pub struct ProductRead {
 impl ProductRead {
     /// How long after the read its figures stay true unless something is written.
     pub fn until_next_lapse(&self) -> std::time::Duration {
-        self.next_lapse_at
-            .map_or(std::time::Duration::MAX, |next| {
-                (next - self.product.as_of)
-                    .to_std()
-                    .unwrap_or(std::time::Duration::ZERO)
-            })
+        self.next_lapse_at.map_or(std::time::Duration::MAX, |next| {
+            (next - self.product.as_of)
+                .to_std()
+                .unwrap_or(std::time::Duration::ZERO)
+        })
     }
 }
 

@@ -173,6 +173,10 @@ fn service_config(database_url: &SecretString, pool_size: Option<u32>) -> Result
     if let Some(size) = pool_size {
         vars.insert("DATABASE_MAX_CONNECTIONS", size.to_string());
     }
+    // Reads with and without sharing, measured alike: the service's own setting, passed on.
+    if let Ok(max_age) = std::env::var("PRODUCT_READ_MAX_AGE_MS") {
+        vars.insert("PRODUCT_READ_MAX_AGE_MS", max_age);
+    }
     Config::from_lookup(|name| vars.get(name).cloned()).map_err(|err| err.to_string())
 }
 
