@@ -6,12 +6,12 @@
 -- (migrations run before the functions are updated), and a later migration drops it.
 --
 -- The rule, in the lock order of shared/src/store/mod.rs (buyer limit row -> hold -> bucket):
---   1. the product's bucket count, sale terms and the database clock, read without a lock;
---      the sale window is checked against that clock;
---   2. the picked bucket's available units, read without a lock; when it has too few, the
---      product's units as every reader counts them, in one statement (one snapshot): the
---      buckets' available units plus those of lapsed holds and of unpaid orders past their
---      deadline (get_product's sum). Fewer than p_qty: 'insufficient_stock', nothing locked.
+--   1. the product's bucket count, sale terms and the picked bucket's available units, read
+--      without a lock in one statement, and the database clock; the sale window is checked
+--      against that clock;
+--   2. when the picked bucket has too few units, the product's units as every reader counts
+--      them, in one statement (one snapshot): the buckets' available units plus those of lapsed
+--      holds and of unpaid orders past their deadline (get_product's sum). Fewer than p_qty: 'insufficient_stock', nothing locked.
 --      Enough, but only once lapsed units are settled: 'no_bucket_has_enough', nothing locked
 --      (the application settles and gathers, then calls again);
 --   3. a product with a per-buyer limit: the buyer's (product, buyer) row is locked, then their
@@ -19,8 +19,10 @@
 --      an anonymous buyer ('') cannot be counted, so such a product refuses them;
 --   4. the hold row is inserted (a taken Idempotency-Key fails here, before any stock lock);
 --   5. one conditional UPDATE per bucket, starting at bucket `p_pick MOD buckets` and going round,
---      until one has `p_qty` available: an UPDATE whose condition fails takes no lock at READ
---      COMMITTED, and the one that succeeds is followed at once by COMMIT;
+--      until one has `p_qty` available: at READ COMMITTED an UPDATE whose condition fails takes
+--      no lock, unless it had to wait for the row (another hold was taking its last units), when
+--      MariaDB keeps it until the end of the transaction; the one that succeeds is followed at
+--      once by COMMIT;
 --   6. no bucket has enough: everything is rolled back (the hold row goes).
 -- A refusal of a request whose Idempotency-Key already made a hold is 'replay' instead: the key's
 -- hold is read with a shared lock, so a first request with it still in flight is waited for, as
@@ -63,10 +65,16 @@ BEGIN
     END;
 
     attempt: BEGIN
-        -- Aggregates answer one row even for a missing product (no "no data" warning).
-        SELECT COUNT(*), MAX(stock_buckets), MAX(max_per_buyer), MAX(sale_starts_at), MAX(sale_ends_at)
-          INTO v_found, v_buckets, v_limit, v_starts, v_ends
-          FROM products WHERE id = p_product_id;
+        -- One statement: the product and the picked bucket's units, both by primary key and
+        -- without a lock (while it has the units, as when selling, that read is all a hold adds
+        -- to reserve_hold's work). Aggregates answer one row even for a missing product (no
+        -- "no data" warning).
+        SELECT COUNT(*), MAX(p.stock_buckets), MAX(p.max_per_buyer), MAX(p.sale_starts_at),
+               MAX(p.sale_ends_at), COALESCE(MAX(b.available_stock), 0)
+          INTO v_found, v_buckets, v_limit, v_starts, v_ends, v_counted
+          FROM products p
+          LEFT JOIN stock_buckets b ON b.product_id = p.id AND b.bucket = p_pick MOD p.stock_buckets
+         WHERE p.id = p_product_id;
         IF v_found = 0 THEN
             SET v_outcome = 'product_not_found';
             LEAVE attempt;
@@ -80,10 +88,6 @@ BEGIN
             LEAVE attempt;
         END IF;
 
-        -- While the picked bucket has the units (selling), this one primary-key read is all a
-        -- hold adds to reserve_hold's work.
-        SELECT COALESCE(MAX(available_stock), 0) INTO v_counted
-          FROM stock_buckets WHERE product_id = p_product_id AND bucket = p_pick MOD v_buckets;
         IF v_counted < p_qty THEN
             SELECT CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED),
                    CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED)

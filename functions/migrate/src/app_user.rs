@@ -7,9 +7,8 @@
 //!   `UPDATE` beside `SELECT` on MySQL 8.0.22+, and `INSERT … ON DUPLICATE KEY UPDATE` both.
 //! - `EXECUTE` on each routine of the schema (`reserve_hold`, migration 0007, and
 //!   `reserve_hold_v2`, 0008). The procedures are `SQL SECURITY DEFINER` (the default: neither
-//!   names one), their definer the user who migrated,
-//!   so on MySQL 8 and MariaDB alike their bodies run with the definer's privileges and a caller
-//!   needs `EXECUTE` alone.
+//!   names one), their definer the user who migrated, so on MySQL 8 and MariaDB alike their
+//!   bodies run with the definer's privileges and a caller needs `EXECUTE` alone.
 //! - Nothing global, no DDL, no `GRANT OPTION`, no other database.
 //!
 //! Re-runnable: `CREATE USER IF NOT EXISTS`, then `ALTER USER` to the secret's password (a

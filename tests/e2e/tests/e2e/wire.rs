@@ -348,22 +348,27 @@ struct Measured {
     warm: Vec<(&'static str, WireCounts)>,
 }
 
-async fn measure_the_request_paths() -> Measured {
-    let db = TestDb::new().await;
-    let product = shared::store::products::create_product(
+/// A product of `stock` units over `buckets`, made beside the proxy (not counted).
+async fn product(db: &TestDb, stock: u32, buckets: u16) -> u64 {
+    shared::store::products::create_product(
         &db.pool,
         &shared::store::products::NewProduct {
             name: "Counted on the wire".into(),
             price: shared::domain::money::Cents(1000),
-            stock: 100,
-            buckets: 1,
+            stock,
+            buckets,
             sale: Default::default(),
         },
     )
     .await
     .expect("a product")
     .id
-    .0;
+    .0
+}
+
+async fn measure_the_request_paths() -> Measured {
+    let db = TestDb::new().await;
+    let product = product(&db, 100, 1).await;
     let containers = Containers::new(&db).await;
     let first = containers.walk(product).await;
     let warm = containers.walk(product).await;
@@ -503,43 +508,42 @@ async fn a_hold_on_the_fast_path_is_one_call_on_the_wire_and_nothing_else() {
 #[tokio::test]
 async fn a_refusal_at_sell_out_is_one_call_on_the_wire_and_nothing_else() {
     let db = TestDb::new().await;
-    let product = shared::store::products::create_product(
-        &db.pool,
-        &shared::store::products::NewProduct {
-            name: "Sold out".into(),
-            price: shared::domain::money::Cents(1000),
-            stock: 2,
-            buckets: 2,
-            sale: Default::default(),
-        },
-    )
-    .await
-    .expect("a product")
-    .id
-    .0;
+    let product = product(&db, 2, 2).await;
     let containers = Containers::new(&db).await;
-    for _ in 0..2 {
-        containers.hold(product).await;
-    }
+    let keyed = |key: &str| {
+        let body = json!({"product_id": product, "qty": 1});
+        let mut request = gateway("POST", "/api/holds", None, Some(&body));
+        request
+            .headers_mut()
+            .insert("idempotency-key", key.parse().expect("a header value"));
+        containers.measure(
+            &containers.create_hold.pool,
+            create_hold::handle(&containers.create_hold, request),
+        )
+    };
+    let (made, _) = keyed("made-1").await;
+    let (status, made) = answer(made);
+    assert_eq!(status, 201, "{made}");
+    containers.hold(product).await;
     let holds_before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM holds")
         .fetch_one(&containers.admin)
         .await
         .expect("holds");
     let mut wrong = Vec::new();
     for key in [None, Some("refused-1"), Some("refused-1")] {
-        let body = json!({"product_id": product, "qty": 1});
-        let mut request = gateway("POST", "/api/holds", None, Some(&body));
-        if let Some(key) = key {
-            request
-                .headers_mut()
-                .insert("idempotency-key", key.parse().expect("a header value"));
-        }
-        let (refused, counts) = containers
-            .measure(
-                &containers.create_hold.pool,
-                create_hold::handle(&containers.create_hold, request),
-            )
-            .await;
+        let (refused, counts) = match key {
+            Some(key) => keyed(key).await,
+            None => {
+                let body = json!({"product_id": product, "qty": 1});
+                let request = gateway("POST", "/api/holds", None, Some(&body));
+                containers
+                    .measure(
+                        &containers.create_hold.pool,
+                        create_hold::handle(&containers.create_hold, request),
+                    )
+                    .await
+            }
+        };
         let (status, refused) = answer(refused);
         assert_eq!(
             (status, refused["error"]["code"].as_str()),
@@ -555,6 +559,11 @@ async fn a_refusal_at_sell_out_is_one_call_on_the_wire_and_nothing_else() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The repeat of a request that made its hold, refused now, is answered with that hold.
+    let (replayed, counts) = keyed("made-1").await;
+    let (status, replayed) = answer(replayed);
+    assert_eq!((status, &replayed["hold_id"]), (201, &made["hold_id"]), "{replayed}");
+    assert_eq!(counts.commands, 2, "the CALL, then the hold's SELECT: {counts:?}");
     let holds_after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM holds")
         .fetch_one(&containers.admin)
         .await
