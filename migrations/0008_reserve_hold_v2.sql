@@ -1,19 +1,19 @@
 -- reserve_hold_v2: reserve_hold (0007) that also refuses, in the same one round trip, a
--- reservation the product cannot serve, so that once a sale sells out a refusal costs the writer a
--- few non-locking reads: no transaction, no row inserted and rolled back, no bucket locked, no
--- second statement from the application. It is the one place the reservation rule is written
--- (0007's text explains the rest of it); reserve_hold stays for the code a deploy is replacing
--- (migrations run before the functions are updated), and a later migration drops it.
+-- reservation the product cannot serve, and that can be told the product is probably sold out,
+-- so that once a sale sells out a refusal costs the writer a few non-locking reads: no
+-- transaction, no row inserted and rolled back, no bucket locked, no second statement from the
+-- application. It is the one place the reservation rule is written (0007's text explains the
+-- rest of it); reserve_hold stays for the code a deploy is replacing (migrations run before the
+-- functions are updated), and a later migration drops it.
 --
 -- The rule, in the lock order of shared/src/store/mod.rs (buyer limit row -> hold -> bucket):
---   1. the product's bucket count, sale terms and the picked bucket's available units, read
---      without a lock in one statement, and the database clock; the sale window is checked
---      against that clock;
---   2. when the picked bucket has too few units, the product's units as every reader counts
---      them, in one statement (one snapshot): the buckets' available units plus those of lapsed
---      holds and of unpaid orders past their deadline (get_product's sum). Fewer than p_qty: 'insufficient_stock', nothing locked.
---      Enough, but only once lapsed units are settled: 'no_bucket_has_enough', nothing locked
---      (the application settles and gathers, then calls again);
+--   1. the product's bucket count, sale terms and the database clock, read without a lock;
+--      the sale window is checked against that clock;
+--   2. only when the caller expects too few units (`p_check_stock_first`: this process's last
+--      reservation of the product was refused for want of them), the stock check of step 7
+--      first, so that a refusal locks and writes nothing; when it finds enough, on to step 3.
+--      While a sale is selling, a hold pays nothing for this: no read of its hot bucket row
+--      beyond the UPDATE's own;
 --   3. a product with a per-buyer limit: the buyer's (product, buyer) row is locked, then their
 --      active holds and their orders not cancelled are counted (lapsed ones do not count);
 --      an anonymous buyer ('') cannot be counted, so such a product refuses them;
@@ -23,7 +23,12 @@
 --      no lock, unless it had to wait for the row (another hold was taking its last units), when
 --      MariaDB keeps it until the end of the transaction; the one that succeeds is followed at
 --      once by COMMIT;
---   6. no bucket has enough: everything is rolled back (the hold row goes).
+--   6. no bucket has enough: everything is rolled back (the hold row goes);
+--   7. the stock check, once: the product's units as every reader counts them, in one statement
+--      (one snapshot): the buckets' available units plus those of lapsed holds and of unpaid
+--      orders past their deadline (get_product's sum). Fewer than p_qty: 'insufficient_stock'.
+--      Enough, but in lapsed holds or orders not settled yet, or spread over buckets:
+--      'no_bucket_has_enough' (the application settles and gathers, then calls again).
 -- A refusal of a request whose Idempotency-Key already made a hold is 'replay' instead: the key's
 -- hold is read with a shared lock, so a first request with it still in flight is waited for, as
 -- the INSERT of step 4 would wait for it.
@@ -41,7 +46,8 @@ CREATE PROCEDURE reserve_hold_v2(
     IN p_qty INT UNSIGNED,
     IN p_idempotency_key VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin,
     IN p_ttl_ms BIGINT UNSIGNED,
-    IN p_pick SMALLINT UNSIGNED
+    IN p_pick SMALLINT UNSIGNED,
+    IN p_check_stock_first TINYINT
 )
 BEGIN
     DECLARE v_now DATETIME(3) DEFAULT UTC_TIMESTAMP(3);
@@ -54,6 +60,7 @@ BEGIN
     DECLARE v_counted BIGINT DEFAULT 0;
     DECLARE v_available BIGINT DEFAULT NULL;
     DECLARE v_keyed INT DEFAULT 0;
+    DECLARE v_reserved_first TINYINT DEFAULT 0;
     DECLARE v_offset SMALLINT UNSIGNED DEFAULT 0;
     DECLARE v_bucket SMALLINT UNSIGNED;
     DECLARE v_expires DATETIME(3);
@@ -65,16 +72,10 @@ BEGIN
     END;
 
     attempt: BEGIN
-        -- One statement: the product and the picked bucket's units, both by primary key and
-        -- without a lock (while it has the units, as when selling, that read is all a hold adds
-        -- to reserve_hold's work). Aggregates answer one row even for a missing product (no
-        -- "no data" warning).
-        SELECT COUNT(*), MAX(p.stock_buckets), MAX(p.max_per_buyer), MAX(p.sale_starts_at),
-               MAX(p.sale_ends_at), COALESCE(MAX(b.available_stock), 0)
-          INTO v_found, v_buckets, v_limit, v_starts, v_ends, v_counted
-          FROM products p
-          LEFT JOIN stock_buckets b ON b.product_id = p.id AND b.bucket = p_pick MOD p.stock_buckets
-         WHERE p.id = p_product_id;
+        -- Aggregates answer one row even for a missing product (no "no data" warning).
+        SELECT COUNT(*), MAX(stock_buckets), MAX(max_per_buyer), MAX(sale_starts_at), MAX(sale_ends_at)
+          INTO v_found, v_buckets, v_limit, v_starts, v_ends
+          FROM products WHERE id = p_product_id;
         IF v_found = 0 THEN
             SET v_outcome = 'product_not_found';
             LEAVE attempt;
@@ -88,70 +89,80 @@ BEGIN
             LEAVE attempt;
         END IF;
 
-        IF v_counted < p_qty THEN
-            SELECT CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED),
-                   CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED)
-                   + (SELECT COALESCE(SUM(h.qty), 0) FROM holds h
-                       WHERE h.product_id = p_product_id AND h.status = 'active'
-                         AND h.expires_at <= v_now)
-                   + (SELECT COALESCE(SUM(o.qty), 0) FROM orders o
-                       WHERE o.product_id = p_product_id AND o.status = 'pending_payment'
-                         AND o.cancel_at <= v_now)
-              INTO v_counted, v_available
-              FROM stock_buckets b WHERE b.product_id = p_product_id;
-            IF v_available < p_qty THEN
-                SET v_outcome = 'insufficient_stock';
-                LEAVE attempt;
-            END IF;
-            -- Lapsed units make up the rest: no bucket has them until they are settled.
-            IF v_counted < p_qty THEN
-                LEAVE attempt;
-            END IF;
-        END IF;
-
-        START TRANSACTION;
-        IF v_limit IS NOT NULL THEN
-            IF p_buyer_id = '' THEN
-                ROLLBACK;
-                SET v_outcome = 'buyer_limit_reached';
-                LEAVE attempt;
-            END IF;
-            INSERT INTO buyer_limits (product_id, buyer_id) VALUES (p_product_id, p_buyer_id)
-                ON DUPLICATE KEY UPDATE buyer_id = buyer_id;
-            SELECT COALESCE(SUM(qty), 0) INTO v_held FROM holds
-             WHERE buyer_id = p_buyer_id AND product_id = p_product_id
-               AND status = 'active' AND expires_at > UTC_TIMESTAMP(3);
-            SELECT v_held + COALESCE(SUM(qty), 0) INTO v_held FROM orders
-             WHERE buyer_id = p_buyer_id AND product_id = p_product_id
-               AND (status = 'paid' OR (status = 'pending_payment' AND cancel_at > UTC_TIMESTAMP(3)));
-            IF v_held + p_qty > v_limit THEN
-                ROLLBACK;
-                SET v_outcome = 'buyer_limit_reached';
-                LEAVE attempt;
-            END IF;
-        END IF;
-
-        SET v_bucket = p_pick MOD v_buckets;
-        SET v_expires = v_now + INTERVAL p_ttl_ms * 1000 MICROSECOND;
-        INSERT INTO holds (id, product_id, buyer_id, bucket, qty, status, idempotency_key, created_at, expires_at)
-        VALUES (p_hold_id, p_product_id, p_buyer_id, v_bucket, p_qty, 'active', p_idempotency_key, v_now, v_expires);
-
-        WHILE v_offset < v_buckets DO
-            SET v_bucket = (p_pick + v_offset) MOD v_buckets;
-            UPDATE stock_buckets
-               SET available_stock = available_stock - p_qty, reserved_stock = reserved_stock + p_qty
-             WHERE product_id = p_product_id AND bucket = v_bucket AND available_stock >= p_qty;
-            IF ROW_COUNT() = 1 THEN
-                IF v_offset > 0 THEN
-                    UPDATE holds SET bucket = v_bucket WHERE id = p_hold_id;
+        -- At most twice round: the stock check first when the caller expects too few units,
+        -- else the reservation first and the check only once it found no bucket with enough.
+        stock: LOOP
+            IF p_check_stock_first OR v_reserved_first THEN
+                SELECT CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED),
+                       CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED)
+                       + (SELECT COALESCE(SUM(h.qty), 0) FROM holds h
+                           WHERE h.product_id = p_product_id AND h.status = 'active'
+                             AND h.expires_at <= v_now)
+                       + (SELECT COALESCE(SUM(o.qty), 0) FROM orders o
+                           WHERE o.product_id = p_product_id AND o.status = 'pending_payment'
+                             AND o.cancel_at <= v_now)
+                  INTO v_counted, v_available
+                  FROM stock_buckets b WHERE b.product_id = p_product_id;
+                IF v_available < p_qty THEN
+                    SET v_outcome = 'insufficient_stock';
+                    LEAVE attempt;
                 END IF;
-                COMMIT;
-                SET v_outcome = 'held';
+                -- Lapsed units make up the rest (no bucket has them until they are settled), or
+                -- the reservation found them spread over buckets: the application gathers.
+                IF v_counted < p_qty OR v_reserved_first THEN
+                    LEAVE attempt;
+                END IF;
+            END IF;
+
+            START TRANSACTION;
+            IF v_limit IS NOT NULL THEN
+                IF p_buyer_id = '' THEN
+                    ROLLBACK;
+                    SET v_outcome = 'buyer_limit_reached';
+                    LEAVE attempt;
+                END IF;
+                INSERT INTO buyer_limits (product_id, buyer_id) VALUES (p_product_id, p_buyer_id)
+                    ON DUPLICATE KEY UPDATE buyer_id = buyer_id;
+                SELECT COALESCE(SUM(qty), 0) INTO v_held FROM holds
+                 WHERE buyer_id = p_buyer_id AND product_id = p_product_id
+                   AND status = 'active' AND expires_at > UTC_TIMESTAMP(3);
+                SELECT v_held + COALESCE(SUM(qty), 0) INTO v_held FROM orders
+                 WHERE buyer_id = p_buyer_id AND product_id = p_product_id
+                   AND (status = 'paid' OR (status = 'pending_payment' AND cancel_at > UTC_TIMESTAMP(3)));
+                IF v_held + p_qty > v_limit THEN
+                    ROLLBACK;
+                    SET v_outcome = 'buyer_limit_reached';
+                    LEAVE attempt;
+                END IF;
+            END IF;
+
+            SET v_bucket = p_pick MOD v_buckets;
+            SET v_expires = v_now + INTERVAL p_ttl_ms * 1000 MICROSECOND;
+            INSERT INTO holds (id, product_id, buyer_id, bucket, qty, status, idempotency_key, created_at, expires_at)
+            VALUES (p_hold_id, p_product_id, p_buyer_id, v_bucket, p_qty, 'active', p_idempotency_key, v_now, v_expires);
+
+            WHILE v_offset < v_buckets DO
+                SET v_bucket = (p_pick + v_offset) MOD v_buckets;
+                UPDATE stock_buckets
+                   SET available_stock = available_stock - p_qty, reserved_stock = reserved_stock + p_qty
+                 WHERE product_id = p_product_id AND bucket = v_bucket AND available_stock >= p_qty;
+                IF ROW_COUNT() = 1 THEN
+                    IF v_offset > 0 THEN
+                        UPDATE holds SET bucket = v_bucket WHERE id = p_hold_id;
+                    END IF;
+                    COMMIT;
+                    SET v_outcome = 'held';
+                    LEAVE attempt;
+                END IF;
+                SET v_offset = v_offset + 1;
+            END WHILE;
+            ROLLBACK;
+            SET v_bucket = NULL, v_expires = NULL;
+            IF p_check_stock_first THEN
                 LEAVE attempt;
             END IF;
-            SET v_offset = v_offset + 1;
-        END WHILE;
-        ROLLBACK;
+            SET v_reserved_first = 1;
+        END LOOP stock;
     END attempt;
 
     IF p_idempotency_key IS NOT NULL

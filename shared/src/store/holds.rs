@@ -36,12 +36,15 @@ pub struct Reservation {
 /// Reserves `qty` units for `ttl`.
 ///
 /// The fast path is one round trip: `CALL reserve_hold_v2(…)` (migrations/0008_reserve_hold_v2.sql,
-/// where the rule is written) checks the sale window, refuses a product too short of units, checks
-/// the buyer's limit, inserts the hold and reserves its units in one bucket (picked at random, so
-/// concurrent holds on a split product lock different rows, trying the others in turn), and
-/// commits, all inside the server; a refusal of a request whose Idempotency-Key made a hold
-/// already is answered with that hold. Once a sale sells out, every refusal is that one round
-/// trip, locking nothing. Only when the units exist but no single bucket has `qty`, or some are
+/// where the rule is written) checks the sale window, checks the buyer's limit, inserts the hold
+/// and reserves its units in one bucket (picked at random, so concurrent holds on a split product
+/// lock different rows, trying the others in turn), and commits, all inside the server; when no
+/// bucket had the units it checks the product's stock and refuses a product short of them in the
+/// same round trip, and a refusal of a request whose Idempotency-Key made a hold already is
+/// answered with that hold. Once this process has seen the product short
+/// ([`ProductReads::found_too_few`](super::product_reads::ProductReads::found_too_few)), the
+/// procedure checks the stock first, so that every refusal after a sell-out is one round trip
+/// that locks and writes nothing. Only when the units exist but no single bucket has `qty`, or some are
 /// in lapsed holds and unpaid orders not yet settled, does it take the slow path, in rounds:
 /// refuse from a plain read when the product as a whole is short; settle the product's lapsed
 /// holds and unpaid orders whenever that read counts any (at sell-out they lapse all the time,
@@ -161,7 +164,7 @@ async fn try_reserve(
 ) -> Result<Option<Reservation>, Error> {
     let hold_id = HoldId::generate();
     let ttl_ms = u64::try_from(ttl.as_millis()).map_err(|_| Error::Config("hold TTL".into()))?;
-    let rows = Sql::new("CALL reserve_hold_v2(?, ?, ?, ?, ?, ?, ?)")
+    let rows = Sql::new("CALL reserve_hold_v2(?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(hold_id.as_str())
         .bind(request.product_id.0)
         .bind(BuyerId::stored(request.buyer.as_ref()))
@@ -169,6 +172,7 @@ async fn try_reserve(
         .bind(request.idempotency_key.as_deref())
         .bind(ttl_ms)
         .bind(fastrand::u16(..))
+        .bind(pool.product_reads().expects_too_few(request.product_id))
         .fetch_all(pool)
         .await;
     let rows = match rows {
@@ -217,10 +221,13 @@ async fn try_reserve(
         }
         "no_bucket_has_enough" => Ok(None),
         "replay" => replay(pool, request).await.map(Some),
-        "insufficient_stock" => Err(Error::InsufficientStock {
-            requested: request.qty,
-            available: attempt.available.unwrap_or(0),
-        }),
+        "insufficient_stock" => {
+            pool.product_reads().found_too_few(request.product_id);
+            Err(Error::InsufficientStock {
+                requested: request.qty,
+                available: attempt.available.unwrap_or(0),
+            })
+        }
         "product_not_found" => Err(Error::ProductNotFound(request.product_id)),
         "sale_not_started" | "sale_ended" => {
             attempt.terms.check_open(attempt.db_now)?;

@@ -12,11 +12,15 @@
 //!   change of its terms) forgets its result at once, so this process reads its own writes;
 //!   other processes see them within the max age. A read begun before the write is not served
 //!   after it.
-//! - The reservation never reads from here: it decides against the live rows, always.
+//! - The reservation never reads from here: it decides against the live rows, always. It only
+//!   notes here when a product was short of units for it, so that the next reservation of that
+//!   product asks the database to check the stock before it writes anything (a refusal then
+//!   locks and writes nothing); the note goes with the first write of this process to the
+//!   product (a hold made, a release). A wrong note costs one read, never a wrong answer.
 //!
-//! A max age of zero turns all of it off: every read queries.
+//! A max age of zero turns the reads' sharing off: every read queries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -32,6 +36,8 @@ const MOST_PRODUCTS: usize = 4_096;
 pub struct ProductReads {
     max_age: Duration,
     products: Mutex<HashMap<ProductId, Arc<Slot>>>,
+    /// Products this process's last reservation found short of units.
+    short: Mutex<HashSet<ProductId>>,
 }
 
 #[derive(Default)]
@@ -57,6 +63,7 @@ impl ProductReads {
         Self {
             max_age,
             products: Mutex::new(HashMap::new()),
+            short: Mutex::new(HashSet::new()),
         }
     }
 
@@ -105,22 +112,36 @@ impl ProductReads {
         answer
     }
 
-    /// Forgets the product's last result: this process has just changed it.
+    /// Forgets what this process knew of the product: it has just changed it.
     pub fn forget(&self, id: ProductId) {
-        if self.max_age.is_zero() {
-            return;
-        }
-        let products = self.products.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = products.get(&id) {
+        lock(&self.short).remove(&id);
+        if let Some(slot) = lock(&self.products).get(&id) {
             slot.writes.fetch_add(1, Ordering::AcqRel);
         }
     }
 
+    /// True when this process's last reservation of the product found too few units.
+    pub fn expects_too_few(&self, id: ProductId) -> bool {
+        lock(&self.short).contains(&id)
+    }
+
+    /// A reservation found the product short of units.
+    pub fn found_too_few(&self, id: ProductId) {
+        let mut short = lock(&self.short);
+        if short.len() < MOST_PRODUCTS {
+            short.insert(id);
+        }
+    }
+
     fn slot(&self, id: ProductId) -> Arc<Slot> {
-        let mut products = self.products.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut products = lock(&self.products);
         if products.len() >= MOST_PRODUCTS && !products.contains_key(&id) {
             products.retain(|_, slot| Arc::strong_count(slot) > 1);
         }
         Arc::clone(products.entry(id).or_default())
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

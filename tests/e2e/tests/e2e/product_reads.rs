@@ -10,10 +10,11 @@ use flash_sale_local::wire::WireCounter;
 use lambda_http::Body;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
-use shared::domain::ids::{BuyerId, ProductId};
+use shared::domain::ids::{BuyerId, HoldId, ProductId};
 use shared::store::holds::{HoldRequest, reserve};
 use shared::store::pool::Pool;
 use shared::store::products::{NewProduct, create_product};
+use shared::store::release::release_hold;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -54,15 +55,22 @@ async fn read(deps: &get_product::Deps, id: ProductId) -> Value {
 }
 
 /// A hold made by another process (its own pool): this one's reads are not told of it.
-async fn hold_elsewhere(db: &TestDb, id: ProductId, ttl: Duration) {
+async fn hold_elsewhere(db: &TestDb, id: ProductId, ttl: Duration) -> HoldId {
     let request = HoldRequest {
         product_id: id,
-        buyer: BuyerId::parse("elsewhere"),
+        buyer: BuyerId::parse(ELSEWHERE),
         qty: 1,
         idempotency_key: None,
     };
-    reserve(&db.pool, &request, ttl).await.expect("a hold");
+    reserve(&db.pool, &request, ttl)
+        .await
+        .expect("a hold")
+        .value
+        .hold
+        .hold_id
 }
+
+const ELSEWHERE: &str = "elsewhere";
 
 fn available(product: &Value) -> i64 {
     product["available_stock"]
@@ -133,18 +141,28 @@ async fn with_a_max_age_of_zero_every_read_queries() {
 }
 
 #[tokio::test]
-async fn another_process_s_hold_shows_within_the_max_age() {
+async fn another_process_s_hold_and_release_show_within_the_max_age() {
     let db = TestDb::new().await;
     let id = product(&db, 10).await;
     let deps = container(db.url.expose_secret(), SECOND);
     let before = read(&deps, id).await;
-    hold_elsewhere(&db, id, 120 * SECOND).await;
+    let hold_id = hold_elsewhere(&db, id, 120 * SECOND).await;
     // Within the max age this process still answers its last read: nothing told it.
     assert_eq!(read(&deps, id).await, before);
     tokio::time::sleep(SECOND + Duration::from_millis(50)).await;
-    let after = read(&deps, id).await;
-    assert_eq!(available(&after), available(&before) - 1, "{after}");
-    assert_eq!(after["reserved_stock"], 1, "{after}");
+    let held = read(&deps, id).await;
+    assert_eq!(available(&held), available(&before) - 1, "{held}");
+    assert_eq!(held["reserved_stock"], 1, "{held}");
+
+    let buyer = BuyerId::parse(ELSEWHERE);
+    release_hold(&db.pool, &hold_id, buyer.as_ref())
+        .await
+        .expect("released");
+    assert_eq!(read(&deps, id).await, held, "within the max age");
+    tokio::time::sleep(SECOND + Duration::from_millis(50)).await;
+    let released = read(&deps, id).await;
+    assert_eq!(available(&released), available(&before), "{released}");
+    assert_eq!(released["reserved_stock"], 0, "{released}");
 }
 
 /// An expiry needs no write to show: a read is never served past the next instant a hold of the

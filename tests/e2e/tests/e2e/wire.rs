@@ -562,8 +562,15 @@ async fn a_refusal_at_sell_out_is_one_call_on_the_wire_and_nothing_else() {
     // The repeat of a request that made its hold, refused now, is answered with that hold.
     let (replayed, counts) = keyed("made-1").await;
     let (status, replayed) = answer(replayed);
-    assert_eq!((status, &replayed["hold_id"]), (201, &made["hold_id"]), "{replayed}");
-    assert_eq!(counts.commands, 2, "the CALL, then the hold's SELECT: {counts:?}");
+    assert_eq!(
+        (status, &replayed["hold_id"]),
+        (201, &made["hold_id"]),
+        "{replayed}"
+    );
+    assert_eq!(
+        counts.commands, 2,
+        "the CALL, then the hold's SELECT: {counts:?}"
+    );
     let holds_after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM holds")
         .fetch_one(&containers.admin)
         .await
