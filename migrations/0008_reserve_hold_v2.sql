@@ -11,7 +11,8 @@
 --      the sale window is checked against that clock;
 --   2. only when the caller expects too few units (`p_check_stock_first`: this process's last
 --      reservation of the product was refused for want of them), the stock check of step 7
---      first, so that a refusal locks and writes nothing; when it finds enough, on to step 3.
+--      first, read with the terms in the same statement, so that a refusal is that one read
+--      and locks and writes nothing; when it finds enough, on to step 3.
 --      While a sale is selling, a hold pays nothing for this: no read of its hot bucket row
 --      beyond the UPDATE's own;
 --   3. a product with a per-buyer limit: the buyer's (product, buyer) row is locked, then their
@@ -24,8 +25,8 @@
 --      MariaDB keeps it until the end of the transaction; the one that succeeds is followed at
 --      once by COMMIT;
 --   6. no bucket has enough: everything is rolled back (the hold row goes);
---   7. the stock check, once: the product's units as every reader counts them, in one statement
---      (one snapshot): the buckets' available units plus those of lapsed holds and of unpaid
+--   7. the stock check, once (with the terms read again): the product's units as every reader
+--      counts them, in one statement (one snapshot): the buckets' available units plus those of lapsed holds and of unpaid
 --      orders past their deadline (get_product's sum). Fewer than p_qty: 'insufficient_stock'.
 --      Enough, but in lapsed holds or orders not settled yet, or spread over buckets:
 --      'no_bucket_has_enough' (the application settles and gathers, then calls again).
@@ -58,6 +59,7 @@ BEGIN
     DECLARE v_ends DATETIME(3);
     DECLARE v_held BIGINT DEFAULT 0;
     DECLARE v_counted BIGINT DEFAULT 0;
+    DECLARE v_lapsed BIGINT DEFAULT 0;
     DECLARE v_available BIGINT DEFAULT NULL;
     DECLARE v_keyed INT DEFAULT 0;
     DECLARE v_reserved_first TINYINT DEFAULT 0;
@@ -72,37 +74,46 @@ BEGIN
     END;
 
     attempt: BEGIN
-        -- Aggregates answer one row even for a missing product (no "no data" warning).
-        SELECT COUNT(*), MAX(stock_buckets), MAX(max_per_buyer), MAX(sale_starts_at), MAX(sale_ends_at)
-          INTO v_found, v_buckets, v_limit, v_starts, v_ends
-          FROM products WHERE id = p_product_id;
-        IF v_found = 0 THEN
-            SET v_outcome = 'product_not_found';
-            LEAVE attempt;
-        END IF;
-        IF v_starts IS NOT NULL AND v_now < v_starts THEN
-            SET v_outcome = 'sale_not_started';
-            LEAVE attempt;
-        END IF;
-        IF v_ends IS NOT NULL AND v_now >= v_ends THEN
-            SET v_outcome = 'sale_ended';
-            LEAVE attempt;
-        END IF;
-
         -- At most twice round: the stock check first when the caller expects too few units,
         -- else the reservation first and the check only once it found no bucket with enough.
         stock: LOOP
+            -- The product's terms, with its stock when it is to be checked, in one statement
+            -- (one snapshot). Aggregates answer one row even for a missing product (no "no data"
+            -- warning).
             IF p_check_stock_first OR v_reserved_first THEN
-                SELECT CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED),
-                       CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED)
-                       + (SELECT COALESCE(SUM(h.qty), 0) FROM holds h
-                           WHERE h.product_id = p_product_id AND h.status = 'active'
-                             AND h.expires_at <= v_now)
+                SELECT COUNT(*), MAX(stock_buckets), MAX(max_per_buyer), MAX(sale_starts_at),
+                       MAX(sale_ends_at),
+                       (SELECT CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED)
+                          FROM stock_buckets b WHERE b.product_id = p_product_id),
+                       (SELECT COALESCE(SUM(h.qty), 0) FROM holds h
+                         WHERE h.product_id = p_product_id AND h.status = 'active'
+                           AND h.expires_at <= v_now)
                        + (SELECT COALESCE(SUM(o.qty), 0) FROM orders o
                            WHERE o.product_id = p_product_id AND o.status = 'pending_payment'
                              AND o.cancel_at <= v_now)
-                  INTO v_counted, v_available
-                  FROM stock_buckets b WHERE b.product_id = p_product_id;
+                  INTO v_found, v_buckets, v_limit, v_starts, v_ends, v_counted, v_lapsed
+                  FROM products WHERE id = p_product_id;
+            ELSE
+                SELECT COUNT(*), MAX(stock_buckets), MAX(max_per_buyer), MAX(sale_starts_at),
+                       MAX(sale_ends_at)
+                  INTO v_found, v_buckets, v_limit, v_starts, v_ends
+                  FROM products WHERE id = p_product_id;
+            END IF;
+            IF v_found = 0 THEN
+                SET v_outcome = 'product_not_found';
+                LEAVE attempt;
+            END IF;
+            IF v_starts IS NOT NULL AND v_now < v_starts THEN
+                SET v_outcome = 'sale_not_started';
+                LEAVE attempt;
+            END IF;
+            IF v_ends IS NOT NULL AND v_now >= v_ends THEN
+                SET v_outcome = 'sale_ended';
+                LEAVE attempt;
+            END IF;
+
+            IF p_check_stock_first OR v_reserved_first THEN
+                SET v_available = v_counted + v_lapsed;
                 IF v_available < p_qty THEN
                     SET v_outcome = 'insufficient_stock';
                     LEAVE attempt;
