@@ -502,9 +502,10 @@ async fn a_hold_on_the_fast_path_is_one_call_on_the_wire_and_nothing_else() {
 }
 
 /// A refusal at sell-out is the same one command: the procedure finds the product short of
-/// units itself, from reads that lock nothing, and neither the slow path nor a second statement
-/// follows — with an Idempotency-Key too (the procedure looks the key up itself). The refusals
-/// change nothing: no hold row, the stock as it was.
+/// units itself (the first time after its reservation found no bucket with them, then, the
+/// container having seen it short, from one read before anything is written), and neither the
+/// slow path nor a second statement follows — with an Idempotency-Key too (the procedure looks
+/// the key up itself). The refusals change nothing: no hold row, the stock as it was.
 #[tokio::test]
 async fn a_refusal_at_sell_out_is_one_call_on_the_wire_and_nothing_else() {
     let db = TestDb::new().await;
