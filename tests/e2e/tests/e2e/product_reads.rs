@@ -328,3 +328,69 @@ async fn with_a_max_age_of_zero_nothing_may_be_stored() {
     assert_eq!(answer.headers()["cache-control"], "no-store");
     assert!(answer.headers().contains_key("etag"));
 }
+
+/// A reservation refused here makes this process ask the database to check the stock first next
+/// time; that note never refuses units that came back meanwhile, unbeknown to this process: a
+/// release made by another one, or a hold of another that lapsed (settled by this reservation).
+#[tokio::test]
+async fn a_noted_refusal_never_refuses_units_that_came_back_elsewhere() {
+    let db = TestDb::new().await;
+    let id = create_product(
+        &db.pool,
+        &NewProduct {
+            name: "Sold out, then not".into(),
+            price: shared::domain::money::Cents(1000),
+            stock: 2,
+            buckets: 2,
+            sale: Default::default(),
+        },
+    )
+    .await
+    .expect("a product")
+    .id;
+    let here = container(db.url.expose_secret(), SECOND).pool;
+    let request = |buyer: &str| HoldRequest {
+        product_id: id,
+        buyer: BuyerId::parse(buyer),
+        qty: 1,
+        idempotency_key: None,
+    };
+    let released = hold_elsewhere(&db, id, 120 * SECOND).await;
+    // Two seconds: what follows until the second refusal takes milliseconds.
+    hold_elsewhere(&db, id, 2 * SECOND).await;
+    for _ in 0..2 {
+        let refused = reserve(&here, &request("here"), 120 * SECOND).await;
+        assert!(
+            matches!(refused, Err(shared::Error::InsufficientStock { .. })),
+            "{refused:?}"
+        );
+        assert!(here.product_reads().expects_too_few(id));
+    }
+
+    let buyer = BuyerId::parse(ELSEWHERE);
+    release_hold(&db.pool, &released, buyer.as_ref())
+        .await
+        .expect("released");
+    let held = reserve(&here, &request("here"), 120 * SECOND).await;
+    assert!(held.is_ok(), "a released unit is held: {held:?}");
+    assert!(!here.product_reads().expects_too_few(id), "the note went");
+
+    let refused = reserve(&here, &request("here"), 120 * SECOND).await;
+    assert!(refused.is_err(), "sold out again: {refused:?}");
+    tokio::time::sleep(2 * SECOND + Duration::from_millis(50)).await;
+    let held = reserve(&here, &request("here"), 120 * SECOND).await;
+    assert!(held.is_ok(), "a lapsed hold's unit is held: {held:?}");
+    let (reserved, available): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(SUM(reserved_stock) AS SIGNED), CAST(SUM(available_stock) AS SIGNED) \
+         FROM stock_buckets WHERE product_id = ?",
+    )
+    .bind(id.0)
+    .fetch_one(&db.pool)
+    .await
+    .expect("the stock");
+    assert_eq!(
+        (reserved, available),
+        (2, 0),
+        "the lapsed hold was settled, two held"
+    );
+}
