@@ -44,15 +44,15 @@ pub struct Reservation {
 /// answered with that hold. Once this process has seen the product short
 /// ([`ProductReads::found_too_few`](super::product_reads::ProductReads::found_too_few)), the
 /// procedure checks the stock first, so that every refusal after a sell-out is one round trip
-/// that locks and writes nothing. Only when the units exist but no single bucket has `qty`, or some are
-/// in lapsed holds and unpaid orders not yet settled, does it take the slow path, in rounds:
-/// refuse from a plain read when the product as a whole is short; settle the product's lapsed
-/// holds and unpaid orders whenever that read counts any (at sell-out they lapse all the time,
-/// and their units are available to every reader but still in the buckets' reserved and sold
-/// counters, out of the procedure's reach); gather units into one bucket; and call again. So a
-/// hold is refused only when the product as a whole has too few units, or when other holds took
-/// the gathered units first in every one of [`MAX_ROUNDS`] rounds. The events of what it settled
-/// come back with the result; when it refuses, they stay in the outbox for the sweeper.
+/// that locks and writes nothing. Only when the units exist but no single bucket has `qty`, or
+/// some are in lapsed holds and unpaid orders not yet settled, does it take the slow path, in
+/// rounds: refuse from a plain read when the product as a whole is short; settle the product's
+/// lapsed holds and unpaid orders whenever that read counts any (at sell-out they lapse all the
+/// time, and their units are available to every reader but still in the buckets' reserved and
+/// sold counters, out of the procedure's reach); gather units into one bucket; and call again.
+/// So a hold is refused only when the product as a whole has too few units, or when other holds
+/// took the gathered units first in every one of [`MAX_ROUNDS`] rounds. The events of what it
+/// settled come back with the result; when it refuses, they stay in the outbox for the sweeper.
 pub async fn reserve(
     pool: &Pool,
     request: &HoldRequest,
