@@ -19,11 +19,14 @@
 --      active holds and their orders not cancelled are counted (lapsed ones do not count);
 --      an anonymous buyer ('') cannot be counted, so such a product refuses them;
 --   4. the hold row is inserted (a taken Idempotency-Key fails here, before any stock lock);
---   5. one conditional UPDATE per bucket, starting at bucket `p_pick MOD buckets` and going round,
---      until one has `p_qty` available: at READ COMMITTED an UPDATE whose condition fails takes
---      no lock, unless it had to wait for the row (another hold was taking its last units), when
---      MariaDB keeps it until the end of the transaction; the one that succeeds is followed at
---      once by COMMIT;
+--   5. one conditional UPDATE of bucket `p_pick MOD buckets`; when it finds too few units, the
+--      next bucket round from there that a read without a lock finds with enough, and so on
+--      (each bucket at most once), until one UPDATE succeeds, followed at once by COMMIT. Not a
+--      blind walk round the ring: on MariaDB a primary-key UPDATE waits for a row another
+--      transaction holds even when its condition cannot match, and once it has waited and then
+--      failed it keeps the lock to the end of its transaction, so two walks from different
+--      starts deadlocked (tests/e2e/tests/e2e/buckets.rs shows it). A bucket read empty is not
+--      touched;
 --   6. no bucket has enough: everything is rolled back (the hold row goes);
 --   7. the stock check, once (with the terms read again): the product's units as every reader
 --      counts them, in one statement (one snapshot): the buckets' available units plus those of lapsed holds and of unpaid
@@ -64,6 +67,7 @@ BEGIN
     DECLARE v_keyed INT DEFAULT 0;
     DECLARE v_reserved_first TINYINT DEFAULT 0;
     DECLARE v_offset SMALLINT UNSIGNED DEFAULT 0;
+    DECLARE v_next SMALLINT UNSIGNED;
     DECLARE v_bucket SMALLINT UNSIGNED;
     DECLARE v_expires DATETIME(3);
     DECLARE v_outcome VARCHAR(24) DEFAULT 'no_bucket_has_enough';
@@ -152,8 +156,7 @@ BEGIN
             INSERT INTO holds (id, product_id, buyer_id, bucket, qty, status, idempotency_key, created_at, expires_at)
             VALUES (p_hold_id, p_product_id, p_buyer_id, v_bucket, p_qty, 'active', p_idempotency_key, v_now, v_expires);
 
-            WHILE v_offset < v_buckets DO
-                SET v_bucket = (p_pick + v_offset) MOD v_buckets;
+            WHILE v_bucket IS NOT NULL AND v_offset < v_buckets DO
                 UPDATE stock_buckets
                    SET available_stock = available_stock - p_qty, reserved_stock = reserved_stock + p_qty
                  WHERE product_id = p_product_id AND bucket = v_bucket AND available_stock >= p_qty;
@@ -166,6 +169,14 @@ BEGIN
                     LEAVE attempt;
                 END IF;
                 SET v_offset = v_offset + 1;
+                -- The next bucket round from the pick that has the units, by a read without a
+                -- lock: never an UPDATE of a bucket another transaction holds empty, which would
+                -- wait for it and then keep its lock (see step 5).
+                SELECT MIN((bucket + v_buckets - p_pick MOD v_buckets) MOD v_buckets) INTO v_next
+                  FROM stock_buckets
+                 WHERE product_id = p_product_id AND available_stock >= p_qty
+                   AND bucket <> v_bucket;
+                SET v_bucket = (v_next + p_pick) MOD v_buckets;
             END WHILE;
             ROLLBACK;
             SET v_bucket = NULL, v_expires = NULL;

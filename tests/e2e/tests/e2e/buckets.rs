@@ -267,3 +267,87 @@ fn no_background_work() -> flash_sale_local::Options {
         ..flash_sale_local::Options::default()
     }
 }
+
+/// A connection of its own, set up as the service's are (READ COMMITTED, 5 s lock waits).
+async fn session(url: &str) -> sqlx::MySqlConnection {
+    use sqlx::Connection;
+    let mut conn = sqlx::MySqlConnection::connect(url)
+        .await
+        .expect("a connection");
+    sqlx::raw_sql(
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+         SET SESSION innodb_lock_wait_timeout = 5",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("the session");
+    conn
+}
+
+/// One `CALL reserve_hold_v2` of 1 unit starting at bucket `pick`: its outcome.
+async fn reserve_from(url: String, product: u64, pick: u16) -> Result<String, String> {
+    use sqlx::Row;
+    let mut conn = session(&url).await;
+    sqlx::raw_sql(&format!(
+        "CALL reserve_hold_v2('{}', {product}, 'ring-{pick}', 1, NULL, 120000, {pick}, 0)",
+        uuid::Uuid::new_v4()
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .map(|row| row.get::<String, _>("outcome"))
+    .map_err(|err| err.to_string())
+}
+
+/// Two reservations that each had to wait for their picked bucket (another transaction was
+/// taking its last unit), then found it empty, go on round the buckets without waiting for each
+/// other: MariaDB keeps the lock of a conditional UPDATE that waited and then failed, so walking
+/// the ring from different starts used to deadlock (1213, and 503 after five retries). Run at the
+/// procedure's level, where the test picks the buckets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reservations_that_waited_for_emptied_buckets_do_not_deadlock_on_the_ring() {
+    use secrecy::ExposeSecret;
+    let db = TestDb::new().await;
+    let product = shared::store::products::create_product(
+        &db.pool,
+        &shared::store::products::NewProduct {
+            name: "Two buckets, one unit each".into(),
+            price: shared::domain::money::Cents(500),
+            stock: 2,
+            buckets: 2,
+            sale: Default::default(),
+        },
+    )
+    .await
+    .expect("a product")
+    .id
+    .0;
+    let url = db.url.expose_secret().to_owned();
+    // Another transaction takes the last unit of both buckets and holds them a moment.
+    let mut taker = session(&url).await;
+    sqlx::raw_sql(&format!(
+        "BEGIN; UPDATE stock_buckets SET available_stock = 0, total_stock = 0 \
+         WHERE product_id = {product}"
+    ))
+    .execute(&mut taker)
+    .await
+    .expect("the units taken");
+    let commit_later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut taker)
+            .await
+            .expect("commit");
+    };
+    let (first, second, ()) = tokio::join!(
+        reserve_from(url.clone(), product, 0),
+        reserve_from(url.clone(), product, 1),
+        commit_later
+    );
+    for walk in [first, second] {
+        assert_eq!(
+            walk.as_deref(),
+            Ok("insufficient_stock"),
+            "each is refused, neither deadlocks"
+        );
+    }
+}
