@@ -19,13 +19,17 @@ use shared::store::release::release_hold;
 const SECOND: Duration = Duration::from_secs(1);
 
 async fn product(db: &TestDb, stock: u32) -> ProductId {
+    split_product(db, stock, 1).await
+}
+
+async fn split_product(db: &TestDb, stock: u32, buckets: u16) -> ProductId {
     create_product(
         &db.pool,
         &NewProduct {
             name: "Read by a crowd".into(),
             price: shared::domain::money::Cents(1000),
             stock,
-            buckets: 1,
+            buckets,
             sale: Default::default(),
         },
     )
@@ -335,19 +339,7 @@ async fn with_a_max_age_of_zero_nothing_may_be_stored() {
 #[tokio::test]
 async fn a_noted_refusal_never_refuses_units_that_came_back_elsewhere() {
     let db = TestDb::new().await;
-    let id = create_product(
-        &db.pool,
-        &NewProduct {
-            name: "Sold out, then not".into(),
-            price: shared::domain::money::Cents(1000),
-            stock: 2,
-            buckets: 2,
-            sale: Default::default(),
-        },
-    )
-    .await
-    .expect("a product")
-    .id;
+    let id = split_product(&db, 2, 2).await;
     let here = container(db.url.expose_secret(), SECOND).pool;
     let request = |buyer: &str| HoldRequest {
         product_id: id,
