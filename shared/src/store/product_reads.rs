@@ -4,7 +4,9 @@
 //!
 //! - A read may be answered with a result of at most the max age, counted from the moment its
 //!   query was sent, and never past the next instant a hold or an unpaid order of the product
-//!   lapses (which changes what every reader counts as available): an expiry shows at once.
+//!   lapses (which changes what every reader counts as available): an expiry shows at once. That
+//!   a product does not exist is kept as long (reads of ids that do not exist cost a query per
+//!   max age, too); one created by this process shows at once, elsewhere within the max age.
 //! - Concurrent reads of one product share one query (single flight): the first sends it, the
 //!   others wait for its result — or its failure, which they answer too, rather than each
 //!   trying a database that has just failed.
@@ -86,10 +88,12 @@ impl ProductReads {
         let mut last = slot.last.lock().await;
         let writes = slot.writes.load(Ordering::Acquire);
         if let Some(outcome) = last.as_ref().filter(|outcome| outcome.writes == writes) {
+            let fresh = Instant::now() < outcome.fresh_until;
             match &outcome.result {
-                Ok(read) if Instant::now() < outcome.fresh_until => return Ok(read.clone()),
-                // The query this reader waited for failed: so does this read.
-                Err(err) if outcome.finished_at >= arrived => {
+                Ok(read) if fresh => return Ok(read.clone()),
+                // A product that does not exist is an answer like any other (kept as long),
+                // and the query this reader waited for failed: so does this read.
+                Err(err) if fresh || outcome.finished_at >= arrived => {
                     return Err(Error::Shared(Arc::clone(err)));
                 }
                 _ => {}
@@ -99,6 +103,7 @@ impl ProductReads {
         let result = query.await;
         let fresh_until = match &result {
             Ok(read) => sent + self.max_age.min(read.until_next_lapse()),
+            Err(Error::ProductNotFound(_)) => sent + self.max_age,
             Err(_) => sent,
         };
         let result = result.map_err(Arc::new);

@@ -121,6 +121,58 @@ async fn a_read_storm_on_one_product_is_one_query_per_max_age() {
     );
 }
 
+/// A read of a product that does not exist is kept as long as any other: a storm of reads of
+/// a missing id is one query per max age; a product this process creates shows at once.
+#[tokio::test]
+async fn a_missing_product_is_one_query_per_max_age_until_this_process_creates_it() {
+    let db = TestDb::new().await;
+    let wire = WireCounter::in_front_of(db.url.expose_secret())
+        .await
+        .expect("a wire counter");
+    let deps = container(&wire.url(db.url.expose_secret()), 60 * SECOND);
+    read(&deps, product(&db, 1).await).await;
+    let missing = |id: ProductId| {
+        let request = lambda_http::http::Request::builder()
+            .uri(format!("/api/products/{}", id.0))
+            .body(Body::Empty)
+            .expect("a request");
+        get_product::handle(&deps, request)
+    };
+    let next_id = ProductId(product(&db, 1).await.0 + 1);
+    wire.take();
+    let answers = futures::future::join_all((0..32).map(|_| missing(next_id))).await;
+    for answer in answers {
+        assert_eq!(answer.expect("an answer").status(), 404);
+    }
+    for _ in 0..5 {
+        assert_eq!(missing(next_id).await.expect("an answer").status(), 404);
+    }
+    assert_eq!(
+        wire.take().queries,
+        1,
+        "37 reads of a missing product, one query"
+    );
+
+    let created = create_product(
+        &deps.pool,
+        &NewProduct {
+            name: "Made here".into(),
+            price: shared::domain::money::Cents(100),
+            stock: 3,
+            buckets: 1,
+            sale: Default::default(),
+        },
+    )
+    .await
+    .expect("a product");
+    assert_eq!(created.id, next_id, "the next id");
+    assert_eq!(
+        available(&read(&deps, next_id).await),
+        3,
+        "created here: shown at once"
+    );
+}
+
 #[tokio::test]
 async fn with_a_max_age_of_zero_every_read_queries() {
     let db = TestDb::new().await;
