@@ -219,6 +219,18 @@ pub fn path_id(request: &Request, name: &str) -> String {
         })
 }
 
+/// The product a request's path names (`…/products/{id}`), or the 400 it is answered with.
+pub fn path_product_id(request: &Request) -> Result<crate::domain::ids::ProductId, Error> {
+    let raw = path_id(request, "id");
+    crate::json::whole_number_text(&raw)
+        .map(crate::domain::ids::ProductId)
+        .ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "product id must be a positive integer, got {raw:?}"
+            ))
+        })
+}
+
 /// Checks `Authorization: Bearer <token>` in constant time (hashing first makes the comparison
 /// independent of the tokens' lengths too).
 pub fn require_bearer(request: &Request, token: &SecretString) -> Result<(), Error> {

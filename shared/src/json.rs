@@ -41,15 +41,34 @@ where
     T: TryFrom<u64>,
 {
     let number = serde_json::Number::deserialize(deserializer)?;
-    let whole = number.as_u64().or_else(|| {
-        number
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
-            .map(|f| f as u64)
-    });
-    whole
+    as_whole(&number)
         .and_then(|n| T::try_from(n).ok())
         .ok_or_else(|| D::Error::custom(format!("expected a whole number in range, got {number}")))
+}
+
+fn as_whole(number: &serde_json::Number) -> Option<u64> {
+    // 2^64: `u64::MAX as f64` rounds up to it, and it is out of range.
+    const PAST_U64: f64 = 18_446_744_073_709_551_616.0;
+    number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < PAST_U64)
+            .map(|f| f as u64)
+    })
+}
+
+/// A whole number written in a path segment: decimal digits (a leading `+` and leading zeros
+/// tolerated), or a number as JSON writes it with a zero fraction (`5.0`, `5e0`), which JSON
+/// Schema (so openapi.yaml's `integer` path parameters) counts as an integer too.
+pub fn whole_number_text(raw: &str) -> Option<u64> {
+    if raw.is_empty() || raw.contains(|c: char| c.is_whitespace()) {
+        return None;
+    }
+    raw.parse::<u64>().ok().or_else(|| {
+        serde_json::from_str::<serde_json::Number>(raw)
+            .ok()
+            .and_then(|number| as_whole(&number))
+    })
 }
 
 /// An optional integer field, `null` or absent for none, else as [`whole_number`]: use with
@@ -146,6 +165,17 @@ mod tests {
             r#"{"qty": 1e300}"#,
         ] {
             assert_eq!(qty(json), None, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_path_segment_is_a_whole_number_as_written_in_digits_or_as_json_writes_it() {
+        use super::whole_number_text;
+        assert_eq!(whole_number_text("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(whole_number_text("1.8446744073709552e19"), None, "2^64");
+        assert_eq!(whole_number_text("18446744073709551616"), None);
+        for refused in ["", " 5", "5 ", "5.5", "-5", "0x5", "five"] {
+            assert_eq!(whole_number_text(refused), None, "{refused:?}");
         }
     }
 }

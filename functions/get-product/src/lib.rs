@@ -29,12 +29,7 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
 
 /// The product a request names, or the 400 it is answered with.
 pub fn parse(request: &Request) -> Result<ProductId, Error> {
-    let raw = http::path_id(request, "id");
-    raw.parse::<u64>().map(ProductId).map_err(|_| {
-        Error::InvalidRequest(format!(
-            "product id must be a positive integer, got {raw:?}"
-        ))
-    })
+    http::path_product_id(request)
 }
 
 /// The product as of at most `PRODUCT_READ_MAX_AGE_MS` ago (this container's recent read, or a
@@ -93,6 +88,22 @@ mod tests {
         );
     }
 
+    /// JSON Schema counts `5.0` and `5e0` as the integer 5, so openapi.yaml's integer path
+    /// parameter does too: clients (and Schemathesis) may write it so.
+    #[test]
+    fn an_id_written_as_a_whole_json_number_or_with_a_plus_or_zeros_is_that_id() {
+        for (uri, id) in [
+            ("/api/products/5.0", 5),
+            ("/api/products/5e0", 5),
+            ("/api/products/1e16", 10_000_000_000_000_000),
+            ("/api/products/+5", 5),
+            ("/api/products/007", 7),
+            ("/api/products/18446744073709551615", u64::MAX),
+        ] {
+            assert_eq!(parsed(&get(uri)), Ok(id), "{uri}");
+        }
+    }
+
     #[test]
     fn under_a_function_url_the_product_is_the_last_path_segment() {
         assert_eq!(
@@ -106,7 +117,8 @@ mod tests {
     fn an_id_that_is_not_a_whole_number_in_range_is_an_invalid_request() {
         for (uri, raw) in [
             ("/api/products/-1", "-1"),
-            ("/api/products/1.0", "1.0"),
+            ("/api/products/1.5", "1.5"),
+            ("/api/products/1e-1", "1e-1"),
             ("/api/products/18446744073709551616", "18446744073709551616"),
             ("/api/products/", "products"),
         ] {

@@ -54,12 +54,7 @@ pub fn parse(
     admin_token: &SecretString,
 ) -> Result<(ProductId, ProductChange), Error> {
     http::require_bearer(request, admin_token)?;
-    let raw = http::path_id(request, "id");
-    let id = raw.parse::<u64>().map(ProductId).map_err(|_| {
-        Error::InvalidRequest(format!(
-            "product id must be a positive integer, got {raw:?}"
-        ))
-    })?;
+    let id = http::path_product_id(request)?;
     let body: ChangeBody = http::body_json(request)?;
     if body.total_stock.is_some_and(|stock| stock > MAX_STOCK) {
         return Err(Error::InvalidRequest(format!(
