@@ -56,6 +56,24 @@ impl TestDb {
         Self { name, url, pool }
     }
 
+    /// A product of `stock` units over `buckets`, open for sale with no limit, made through the
+    /// store on this database's own pool (so no server's reads are told of it).
+    pub async fn product(&self, stock: u32, buckets: u16) -> shared::domain::ids::ProductId {
+        shared::store::products::create_product(
+            &self.pool,
+            &shared::store::products::NewProduct {
+                name: "Test product".into(),
+                price: shared::domain::money::Cents(1000),
+                stock,
+                buckets,
+                sale: Default::default(),
+            },
+        )
+        .await
+        .expect("a product")
+        .id
+    }
+
     /// The configuration a local server on this database runs with; `vars` override it.
     pub fn config(&self, vars: &[(&str, &str)]) -> Config {
         test_config(self.url.expose_secret(), vars)

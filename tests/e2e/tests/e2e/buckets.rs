@@ -307,20 +307,8 @@ async fn reserve_from(url: String, product: u64, pick: u16) -> Result<String, St
 async fn reservations_that_waited_for_emptied_buckets_do_not_deadlock_on_the_ring() {
     use secrecy::ExposeSecret;
     let db = TestDb::new().await;
-    let product = shared::store::products::create_product(
-        &db.pool,
-        &shared::store::products::NewProduct {
-            name: "Two buckets, one unit each".into(),
-            price: shared::domain::money::Cents(500),
-            stock: 2,
-            buckets: 2,
-            sale: Default::default(),
-        },
-    )
-    .await
-    .expect("a product")
-    .id
-    .0;
+    // Two buckets, one unit each.
+    let product = db.product(2, 2).await.0;
     let url = db.url.expose_secret().to_owned();
     // Another transaction takes the last unit of both buckets and holds them a moment.
     let mut taker = session(&url).await;

@@ -18,24 +18,16 @@ use shared::store::release::release_hold;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-async fn product(db: &TestDb, stock: u32) -> ProductId {
-    split_product(db, stock, 1).await
-}
-
-async fn split_product(db: &TestDb, stock: u32, buckets: u16) -> ProductId {
-    create_product(
-        &db.pool,
-        &NewProduct {
-            name: "Read by a crowd".into(),
-            price: shared::domain::money::Cents(1000),
-            stock,
-            buckets,
-            sale: Default::default(),
-        },
-    )
-    .await
-    .expect("a product")
-    .id
+/// A get-product container behind a wire counter, its connection open (a read of a product of
+/// its own), the counts taken: what follows is counted alone.
+async fn counted_container(db: &TestDb, max_age: Duration) -> (WireCounter, get_product::Deps) {
+    let wire = WireCounter::in_front_of(db.url.expose_secret())
+        .await
+        .expect("a wire counter");
+    let deps = container(&wire.url(db.url.expose_secret()), max_age);
+    read(&deps, db.product(1, 1).await).await;
+    wire.take();
+    (wire, deps)
 }
 
 /// A get-product container: its own pool, reading at most `max_age` old.
@@ -85,14 +77,8 @@ fn available(product: &Value) -> i64 {
 #[tokio::test]
 async fn a_read_storm_on_one_product_is_one_query_per_max_age() {
     let db = TestDb::new().await;
-    let id = product(&db, 10).await;
-    let wire = WireCounter::in_front_of(db.url.expose_secret())
-        .await
-        .expect("a wire counter");
-    let deps = container(&wire.url(db.url.expose_secret()), SECOND);
-    // The connection opens first (a read of another product), so that only reads are counted.
-    read(&deps, product(&db, 1).await).await;
-    wire.take();
+    let id = db.product(10, 1).await;
+    let (wire, deps) = counted_container(&db, SECOND).await;
 
     let readers: Vec<_> = (0..64).map(|_| read(&deps, id)).collect();
     let answers = futures::future::join_all(readers).await;
@@ -126,11 +112,7 @@ async fn a_read_storm_on_one_product_is_one_query_per_max_age() {
 #[tokio::test]
 async fn a_missing_product_is_one_query_per_max_age_until_this_process_creates_it() {
     let db = TestDb::new().await;
-    let wire = WireCounter::in_front_of(db.url.expose_secret())
-        .await
-        .expect("a wire counter");
-    let deps = container(&wire.url(db.url.expose_secret()), 60 * SECOND);
-    read(&deps, product(&db, 1).await).await;
+    let (wire, deps) = counted_container(&db, 60 * SECOND).await;
     let missing = |id: ProductId| {
         let request = lambda_http::http::Request::builder()
             .uri(format!("/api/products/{}", id.0))
@@ -138,7 +120,7 @@ async fn a_missing_product_is_one_query_per_max_age_until_this_process_creates_i
             .expect("a request");
         get_product::handle(&deps, request)
     };
-    let next_id = ProductId(product(&db, 1).await.0 + 1);
+    let next_id = ProductId(db.product(1, 1).await.0 + 1);
     wire.take();
     let answers = futures::future::join_all((0..32).map(|_| missing(next_id))).await;
     for answer in answers {
@@ -176,13 +158,8 @@ async fn a_missing_product_is_one_query_per_max_age_until_this_process_creates_i
 #[tokio::test]
 async fn with_a_max_age_of_zero_every_read_queries() {
     let db = TestDb::new().await;
-    let id = product(&db, 10).await;
-    let wire = WireCounter::in_front_of(db.url.expose_secret())
-        .await
-        .expect("a wire counter");
-    let deps = container(&wire.url(db.url.expose_secret()), Duration::ZERO);
-    read(&deps, id).await;
-    wire.take();
+    let id = db.product(10, 1).await;
+    let (wire, deps) = counted_container(&db, Duration::ZERO).await;
     for _ in 0..5 {
         read(&deps, id).await;
     }
@@ -199,7 +176,7 @@ async fn with_a_max_age_of_zero_every_read_queries() {
 #[tokio::test]
 async fn another_process_s_hold_and_release_show_within_the_max_age() {
     let db = TestDb::new().await;
-    let id = product(&db, 10).await;
+    let id = db.product(10, 1).await;
     let deps = container(db.url.expose_secret(), SECOND);
     let before = read(&deps, id).await;
     let hold_id = hold_elsewhere(&db, id, 120 * SECOND).await;
@@ -226,7 +203,7 @@ async fn another_process_s_hold_and_release_show_within_the_max_age() {
 #[tokio::test]
 async fn an_expiry_shows_the_moment_it_passes_whatever_the_max_age() {
     let db = TestDb::new().await;
-    let id = product(&db, 10).await;
+    let id = db.product(10, 1).await;
     let deps = container(db.url.expose_secret(), 60 * SECOND);
     hold_elsewhere(&db, id, SECOND).await;
     let held = read(&deps, id).await;
@@ -391,7 +368,7 @@ async fn with_a_max_age_of_zero_nothing_may_be_stored() {
 #[tokio::test]
 async fn a_noted_refusal_never_refuses_units_that_came_back_elsewhere() {
     let db = TestDb::new().await;
-    let id = split_product(&db, 2, 2).await;
+    let id = db.product(2, 2).await;
     let here = container(db.url.expose_secret(), SECOND).pool;
     let request = |buyer: &str| HoldRequest {
         product_id: id,

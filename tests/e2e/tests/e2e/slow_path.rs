@@ -10,24 +10,12 @@ use flash_sale_local::Options;
 use shared::adapters::local::LogPublisher;
 use shared::domain::ids::ProductId;
 use shared::store::holds::{HoldRequest, reserve};
-use shared::store::products::{NewProduct, create_product};
 
 fn no_background_work() -> Options {
     Options {
         background_work: false,
         ..Options::default()
     }
-}
-
-async fn product(db: &TestDb, stock: u32, buckets: u16) -> ProductId {
-    let new = NewProduct {
-        name: "Slow path".into(),
-        price: shared::domain::money::Cents(500),
-        stock,
-        buckets,
-        sale: Default::default(),
-    };
-    create_product(&db.pool, &new).await.expect("product").id
 }
 
 /// A few units over three buckets, holds of 1 to 3 units that lapse within tens of milliseconds,
@@ -39,7 +27,7 @@ async fn reservations_at_sell_out_while_holds_lapse_end_in_a_hold_or_a_refusal()
     let db = TestDb::new().await;
     let server = db.server_with(&[], no_background_work()).await;
     let api = Api::new(&server);
-    let product_id = product(&db, 6, 3).await;
+    let product_id = db.product(6, 3).await;
     let pool = shared::store::db::connect(&db.url, 20)
         .await
         .expect("a pool for the clients");
@@ -146,8 +134,8 @@ async fn a_product_whose_settlement_fails_leaves_the_rest_of_the_sweep_to_run() 
     let server = db.server_with(&[], no_background_work()).await;
     let api = Api::new(&server);
     // The failing product first, its holds lapsing first: the one a sweep would meet first.
-    let failing = product(&db, 4, 1).await;
-    let healthy = product(&db, 4, 2).await;
+    let failing = db.product(4, 1).await;
+    let healthy = db.product(4, 2).await;
     lapsed_holds(&db, failing, 2).await;
     lapsed_holds(&db, healthy, 3).await;
     tokio::time::sleep(Duration::from_millis(100)).await;

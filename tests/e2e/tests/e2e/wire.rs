@@ -348,27 +348,10 @@ struct Measured {
     warm: Vec<(&'static str, WireCounts)>,
 }
 
-/// A product of `stock` units over `buckets`, made beside the proxy (not counted).
-async fn product(db: &TestDb, stock: u32, buckets: u16) -> u64 {
-    shared::store::products::create_product(
-        &db.pool,
-        &shared::store::products::NewProduct {
-            name: "Counted on the wire".into(),
-            price: shared::domain::money::Cents(1000),
-            stock,
-            buckets,
-            sale: Default::default(),
-        },
-    )
-    .await
-    .expect("a product")
-    .id
-    .0
-}
-
 async fn measure_the_request_paths() -> Measured {
     let db = TestDb::new().await;
-    let product = product(&db, 100, 1).await;
+    // Made beside the proxy: not counted.
+    let product = db.product(100, 1).await.0;
     let containers = Containers::new(&db).await;
     let first = containers.walk(product).await;
     let warm = containers.walk(product).await;
@@ -509,7 +492,7 @@ async fn a_hold_on_the_fast_path_is_one_call_on_the_wire_and_nothing_else() {
 #[tokio::test]
 async fn a_refusal_at_sell_out_is_one_call_on_the_wire_and_nothing_else() {
     let db = TestDb::new().await;
-    let product = product(&db, 2, 2).await;
+    let product = db.product(2, 2).await.0;
     let containers = Containers::new(&db).await;
     let keyed = |key: &str| {
         let body = json!({"product_id": product, "qty": 1});
