@@ -42,9 +42,9 @@ pub struct Reservation {
 /// bucket had the units it checks the product's stock and refuses a product short of them in the
 /// same round trip, and a refusal of a request whose Idempotency-Key made a hold already is
 /// answered with that hold. Once this process has seen the product short
-/// ([`ProductReads::found_too_few`](super::product_reads::ProductReads::found_too_few)), the
-/// procedure checks the stock first, so that every refusal after a sell-out is one round trip
-/// that locks and writes nothing. Only when the units exist but no single bucket has `qty`, or
+/// ([`ProductReads::found_too_few`](super::product_reads::ProductReads::found_too_few)), a plain
+/// read of the stock comes first ([`try_reserve`]), so that every refusal after a sell-out is one
+/// round trip that locks and writes nothing and runs no stored program. Only when the units exist but no single bucket has `qty`, or
 /// some are in lapsed holds and unpaid orders not yet settled, does it take the slow path, in
 /// rounds: refuse from a plain read when the product as a whole is short; settle the product's
 /// lapsed holds and unpaid orders whenever that read counts any (at sell-out they lapse all the
@@ -58,25 +58,34 @@ pub async fn reserve(
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Committed<Reservation>, Error> {
+    let reserved = reserve_in_rounds(pool, request, ttl).await;
+    let product_reads = pool.product_reads();
+    match &reserved {
+        Ok(_) => product_reads.forget(request.product_id),
+        Err(Error::InsufficientStock { .. }) => product_reads.found_too_few(request.product_id),
+        Err(_) => {}
+    }
+    reserved
+}
+
+async fn reserve_in_rounds(
+    pool: &Pool,
+    request: &HoldRequest,
+    ttl: Duration,
+) -> Result<Committed<Reservation>, Error> {
     let mut settled = Vec::new();
     let mut available = 0;
     for _ in 0..MAX_ROUNDS {
         if let Some(reservation) =
             retry_conflicts("reserve", || try_reserve(pool, request, ttl)).await?
         {
-            pool.product_reads().forget(request.product_id);
             return Ok(Committed::new(reservation, settled));
         }
         // The procedure refused a product short of units itself: here some are, but must be
         // gathered into one bucket, or settled from lapsed holds and orders first.
-        let stock = read_stock(pool, request.product_id).await?;
+        let stock = read_stock(pool, request.product_id, None).await?;
+        stock.refusal(request)?;
         available = stock.counted + stock.lapsed;
-        if available < i64::from(request.qty) {
-            return Err(Error::InsufficientStock {
-                requested: request.qty,
-                available,
-            });
-        }
         // Settling and gathering are bookkeeping another round can do again: losing a lock
         // conflict in either (or finding a bucket taken) loses this round, not the request.
         if stock.lapsed > 0 {
@@ -108,39 +117,91 @@ pub async fn reserve(
 /// every waiting request goes for), not a normal sell-out, which ends in a refusal from the read.
 const MAX_ROUNDS: usize = 64;
 
-/// A product's units as the slow path judges them, from one statement (one snapshot).
+/// A product's units as a reservation judges them, with its terms and the database clock, from
+/// one statement (one snapshot at one instant).
 struct Stock {
+    /// 0 when the product does not exist.
+    found: i64,
+    terms: SaleTerms,
+    db_now: NaiveDateTime,
     /// What the buckets' `available_stock` counters hold: what the procedure can take.
     counted: i64,
     /// The units of lapsed holds and of unpaid orders past their deadline: available to every
     /// reader (as `get_product` counts them) but still in the reserved and sold counters until
     /// settled.
     lapsed: i64,
+    /// Whether the buyer's `Idempotency-Key` (when asked about) made a hold already.
+    keyed: bool,
 }
 
-async fn read_stock(pool: &Pool, product_id: ProductId) -> Result<Stock, Error> {
-    let row = Sql::new(
-        "SELECT COUNT(*) AS buckets, CAST(COALESCE(SUM(b.available_stock), 0) AS SIGNED) AS counted, \
+/// Reads the product's [`Stock`], and whether `key` (the buyer's and their Idempotency-Key) made
+/// a hold already. A plain SELECT that locks nothing: aggregates over the product's row answer
+/// one row even when it does not exist, and the subqueries name the product by its id, not by
+/// that row's column (which an aggregate query may not select on MySQL 8, ONLY_FULL_GROUP_BY).
+async fn read_stock(
+    pool: &Pool,
+    product_id: ProductId,
+    key: Option<(&str, &str)>,
+) -> Result<Stock, Error> {
+    let keyed = if key.is_some() {
+        "(SELECT COUNT(*) FROM holds k WHERE k.buyer_id = ? AND k.idempotency_key = ?)"
+    } else {
+        "0"
+    };
+    let mut sql = Sql::new(format!(
+        "SELECT COUNT(*) AS found, MAX(p.max_per_buyer) AS max_per_buyer, \
+                MAX(p.sale_starts_at) AS sale_starts_at, MAX(p.sale_ends_at) AS sale_ends_at, \
+                UTC_TIMESTAMP(3) AS db_now, \
+                CAST((SELECT COALESCE(SUM(b.available_stock), 0) FROM stock_buckets b \
+                      WHERE b.product_id = ?) AS SIGNED) AS counted, \
                 CAST((SELECT COALESCE(SUM(h.qty), 0) FROM holds h \
                       WHERE h.product_id = ? AND h.status = 'active' \
-                        AND h.expires_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_holds, \
-                CAST((SELECT COALESCE(SUM(o.qty), 0) FROM orders o \
+                        AND h.expires_at <= UTC_TIMESTAMP(3)) \
+                   + (SELECT COALESCE(SUM(o.qty), 0) FROM orders o \
                       WHERE o.product_id = ? AND o.status = 'pending_payment' \
-                        AND o.cancel_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_orders \
-         FROM stock_buckets b WHERE b.product_id = ?",
-    )
+                        AND o.cancel_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed, \
+                {keyed} AS keyed \
+         FROM products p WHERE p.id = ?"
+    ))
     .bind(product_id.0)
     .bind(product_id.0)
-    .bind(product_id.0)
-    .fetch_one(pool)
-    .await?;
-    if row.try_get::<i64, _>("buckets")? == 0 {
-        return Err(Error::ProductNotFound(product_id));
+    .bind(product_id.0);
+    if let Some((buyer, key)) = key {
+        sql = sql.bind(buyer).bind(key);
     }
+    let row = sql.bind(product_id.0).fetch_one(pool).await?;
     Ok(Stock {
+        found: row.try_get("found")?,
+        terms: SaleTerms {
+            max_per_buyer: row.try_get("max_per_buyer")?,
+            sale_starts_at: row.try_get("sale_starts_at")?,
+            sale_ends_at: row.try_get("sale_ends_at")?,
+        },
+        db_now: row.try_get("db_now")?,
         counted: row.try_get("counted")?,
-        lapsed: row.try_get::<i64, _>("lapsed_holds")? + row.try_get::<i64, _>("lapsed_orders")?,
+        lapsed: row.try_get("lapsed")?,
+        keyed: row.try_get::<i64, _>("keyed")? > 0,
     })
+}
+
+impl Stock {
+    /// Why `request` cannot be served from this stock: the product does not exist, its sale is
+    /// not open, or it has too few units (which this process then notes); `Ok` when it has
+    /// enough, in buckets or lapsed holds and orders.
+    fn refusal(&self, request: &HoldRequest) -> Result<(), Error> {
+        if self.found == 0 {
+            return Err(Error::ProductNotFound(request.product_id));
+        }
+        self.terms.check_open(self.db_now)?;
+        let available = self.counted + self.lapsed;
+        if available < i64::from(request.qty) {
+            return Err(Error::InsufficientStock {
+                requested: request.qty,
+                available,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// How `reserve_hold_v2` answered: `outcome` and what the answer needs.
@@ -157,11 +218,28 @@ struct Attempt {
 
 /// One `CALL reserve_hold_v2`: the hold (made now, or replayed for its Idempotency-Key), `None`
 /// when the units must be gathered or settled first, or the refusal.
+///
+/// When this process last found the product short of units, one plain SELECT comes first
+/// ([`read_stock`]), and a refusal is that read alone: no stored program (whose own machinery
+/// costs the server more than the read), nothing locked, nothing written. It reads whether the
+/// request's Idempotency-Key made a hold in the same snapshot as the stock, so a request whose
+/// key's hold is not committed yet finds that hold's units still unreserved, goes on to the
+/// `CALL`, and is answered with the hold there: the answer is the one this request would get at
+/// the read's instant, as from the `CALL`.
 async fn try_reserve(
     pool: &Pool,
     request: &HoldRequest,
     ttl: Duration,
 ) -> Result<Option<Reservation>, Error> {
+    if pool.product_reads().expects_too_few(request.product_id) {
+        let buyer = BuyerId::stored(request.buyer.as_ref());
+        let key = request.idempotency_key.as_deref().map(|key| (buyer, key));
+        let stock = read_stock(pool, request.product_id, key).await?;
+        if stock.keyed {
+            return replay(pool, request).await.map(Some);
+        }
+        stock.refusal(request)?;
+    }
     let hold_id = HoldId::generate();
     let ttl_ms = u64::try_from(ttl.as_millis()).map_err(|_| Error::Config("hold TTL".into()))?;
     let rows = Sql::new("CALL reserve_hold_v2(?, ?, ?, ?, ?, ?, ?, ?)")
@@ -172,7 +250,8 @@ async fn try_reserve(
         .bind(request.idempotency_key.as_deref())
         .bind(ttl_ms)
         .bind(fastrand::u16(..))
-        .bind(pool.product_reads().expects_too_few(request.product_id))
+        // The stock is checked first above, not by the procedure.
+        .bind(false)
         .fetch_all(pool)
         .await;
     let rows = match rows {
@@ -221,13 +300,10 @@ async fn try_reserve(
         }
         "no_bucket_has_enough" => Ok(None),
         "replay" => replay(pool, request).await.map(Some),
-        "insufficient_stock" => {
-            pool.product_reads().found_too_few(request.product_id);
-            Err(Error::InsufficientStock {
-                requested: request.qty,
-                available: attempt.available.unwrap_or(0),
-            })
-        }
+        "insufficient_stock" => Err(Error::InsufficientStock {
+            requested: request.qty,
+            available: attempt.available.unwrap_or(0),
+        }),
         "product_not_found" => Err(Error::ProductNotFound(request.product_id)),
         "sale_not_started" | "sale_ended" => {
             attempt.terms.check_open(attempt.db_now)?;

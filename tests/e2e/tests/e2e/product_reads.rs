@@ -415,3 +415,115 @@ async fn a_noted_refusal_never_refuses_units_that_came_back_elsewhere() {
         "the lapsed hold was settled, two held"
     );
 }
+
+/// A process that found the product short reads the stock and the request's Idempotency-Key in
+/// one snapshot before anything else. A first request with the same key whose hold is not
+/// committed yet has not taken its units in that snapshot either, so the repeat goes on to the
+/// reservation, waits there for the first and is answered with its hold — never refused for
+/// want of the units that very hold took.
+#[tokio::test]
+async fn a_noted_refusal_is_not_the_answer_to_a_repeat_of_a_request_still_in_flight() {
+    use sqlx::{Connection, Executor};
+    let db = TestDb::new().await;
+    let id = db.product(1, 1).await;
+    let here = container(db.url.expose_secret(), SECOND).pool;
+    let request = HoldRequest {
+        product_id: id,
+        buyer: BuyerId::parse("here"),
+        qty: 1,
+        idempotency_key: Some("checkout-1".into()),
+    };
+    let elsewhere = hold_elsewhere(&db, id, 120 * SECOND).await;
+    let refused = reserve(&here, &request, 120 * SECOND).await;
+    assert!(
+        matches!(refused, Err(shared::Error::InsufficientStock { .. })),
+        "{refused:?}"
+    );
+    assert!(here.product_reads().expects_too_few(id));
+    release_hold(&db.pool, &elsewhere, BuyerId::parse(ELSEWHERE).as_ref())
+        .await
+        .expect("released");
+
+    // The first request with the key, in flight: its hold inserted and its unit reserved, not
+    // committed (what reserve_hold_v2 does between its INSERT and its COMMIT).
+    let mut first = sqlx::MySqlConnection::connect(db.url.expose_secret())
+        .await
+        .expect("a session");
+    let first_hold = HoldId::generate();
+    first.execute("BEGIN").await.expect("BEGIN");
+    sqlx::query(
+        "INSERT INTO holds (id, product_id, buyer_id, bucket, qty, status, idempotency_key, \
+                            created_at, expires_at) \
+         VALUES (?, ?, 'here', 0, 1, 'active', 'checkout-1', UTC_TIMESTAMP(3), \
+                 UTC_TIMESTAMP(3) + INTERVAL 2 MINUTE)",
+    )
+    .bind(first_hold.as_str())
+    .bind(id.0)
+    .execute(&mut first)
+    .await
+    .expect("the first request's hold");
+    sqlx::query(
+        "UPDATE stock_buckets SET available_stock = available_stock - 1, \
+                reserved_stock = reserved_stock + 1 WHERE product_id = ?",
+    )
+    .bind(id.0)
+    .execute(&mut first)
+    .await
+    .expect("its unit");
+
+    let repeat = tokio::spawn(async move { reserve(&here, &request, 120 * SECOND).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !repeat.is_finished(),
+        "the repeat waits for the first request: {:?}",
+        repeat.await
+    );
+    first.execute("COMMIT").await.expect("COMMIT");
+    let repeat = repeat.await.expect("the repeat's task").expect("a hold");
+    assert!(repeat.value.replayed, "{:?}", repeat.value);
+    assert_eq!(repeat.value.hold.hold_id, first_hold);
+}
+
+/// The read that refuses a noted product also judges its sale window and its existence, as the
+/// reservation itself would.
+#[tokio::test]
+async fn a_noted_product_whose_sale_ended_or_that_is_gone_is_refused_for_that() {
+    let db = TestDb::new().await;
+    let id = db.product(1, 1).await;
+    let here = container(db.url.expose_secret(), SECOND).pool;
+    let request = HoldRequest {
+        product_id: id,
+        buyer: BuyerId::parse("here"),
+        qty: 1,
+        idempotency_key: None,
+    };
+    hold_elsewhere(&db, id, 120 * SECOND).await;
+    let refused = reserve(&here, &request, 120 * SECOND).await;
+    assert!(
+        matches!(refused, Err(shared::Error::InsufficientStock { .. })),
+        "{refused:?}"
+    );
+    sqlx::query(
+        "UPDATE products SET sale_ends_at = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE id = ?",
+    )
+    .bind(id.0)
+    .execute(&db.pool)
+    .await
+    .expect("the sale ended");
+    let refused = reserve(&here, &request, 120 * SECOND).await;
+    assert!(
+        matches!(refused, Err(shared::Error::SaleEnded)),
+        "{refused:?}"
+    );
+    for table in ["holds", "stock_buckets", "products"] {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&db.pool)
+            .await
+            .expect("the product gone");
+    }
+    let refused = reserve(&here, &request, 120 * SECOND).await;
+    assert!(
+        matches!(refused, Err(shared::Error::ProductNotFound(gone)) if gone == id),
+        "{refused:?}"
+    );
+}
