@@ -11,7 +11,9 @@ use shared::metrics;
 use shared::routes::ROUTES;
 
 /// The CloudFront distribution and the WAF web ACL in front of the HTTP API.
+mod deploy;
 mod edge;
+mod reads;
 
 /// The variables each function needs set in AWS, by crate: those its `Deps::from_env` reads
 /// through `Config` (shared/src/config.rs) without a usable default there. THE one list to keep in

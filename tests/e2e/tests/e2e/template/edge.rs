@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 use shared::routes::{ROUTES, Route};
 
+use super::deploy::Deploy;
 use super::{Template, reference};
 
 /// The managed policies the default behaviour names by id, as CloudFront documents them
@@ -18,81 +19,6 @@ const ALL_METHODS: [&str; 7] = ["GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST"
 /// The error codes CloudFront caches (10 s unless told otherwise), as cfn-lint's schema lists
 /// them for `CustomErrorResponses`.
 const CACHED_ERRORS: [u64; 11] = [400, 403, 404, 405, 414, 416, 500, 501, 502, 503, 504];
-
-/// What CloudFormation would make of the template deployed in `region` with `parameters` (every
-/// other parameter at its default): which conditions hold, whether the rules let it deploy.
-struct Deploy<'a> {
-    template: &'a Template,
-    region: &'a str,
-    parameters: BTreeMap<&'a str, &'a str>,
-}
-
-impl<'a> Deploy<'a> {
-    fn new(template: &'a Template, region: &'a str, parameters: &[(&'a str, &'a str)]) -> Self {
-        Self {
-            template,
-            region,
-            parameters: parameters.iter().copied().collect(),
-        }
-    }
-
-    fn value(&self, value: &Value) -> String {
-        match (reference(value), value) {
-            (Some("AWS::Region"), _) => self.region.to_owned(),
-            (Some(name), _) => match self.parameters.get(name) {
-                Some(given) => (*given).to_owned(),
-                None => match &self.template.0["Parameters"][name]["Default"] {
-                    Value::String(default) => default.clone(),
-                    Value::Number(default) => default.to_string(),
-                    other => panic!("parameter {name} has no usable default: {other}"),
-                },
-            },
-            (None, Value::String(literal)) => literal.clone(),
-            (None, other) => panic!("not a value this evaluator knows: {other}"),
-        }
-    }
-
-    fn holds(&self, condition: &Value) -> bool {
-        let operands = |function: &str| condition[function].as_array().expect(function);
-        if let Some(name) = condition.get("Condition").and_then(Value::as_str) {
-            self.holds(&self.template.0["Conditions"][name])
-        } else if condition.get("Fn::Equals").is_some() {
-            let [left, right] = operands("Fn::Equals").as_slice() else {
-                panic!("Fn::Equals takes two values: {condition}");
-            };
-            self.value(left) == self.value(right)
-        } else if condition.get("Fn::Not").is_some() {
-            !self.holds(&operands("Fn::Not")[0])
-        } else if condition.get("Fn::And").is_some() {
-            operands("Fn::And").iter().all(|part| self.holds(part))
-        } else if condition.get("Fn::Or").is_some() {
-            operands("Fn::Or").iter().any(|part| self.holds(part))
-        } else {
-            panic!("not a condition this evaluator knows: {condition}")
-        }
-    }
-
-    /// Whether a resource or an output (its `Condition`, if any) would exist.
-    fn makes(&self, declaration: &Value) -> bool {
-        declaration["Condition"]
-            .as_str()
-            .is_none_or(|name| self.holds(&json!({ "Condition": name })))
-    }
-
-    /// Whether every rule whose condition holds has all its assertions hold.
-    fn accepted(&self) -> bool {
-        let rules = self.template.0["Rules"].as_object().expect("Rules");
-        rules.values().all(|rule| {
-            rule.get("RuleCondition")
-                .is_some_and(|condition| !self.holds(condition))
-                || rule["Assertions"]
-                    .as_array()
-                    .expect("Assertions")
-                    .iter()
-                    .all(|assertion| self.holds(&assertion["Assert"]))
-        })
-    }
-}
 
 fn distribution(template: &Template) -> &Value {
     &template.resource("EdgeDistribution")["Properties"]["DistributionConfig"]
