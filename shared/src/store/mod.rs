@@ -32,6 +32,7 @@ pub mod buckets;
 pub mod connection;
 pub mod db;
 pub mod expiry;
+pub mod gather;
 pub mod holds;
 pub mod inbox;
 pub mod orders;

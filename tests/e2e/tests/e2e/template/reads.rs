@@ -24,6 +24,9 @@ fn hosts(template: &Template, deploy: &Deploy) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// A deploy's parameters, where get-product and the others connect, whether a reader is made.
+type Case<'a> = (&'a [(&'a str, &'a str)], Value, Value, bool);
+
 #[test]
 fn product_reads_go_to_a_reader_only_when_asked_and_nothing_else_leaves_the_writer() {
     let template = Template::load();
@@ -33,7 +36,7 @@ fn product_reads_go_to_a_reader_only_when_asked_and_nothing_else_leaves_the_writ
     let existing = "proxy.example.internal";
     let existing_reads = "reads.example.internal";
     let secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db";
-    let cases: [(&[(&str, &str)], Value, Value, bool); 4] = [
+    let cases: [Case; 4] = [
         (&[], writer.clone(), writer.clone(), false),
         (&[("ProductReadsFromReader", "true")], reader, writer, true),
         (
