@@ -10,6 +10,7 @@ use sqlx::Row;
 use super::db::retry_conflicts;
 use super::gather::consolidate;
 use super::pool::Pool;
+use super::products::sale_from_row;
 use super::rows::{HOLD_SELECT, hold_from_row};
 use super::settle::settle_lapsed;
 use super::sql::Sql;
@@ -173,11 +174,7 @@ async fn read_stock(
     let row = sql.bind(product_id.0).fetch_one(pool).await?;
     Ok(Stock {
         found: row.try_get("found")?,
-        terms: SaleTerms {
-            max_per_buyer: row.try_get("max_per_buyer")?,
-            sale_starts_at: row.try_get("sale_starts_at")?,
-            sale_ends_at: row.try_get("sale_ends_at")?,
-        },
+        terms: sale_from_row(&row)?,
         db_now: row.try_get("db_now")?,
         counted: row.try_get("counted")?,
         lapsed: row.try_get("lapsed")?,
@@ -271,11 +268,7 @@ async fn try_reserve(
         bucket: row.try_get("bucket")?,
         expires_at: row.try_get("expires_at")?,
         db_now: row.try_get("db_now")?,
-        terms: SaleTerms {
-            max_per_buyer: row.try_get("max_per_buyer")?,
-            sale_starts_at: row.try_get("sale_starts_at")?,
-            sale_ends_at: row.try_get("sale_ends_at")?,
-        },
+        terms: sale_from_row(row)?,
         held: row.try_get("held")?,
         available: row.try_get("available")?,
     };

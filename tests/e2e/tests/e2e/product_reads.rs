@@ -416,6 +416,28 @@ async fn a_noted_refusal_never_refuses_units_that_came_back_elsewhere() {
     );
 }
 
+/// A product of one unit, held by another process, and a process (`here`, a get-product
+/// container's pool) whose reservation of it with `key` was refused, so it now reads the stock
+/// first: that process, its request, and the other's hold.
+async fn noted_short(db: &TestDb, key: Option<&str>) -> (Pool, HoldRequest, HoldId) {
+    let id = db.product(1, 1).await;
+    let here = container(db.url.expose_secret(), SECOND).pool;
+    let request = HoldRequest {
+        product_id: id,
+        buyer: BuyerId::parse("here"),
+        qty: 1,
+        idempotency_key: key.map(str::to_owned),
+    };
+    let elsewhere = hold_elsewhere(db, id, 120 * SECOND).await;
+    let refused = reserve(&here, &request, 120 * SECOND).await;
+    assert!(
+        matches!(refused, Err(shared::Error::InsufficientStock { .. })),
+        "{refused:?}"
+    );
+    assert!(here.product_reads().expects_too_few(id));
+    (here, request, elsewhere)
+}
+
 /// A process that found the product short reads the stock and the request's Idempotency-Key in
 /// one snapshot before anything else. A first request with the same key whose hold is not
 /// committed yet has not taken its units in that snapshot either, so the repeat goes on to the
@@ -425,21 +447,8 @@ async fn a_noted_refusal_never_refuses_units_that_came_back_elsewhere() {
 async fn a_noted_refusal_is_not_the_answer_to_a_repeat_of_a_request_still_in_flight() {
     use sqlx::{Connection, Executor};
     let db = TestDb::new().await;
-    let id = db.product(1, 1).await;
-    let here = container(db.url.expose_secret(), SECOND).pool;
-    let request = HoldRequest {
-        product_id: id,
-        buyer: BuyerId::parse("here"),
-        qty: 1,
-        idempotency_key: Some("checkout-1".into()),
-    };
-    let elsewhere = hold_elsewhere(&db, id, 120 * SECOND).await;
-    let refused = reserve(&here, &request, 120 * SECOND).await;
-    assert!(
-        matches!(refused, Err(shared::Error::InsufficientStock { .. })),
-        "{refused:?}"
-    );
-    assert!(here.product_reads().expects_too_few(id));
+    let (here, request, elsewhere) = noted_short(&db, Some("checkout-1")).await;
+    let id = request.product_id;
     release_hold(&db.pool, &elsewhere, BuyerId::parse(ELSEWHERE).as_ref())
         .await
         .expect("released");
@@ -489,20 +498,8 @@ async fn a_noted_refusal_is_not_the_answer_to_a_repeat_of_a_request_still_in_fli
 #[tokio::test]
 async fn a_noted_product_whose_sale_ended_or_that_is_gone_is_refused_for_that() {
     let db = TestDb::new().await;
-    let id = db.product(1, 1).await;
-    let here = container(db.url.expose_secret(), SECOND).pool;
-    let request = HoldRequest {
-        product_id: id,
-        buyer: BuyerId::parse("here"),
-        qty: 1,
-        idempotency_key: None,
-    };
-    hold_elsewhere(&db, id, 120 * SECOND).await;
-    let refused = reserve(&here, &request, 120 * SECOND).await;
-    assert!(
-        matches!(refused, Err(shared::Error::InsufficientStock { .. })),
-        "{refused:?}"
-    );
+    let (here, request, _) = noted_short(&db, None).await;
+    let id = request.product_id;
     sqlx::query(
         "UPDATE products SET sale_ends_at = UTC_TIMESTAMP(3) - INTERVAL 1 SECOND WHERE id = ?",
     )
