@@ -46,12 +46,13 @@ pub struct Reservation {
 /// answered with that hold. Once this process has seen the product short
 /// ([`ProductReads::found_too_few`](super::product_reads::ProductReads::found_too_few)), a plain
 /// read of the stock comes first ([`try_reserve`]), so that every refusal after a sell-out is one
-/// round trip that locks and writes nothing and runs no stored program. Only when the units exist but no single bucket has `qty`, or
-/// some are in lapsed holds and unpaid orders not yet settled, does it take the slow path, in
-/// rounds: refuse from a plain read when the product as a whole is short; settle the product's
-/// lapsed holds and unpaid orders whenever that read counts any (at sell-out they lapse all the
-/// time, and their units are available to every reader but still in the buckets' reserved and
-/// sold counters, out of the procedure's reach); gather units into one bucket; and call again.
+/// round trip that locks and writes nothing and runs no stored program. Only when the units
+/// exist but no single bucket has `qty`, or some are in lapsed holds and unpaid orders not yet
+/// settled, does it take the slow path, in rounds: refuse from a plain read when the product as
+/// a whole is short; settle the product's lapsed holds and unpaid orders whenever that read
+/// counts any (at sell-out they lapse all the time, and their units are available to every
+/// reader but still in the buckets' reserved and sold counters, out of the procedure's reach);
+/// gather units into one bucket; and call again.
 /// So a hold is refused only when the product as a whole has too few units, or when other holds
 /// took the gathered units first in every one of [`MAX_ROUNDS`] rounds. The events of what it
 /// settled come back with the result; when it refuses, they stay in the outbox for the sweeper.
@@ -184,7 +185,7 @@ async fn read_stock(
 
 impl Stock {
     /// Why `request` cannot be served from this stock: the product does not exist, its sale is
-    /// not open, or it has too few units (which this process then notes); `Ok` when it has
+    /// not open, or it has too few units (which [`reserve`] then notes); `Ok` when it has
     /// enough, in buckets or lapsed holds and orders.
     fn refusal(&self, request: &HoldRequest) -> Result<(), Error> {
         if self.found == 0 {
