@@ -1,5 +1,5 @@
 //! Product reads from a reader: with `ProductReadsFromReader=true` the stack adds an Aurora
-//! reader and a read-only endpoint of its RDS Proxy, and get-product (and only it: it writes
+//! reader, a read-only endpoint of its RDS Proxy and an alarm on the reader's lag, and get-product (and only it: it writes
 //! nothing) connects there; an existing database's read-only endpoint is used the same way. By
 //! default nothing of it is made and every function connects to the writer.
 
@@ -10,7 +10,11 @@ use serde_json::{Value, json};
 use super::Template;
 use super::deploy::Deploy;
 
-const READER: [&str; 2] = ["DatabaseReaderInstance", "DatabaseProxyReadOnlyEndpoint"];
+const READER: [&str; 3] = [
+    "DatabaseReaderInstance",
+    "DatabaseProxyReadOnlyEndpoint",
+    "ReaderReplicaLagAlarm",
+];
 
 /// Where each function connects: its `DATABASE_HOST`, the branch this deploy takes.
 fn hosts(template: &Template, deploy: &Deploy) -> Vec<(String, Value)> {
@@ -125,5 +129,15 @@ fn the_read_only_endpoint_is_the_proxys_in_front_of_a_reader_of_the_stacks_clust
     assert!(
         depends.contains(&"DatabaseReaderInstance"),
         "a read-only endpoint with no reader refuses connections"
+    );
+    let alarm = &template.resource("ReaderReplicaLagAlarm")["Properties"];
+    assert_eq!(
+        (&alarm["Namespace"], &alarm["MetricName"]),
+        (&json!("AWS/RDS"), &json!("AuroraReplicaLag"))
+    );
+    assert_eq!(
+        alarm["Dimensions"],
+        json!([{"Name": "DBInstanceIdentifier", "Value": {"Ref": "DatabaseReaderInstance"}}]),
+        "the lag of the reader the reads go to"
     );
 }
