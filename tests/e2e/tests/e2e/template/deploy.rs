@@ -11,8 +11,8 @@ use super::{Template, reference};
 /// What CloudFormation would make of the template deployed in `region` with `parameters` (every
 /// other parameter at its default): which conditions hold, whether the rules let it deploy.
 pub(super) struct Deploy<'a> {
-    pub(super) template: &'a Template,
-    pub(super) region: &'a str,
+    template: &'a Template,
+    region: &'a str,
     pub(super) parameters: BTreeMap<&'a str, &'a str>,
 }
 
