@@ -49,6 +49,9 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// `ADMIN_TOKEN`: bearer token for the admin routes.
     pub admin_token: Option<SecretString>,
+    /// `ADMISSION_TOKEN_SECRET`: comma-separated HMAC secrets of waiting rooms' admission
+    /// tokens; the first signs, any verifies (rotation without downtime).
+    pub admission_token_secrets: Option<Vec<SecretString>>,
     pub aws: AwsConfig,
     pub local: LocalConfig,
     pub buyers: BuyersConfig,
@@ -293,6 +296,7 @@ impl Config {
                 retry_base: Duration::from_millis(number("PAYMENT_RETRY_BASE_MS", 500, 1, 60_000)?),
             },
             admin_token: get("ADMIN_TOKEN").map(SecretString::from),
+            admission_token_secrets: secrets("ADMISSION_TOKEN_SECRET"),
             aws: AwsConfig {
                 scheduler,
                 webhook_queue_url: get("WEBHOOK_QUEUE_URL"),
@@ -330,6 +334,16 @@ impl Config {
         self.admin_token
             .clone()
             .ok_or_else(|| Error::Config("ADMIN_TOKEN must be set".into()))
+    }
+
+    /// The waiting rooms' admission tokens: those who issue or check them cannot work without.
+    pub fn require_admission_tokens(
+        &self,
+    ) -> Result<crate::domain::admission::AdmissionTokens, Error> {
+        self.admission_token_secrets
+            .clone()
+            .and_then(crate::domain::admission::AdmissionTokens::new)
+            .ok_or_else(|| Error::Config("ADMISSION_TOKEN_SECRET must be set".into()))
     }
 
     pub fn require_webhook_secrets(&self) -> Result<Vec<SecretString>, Error> {

@@ -40,6 +40,16 @@ pub enum Error {
     HoldRedeemed,
     #[error("the hold was released")]
     HoldReleased,
+    #[error("product {0} has no waiting room")]
+    NoWaitingRoom(ProductId),
+    #[error("not in this product's queue: join it first")]
+    NotInQueue,
+    #[error("the product is sold out")]
+    SoldOut,
+    #[error("this product has a waiting room: send the Admission-Token it gave you")]
+    AdmissionRequired,
+    #[error("the Admission-Token is not valid for this buyer and product, or its admission ended")]
+    AdmissionInvalid,
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
     #[error("invalid configuration: {0}")]
@@ -66,7 +76,9 @@ impl Error {
             Self::Shared(err) => err.status(),
             Self::MalformedJson(_) | Self::InvalidRequest(_) => 400,
             Self::Unauthorized | Self::InvalidSignature(_) => 401,
+            Self::AdmissionRequired | Self::AdmissionInvalid => 403,
             Self::RouteNotFound { .. }
+            | Self::NotInQueue
             | Self::ProductNotFound(_)
             | Self::HoldNotFound
             | Self::OrderNotFound => 404,
@@ -76,7 +88,9 @@ impl Error {
             | Self::SaleEnded
             | Self::BuyerLimitReached { .. }
             | Self::HoldRedeemed
-            | Self::HoldReleased => 409,
+            | Self::HoldReleased
+            | Self::NoWaitingRoom(_)
+            | Self::SoldOut => 409,
             Self::HoldExpired => 410,
             Self::PayloadTooLarge { .. } => 413,
             Self::IdempotencyKeyReused => 422,
@@ -107,6 +121,11 @@ impl Error {
             Self::HoldRedeemed => "hold_redeemed",
             Self::HoldReleased => "hold_released",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::NoWaitingRoom(_) => "no_waiting_room",
+            Self::NotInQueue => "not_in_queue",
+            Self::SoldOut => "sold_out",
+            Self::AdmissionRequired => "admission_required",
+            Self::AdmissionInvalid => "admission_invalid",
             Self::QueueUnavailable(_) | Self::DeadlineExceeded(_) => "service_unavailable",
             Self::Database(_) if self.status() == 503 => "service_unavailable",
             Self::Config(_) | Self::Internal(_) | Self::Database(_) | Self::Migrate(_) => {

@@ -221,7 +221,21 @@ pub fn path_id(request: &Request, name: &str) -> String {
 
 /// The product a request's path names (`…/products/{id}`), or the 400 it is answered with.
 pub fn path_product_id(request: &Request) -> Result<crate::domain::ids::ProductId, Error> {
-    let raw = path_id(request, "id");
+    // Under a function URL, the segment after `products` (`…/products/{id}/queue` too).
+    let after_products = || {
+        let mut segments = request.uri().path().split('/');
+        segments.find(|segment| *segment == "products")?;
+        segments
+            .next()
+            .filter(|segment| !segment.is_empty())
+            .map(str::to_owned)
+    };
+    let raw = request
+        .path_parameters_ref()
+        .and_then(|params| params.first("id"))
+        .map(str::to_owned)
+        .or_else(after_products)
+        .unwrap_or_else(|| path_id(request, "id"));
     crate::json::whole_number_text(&raw)
         .map(crate::domain::ids::ProductId)
         .ok_or_else(|| {

@@ -14,6 +14,9 @@ pub enum Route {
     CreateOrder,
     GetOrder,
     PaymentWebhook,
+    JoinQueue,
+    GetQueueEntry,
+    GetQueueSummary,
 }
 
 impl Route {
@@ -26,6 +29,8 @@ impl Route {
                 | Self::ReleaseHold
                 | Self::CreateOrder
                 | Self::GetOrder
+                | Self::JoinQueue
+                | Self::GetQueueEntry
         )
     }
 }
@@ -44,6 +49,17 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
     (Method::POST, "/api/orders", Route::CreateOrder),
     (Method::GET, "/api/orders/{order_id}", Route::GetOrder),
     (Method::POST, "/api/payments/webhook", Route::PaymentWebhook),
+    (Method::POST, "/api/products/{id}/queue", Route::JoinQueue),
+    (
+        Method::GET,
+        "/api/products/{id}/queue",
+        Route::GetQueueEntry,
+    ),
+    (
+        Method::GET,
+        "/api/products/{id}/queue/summary",
+        Route::GetQueueSummary,
+    ),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

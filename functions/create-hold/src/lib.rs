@@ -1,5 +1,6 @@
 //! `POST /api/holds`: reserves units of a product for `HOLD_TTL_SECONDS`, never more than are
-//! available; an `Idempotency-Key` makes repeats return the first hold.
+//! available; an `Idempotency-Key` makes repeats return the first hold. A product with a waiting
+//! room needs the buyer's `Admission-Token`, checked before the database is touched.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::adapters::local::NoPublisher;
 use shared::config::BuyerAuth;
+use shared::domain::admission::AdmissionTokens;
 use shared::domain::ids::ProductId;
 use shared::http::{self, Body, Request, Response};
 use shared::ports::{DeadlineScheduler, EventPublisher};
@@ -26,6 +28,9 @@ pub struct Deps {
     pub hold_ttl: Duration,
     pub max_hold_qty: u32,
     pub buyer_auth: BuyerAuth,
+    /// `ADMISSION_TOKEN_SECRET`: checks the admission tokens of products with a waiting room
+    /// (without it, a hold of such a product fails as misconfigured).
+    pub admission_tokens: Option<AdmissionTokens>,
 }
 
 impl Deps {
@@ -38,6 +43,7 @@ impl Deps {
             hold_ttl: lambda.config.holds.ttl,
             max_hold_qty: lambda.config.holds.max_qty,
             buyer_auth: lambda.config.buyers.auth,
+            admission_tokens: lambda.config.require_admission_tokens().ok(),
         })
     }
 }
@@ -45,10 +51,21 @@ impl Deps {
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     http::respond_committing(async {
         let hold = parse(&request, deps.max_hold_qty, deps.buyer_auth)?;
+        service::queue::check_admission(
+            &deps.pool,
+            deps.admission_tokens.as_ref(),
+            hold.product_id,
+            hold.buyer.as_ref(),
+            http::header(&request, ADMISSION_TOKEN),
+        )
+        .await?;
         execute(deps, &hold).await
     })
     .await
 }
+
+/// The header a waiting room's admission token comes in.
+pub const ADMISSION_TOKEN: &str = "admission-token";
 
 #[derive(Deserialize)]
 struct CreateHold {

@@ -6,6 +6,7 @@ use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::domain::model::SaleTerms;
 use shared::domain::money::Cents;
+use shared::domain::waiting_room::WaitingRoom;
 use shared::http::{self, Body, Request, Response};
 use shared::store::pool::Pool;
 use shared::store::products::{MAX_STOCK_BUCKETS, NewProduct};
@@ -54,6 +55,8 @@ struct CreateProduct {
     sale_starts_at: Option<String>,
     #[serde(default)]
     sale_ends_at: Option<String>,
+    #[serde(default)]
+    waiting_room: Option<WaitingRoom>,
 }
 
 fn one_bucket() -> u16 {
@@ -96,12 +99,16 @@ pub fn parse(request: &Request, admin_token: &SecretString) -> Result<NewProduct
         sale_ends_at: instant(body.sale_ends_at)?,
     };
     sale.validate()?;
+    if let Some(room) = body.waiting_room {
+        room.validate(sale.sale_starts_at)?;
+    }
     Ok(NewProduct {
         name: name.to_owned(),
         price,
         stock: body.stock,
         buckets: body.stock_buckets,
         sale,
+        waiting_room: body.waiting_room,
     })
 }
 

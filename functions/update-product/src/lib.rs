@@ -6,6 +6,7 @@ use serde::Deserialize;
 use shared::Error;
 use shared::adapters::aws::LambdaStartup;
 use shared::domain::ids::ProductId;
+use shared::domain::waiting_room::WaitingRoom;
 use shared::http::{self, Body, Request, Response};
 use shared::store::pool::Pool;
 use shared::store::products::{self, ProductChange};
@@ -42,6 +43,8 @@ struct ChangeBody {
     sale_ends_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "whole")]
     total_stock: Option<u32>,
+    #[serde(default, deserialize_with = "shared::json::nullable")]
+    waiting_room: Option<Option<WaitingRoom>>,
 }
 
 fn whole<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
@@ -71,6 +74,7 @@ pub fn parse(
         sale_starts_at: instant(body.sale_starts_at)?,
         sale_ends_at: instant(body.sale_ends_at)?,
         total_stock: body.total_stock,
+        waiting_room: body.waiting_room,
     };
     if let Some(Some(limit)) = change.max_per_buyer
         && !(1..=1_000_000).contains(&limit)

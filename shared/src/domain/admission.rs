@@ -29,6 +29,7 @@ pub enum InvalidAdmission {
     Expired,
 }
 
+#[derive(Clone)]
 pub struct AdmissionTokens {
     /// The first signs; every one verifies.
     secrets: Vec<SecretString>,

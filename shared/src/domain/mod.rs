@@ -8,6 +8,7 @@ pub mod ids;
 pub mod model;
 pub mod money;
 pub mod payment;
+pub mod queue;
 pub mod retry;
 pub mod waiting_room;
 pub mod webhook;

@@ -6,6 +6,7 @@ use serde::{Serialize, Serializer};
 
 use crate::domain::ids::{BuyerId, HoldId, OrderId, ProductId};
 use crate::domain::money::Cents;
+use crate::domain::waiting_room::WaitingRoomState;
 
 /// Stock as readers see it: holds past their expiry already count as available.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,6 +22,9 @@ pub struct Product {
     pub stock_buckets: u16,
     #[serde(flatten)]
     pub sale: SaleTerms,
+    /// Its waiting room, shown as its terms (`null`: none).
+    #[serde(serialize_with = "waiting_room_terms")]
+    pub waiting_room: Option<WaitingRoomState>,
     /// The database's time of the read these figures come from: a read may be answered from a
     /// recent one (`store::product_reads`).
     #[serde(serialize_with = "rfc3339")]
@@ -45,12 +49,21 @@ impl Product {
 #[derive(Debug, Clone)]
 pub struct ProductRead {
     pub product: Product,
+    /// Its orders waiting for their payment (in time): units that may yet come back.
+    pub pending_orders: i64,
     /// The next instant one of its active holds or unpaid orders lapses, which moves units to
     /// available for every reader without any write.
     pub next_lapse_at: Option<NaiveDateTime>,
 }
 
 impl ProductRead {
+    /// Nothing left to sell and nothing that may come back: every unit sold and paid for.
+    pub fn sold_out(&self) -> bool {
+        self.product.available_stock == 0
+            && self.product.reserved_stock == 0
+            && self.pending_orders == 0
+    }
+
     /// How long after the read its figures stay true unless something is written.
     pub fn until_next_lapse(&self) -> std::time::Duration {
         self.next_lapse_at.map_or(std::time::Duration::MAX, |next| {
@@ -281,11 +294,20 @@ pub fn to_rfc3339(at: &NaiveDateTime) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn rfc3339<S: Serializer>(at: &NaiveDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+fn waiting_room_terms<S: Serializer>(
+    room: &Option<WaitingRoomState>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    room.as_ref()
+        .map(WaitingRoomState::terms)
+        .serialize(serializer)
+}
+
+pub(crate) fn rfc3339<S: Serializer>(at: &NaiveDateTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&to_rfc3339(at))
 }
 
-fn rfc3339_or_null<S: Serializer>(
+pub(crate) fn rfc3339_or_null<S: Serializer>(
     at: &Option<NaiveDateTime>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {

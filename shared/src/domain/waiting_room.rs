@@ -24,12 +24,22 @@ pub const LONGEST_ADMISSION_SECONDS: u32 = 3_600;
 pub const DEFAULT_ADMISSION_SECONDS: u32 = 300;
 
 /// A product's waiting room, as created and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WaitingRoom {
     /// Buyers admitted per second.
+    #[serde(deserialize_with = "crate::json::whole_number")]
     pub admission_rate: u32,
     /// How long an admission lasts.
+    #[serde(
+        default = "default_admission_seconds",
+        deserialize_with = "crate::json::whole_number"
+    )]
     pub admission_ttl_seconds: u32,
+}
+
+fn default_admission_seconds() -> u32 {
+    DEFAULT_ADMISSION_SECONDS
 }
 
 impl WaitingRoom {
@@ -154,6 +164,93 @@ impl Schedule {
     }
 }
 
+/// A product's waiting room as it is kept (`products.waiting_room`): how long an admission lasts
+/// and when each position is admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingRoomState {
+    pub admission_ttl_seconds: u32,
+    pub schedule: Schedule,
+}
+
+/// The stored JSON: anchors as `[unix ms, position, rate]`, so the text never depends on a
+/// time format.
+#[derive(serde::Deserialize, Serialize)]
+struct Stored {
+    admission_ttl_seconds: u32,
+    anchors: Vec<(i64, u64, u32)>,
+}
+
+impl WaitingRoomState {
+    /// A new waiting room: admission from the sale's start at the terms' rate.
+    pub fn opening(terms: WaitingRoom, sale_starts_at: NaiveDateTime) -> Self {
+        Self {
+            admission_ttl_seconds: terms.admission_ttl_seconds,
+            schedule: Schedule::opening(sale_starts_at, terms.admission_rate),
+        }
+    }
+
+    /// The terms as shown: the rate in force now.
+    pub fn terms(&self) -> WaitingRoom {
+        WaitingRoom {
+            admission_rate: self.schedule.rate(),
+            admission_ttl_seconds: self.admission_ttl_seconds,
+        }
+    }
+
+    /// These terms from `now` on: a new rate from the next admission tick (no one admitted is
+    /// un-admitted), a new TTL for every admission.
+    pub fn changed(&self, terms: WaitingRoom, now: NaiveDateTime) -> Self {
+        let schedule = if terms.admission_rate == self.schedule.rate() {
+            self.schedule.clone()
+        } else {
+            self.schedule.with_rate(now, terms.admission_rate)
+        };
+        Self {
+            admission_ttl_seconds: terms.admission_ttl_seconds,
+            schedule,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let stored = Stored {
+            admission_ttl_seconds: self.admission_ttl_seconds,
+            anchors: self
+                .schedule
+                .anchors()
+                .iter()
+                .map(|anchor| {
+                    (
+                        anchor.at.and_utc().timestamp_millis(),
+                        anchor.position,
+                        anchor.rate,
+                    )
+                })
+                .collect(),
+        };
+        serde_json::to_string(&stored).unwrap_or_default()
+    }
+
+    /// `None` for text this code did not write.
+    pub fn from_json(text: &str) -> Option<Self> {
+        let stored: Stored = serde_json::from_str(text).ok()?;
+        let anchors = stored
+            .anchors
+            .into_iter()
+            .map(|(ms, position, rate)| {
+                Some(Anchor {
+                    at: chrono::DateTime::from_timestamp_millis(ms)?.naive_utc(),
+                    position,
+                    rate,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            admission_ttl_seconds: stored.admission_ttl_seconds,
+            schedule: Schedule::from_anchors(anchors)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::NaiveDate;
@@ -246,6 +343,43 @@ mod tests {
             assert!(slower.serving_position(admitted) >= position);
             assert!(slower.serving_position(admitted - Duration::milliseconds(1)) < position);
         }
+    }
+
+    #[test]
+    fn a_waiting_room_is_kept_as_json_and_read_back_whole() {
+        let room = WaitingRoomState::opening(
+            WaitingRoom {
+                admission_rate: 10,
+                admission_ttl_seconds: 60,
+            },
+            start(),
+        );
+        let changed = room.changed(
+            WaitingRoom {
+                admission_rate: 40,
+                admission_ttl_seconds: 30,
+            },
+            at(7.5),
+        );
+        assert_eq!(changed.schedule.anchors().len(), 2);
+        assert_eq!(
+            WaitingRoomState::from_json(&changed.to_json()),
+            Some(changed.clone())
+        );
+        assert_eq!(
+            changed.terms(),
+            WaitingRoom {
+                admission_rate: 40,
+                admission_ttl_seconds: 30
+            }
+        );
+        let same_rate = changed.changed(changed.terms(), at(20.0));
+        assert_eq!(
+            same_rate.schedule, changed.schedule,
+            "no anchor for no change"
+        );
+        assert_eq!(WaitingRoomState::from_json("{}"), None);
+        assert_eq!(WaitingRoomState::from_json("not json"), None);
     }
 
     #[test]

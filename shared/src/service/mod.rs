@@ -12,6 +12,7 @@ pub mod holds;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod queue;
 pub mod sweep;
 
 use std::future::Future;

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::metrics;
 use crate::ports::EventPublisher;
 use crate::store::pool::Pool;
+use crate::store::queue;
 use crate::store::reconcile;
 use crate::store::settle::{self, Settlement};
 
@@ -21,6 +22,8 @@ pub struct SweepReport {
     pub events_republished: usize,
     /// Stock buckets whose counters disagree with their holds and orders (reported, not repaired).
     pub stock_drift: usize,
+    /// Waiting rooms' pre-queues drawn by this sweep (no request after the start had).
+    pub queues_drawn: usize,
 }
 
 /// A sweep that ran every step to its end but in which something failed: what it did, and what
@@ -34,7 +37,8 @@ pub struct SweepIncomplete {
     pub report: SweepReport,
     /// Products whose settlement failed (the others were settled).
     pub products_failed: usize,
-    /// The steps that failed as a whole ("settle", "drain_inbox", "republish", "reconcile").
+    /// The steps that failed as a whole ("settle", "drain_inbox", "republish", "draw_queues",
+    /// "reconcile").
     pub steps_failed: Vec<&'static str>,
 }
 
@@ -85,6 +89,10 @@ pub async fn sweep(
         Ok(republished) => report.events_republished = republished,
         Err(err) => step_failed(&mut steps_failed, "republish", &err),
     }
+    match draw_due_queues(pool).await {
+        Ok(drawn) => report.queues_drawn = drawn,
+        Err(err) => step_failed(&mut steps_failed, "draw_queues", &err),
+    }
     match reconcile::reconcile(pool, None, false).await {
         Ok(reconciliation) => report.stock_drift = reconciliation.unresolved(),
         Err(err) => step_failed(&mut steps_failed, "reconcile", &err),
@@ -98,6 +106,17 @@ pub async fn sweep(
             steps_failed,
         })
     }
+}
+
+/// Draws the pre-queues that are due and not drawn (or whose drawer died).
+async fn draw_due_queues(pool: &Pool) -> Result<usize, Error> {
+    let mut drawn = 0;
+    for (product_id, starts) in queue::due_draws(pool).await? {
+        if queue::draw(pool, product_id, starts).await? {
+            drawn += 1;
+        }
+    }
+    Ok(drawn)
 }
 
 fn product_failed(product_id: ProductId, err: &Error) {

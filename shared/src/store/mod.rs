@@ -41,6 +41,7 @@ pub mod payments;
 pub mod pool;
 pub mod product_reads;
 pub mod products;
+pub mod queue;
 pub mod reconcile;
 pub mod release;
 pub mod rows;

@@ -21,6 +21,12 @@
 //!   product (a hold made, a release). A wrong note costs one read, never a wrong answer.
 //!
 //! A max age of zero turns the reads' sharing off: every read queries.
+//!
+//! Apart from those reads, whether a product has a waiting room is kept for [`TERMS_MAX_AGE`],
+//! whatever the max age and through this process's holds (which do not change it): a hold
+//! checks it before anything else, so that a crowd without admission tokens is refused at no
+//! cost to the database. A change of the product's terms in this process forgets it at once;
+//! one made elsewhere reaches this process within [`TERMS_MAX_AGE`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,11 +41,16 @@ use crate::error::Error;
 /// ids that do not exist cannot grow memory without bound).
 const MOST_PRODUCTS: usize = 4_096;
 
+/// How long whether a product has a waiting room is trusted.
+pub const TERMS_MAX_AGE: Duration = Duration::from_secs(1);
+
 pub struct ProductReads {
     max_age: Duration,
     products: Mutex<HashMap<ProductId, Arc<Slot>>>,
     /// Products this process's last reservation found short of units.
     short: Mutex<HashSet<ProductId>>,
+    /// Whether each product has a waiting room, and when that was asked.
+    waiting_rooms: Mutex<HashMap<ProductId, (Instant, bool)>>,
 }
 
 #[derive(Default)]
@@ -66,6 +77,7 @@ impl ProductReads {
             max_age,
             products: Mutex::new(HashMap::new()),
             short: Mutex::new(HashSet::new()),
+            waiting_rooms: Mutex::new(HashMap::new()),
         }
     }
 
@@ -123,6 +135,35 @@ impl ProductReads {
         if let Some(slot) = lock(&self.products).get(&id) {
             slot.writes.fetch_add(1, Ordering::AcqRel);
         }
+    }
+
+    /// Whether the product has a waiting room, as of at most [`TERMS_MAX_AGE`] ago, or as
+    /// `query` (`store::products::has_waiting_room`) answers now.
+    pub async fn has_waiting_room(
+        &self,
+        id: ProductId,
+        query: impl Future<Output = Result<bool, Error>>,
+    ) -> Result<bool, Error> {
+        let known = lock(&self.waiting_rooms).get(&id).copied();
+        if let Some((asked, has)) = known
+            && asked.elapsed() < TERMS_MAX_AGE
+        {
+            return Ok(has);
+        }
+        let asked = Instant::now();
+        let has = query.await?;
+        let mut waiting_rooms = lock(&self.waiting_rooms);
+        if waiting_rooms.len() >= MOST_PRODUCTS {
+            waiting_rooms.retain(|_, (at, _)| at.elapsed() < TERMS_MAX_AGE);
+        }
+        waiting_rooms.insert(id, (asked, has));
+        Ok(has)
+    }
+
+    /// Forgets the product's terms too: this process has just changed them.
+    pub fn forget_terms(&self, id: ProductId) {
+        lock(&self.waiting_rooms).remove(&id);
+        self.forget(id);
     }
 
     /// True when this process's last reservation of the product found too few units.

@@ -9,6 +9,7 @@ use super::sql::{Sql, literal};
 use crate::domain::ids::ProductId;
 use crate::domain::model::{Product, ProductRead, SaleTerms};
 use crate::domain::money::Cents;
+use crate::domain::waiting_room::{WaitingRoom, WaitingRoomState};
 use crate::error::{Error, is_duplicate_key};
 
 /// The most rows a product's stock may be split over.
@@ -22,6 +23,7 @@ pub struct NewProduct {
     /// on a hot product.
     pub buckets: u16,
     pub sale: SaleTerms,
+    pub waiting_room: Option<WaitingRoom>,
 }
 
 /// The stock of each bucket: as even as possible, the first ones taking the remainder.
@@ -38,7 +40,7 @@ pub async fn create_product(pool: &Pool, new: &NewProduct) -> Result<Product, Er
     let mut tx = conn.begin().await?;
     let created = insert_product(&mut tx, new).await;
     let id = finish(tx, created).await?;
-    pool.product_reads().forget(id);
+    pool.product_reads().forget_terms(id);
     get_product(pool, id).await
 }
 
@@ -48,8 +50,8 @@ async fn insert_product(
 ) -> Result<ProductId, Error> {
     let inserted = Sql::new(
         "INSERT INTO products (name, price_cents, total_stock, stock_buckets, max_per_buyer, \
-                               sale_starts_at, sale_ends_at, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
+                               sale_starts_at, sale_ends_at, waiting_room, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
     )
     .bind(&new.name)
     .bind(new.price.0)
@@ -58,6 +60,7 @@ async fn insert_product(
     .bind(new.sale.max_per_buyer)
     .bind(new.sale.sale_starts_at)
     .bind(new.sale.sale_ends_at)
+    .bind(opening_room(new.waiting_room, new.sale.sale_starts_at)?.map(|room| room.to_json()))
     .execute(&mut **tx)
     .await?;
     let id = ProductId(inserted.last_insert_id());
@@ -132,7 +135,8 @@ pub async fn get_product(pool: &Pool, id: ProductId) -> Result<Product, Error> {
 pub async fn read_product(pool: &Pool, id: ProductId) -> Result<ProductRead, Error> {
     let row = Sql::new(
         "SELECT p.id, p.name, p.price_cents, p.total_stock, p.stock_buckets, \
-                p.max_per_buyer, p.sale_starts_at, p.sale_ends_at, UTC_TIMESTAMP(3) AS as_of, \
+                p.max_per_buyer, p.sale_starts_at, p.sale_ends_at, p.waiting_room, \
+                UTC_TIMESTAMP(3) AS as_of, \
                 CAST((SELECT SUM(b.available_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS available, \
                 CAST((SELECT SUM(b.reserved_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS reserved, \
                 CAST((SELECT SUM(b.sold_stock) FROM stock_buckets b WHERE b.product_id = p.id) AS SIGNED) AS sold, \
@@ -142,6 +146,9 @@ pub async fn read_product(pool: &Pool, id: ProductId) -> Result<ProductRead, Err
                 CAST((SELECT COALESCE(SUM(o.qty), 0) FROM orders o \
                       WHERE o.product_id = p.id AND o.status = 'pending_payment' \
                         AND o.cancel_at <= UTC_TIMESTAMP(3)) AS SIGNED) AS lapsed_orders, \
+                (SELECT COUNT(*) FROM orders o \
+                  WHERE o.product_id = p.id AND o.status = 'pending_payment' \
+                    AND o.cancel_at > UTC_TIMESTAMP(3)) AS pending_orders, \
                 (SELECT MIN(h.expires_at) FROM holds h \
                   WHERE h.product_id = p.id AND h.status = 'active' \
                     AND h.expires_at > UTC_TIMESTAMP(3)) AS next_hold_lapse, \
@@ -169,8 +176,10 @@ pub async fn read_product(pool: &Pool, id: ProductId) -> Result<ProductRead, Err
             sold_stock: sum("sold")? - lapsed_orders,
             stock_buckets: row.try_get("stock_buckets")?,
             sale: sale_from_row(&row)?,
+            waiting_room: waiting_room_from_row(&row)?,
             as_of: row.try_get("as_of")?,
         },
+        pending_orders: row.try_get("pending_orders")?,
         next_lapse_at: next_hold_lapse.into_iter().chain(next_order_lapse).min(),
     })
 }
@@ -183,6 +192,41 @@ pub(super) fn sale_from_row(row: &sqlx::mysql::MySqlRow) -> Result<SaleTerms, Er
     })
 }
 
+/// Whether the product has a waiting room (`false` for one that does not exist).
+pub async fn has_waiting_room(pool: &Pool, id: ProductId) -> Result<bool, Error> {
+    let row = Sql::new("SELECT waiting_room IS NOT NULL AS has FROM products WHERE id = ?")
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64, _>("has")? == 1,
+        None => false,
+    })
+}
+
+/// The product's waiting room, from a row with its `waiting_room` column.
+pub(super) fn waiting_room_from_row(
+    row: &sqlx::mysql::MySqlRow,
+) -> Result<Option<WaitingRoomState>, Error> {
+    let Some(text) = row.try_get::<Option<String>, _>("waiting_room")? else {
+        return Ok(None);
+    };
+    WaitingRoomState::from_json(&text)
+        .map(Some)
+        .ok_or_else(|| Error::Internal(format!("a waiting room this code cannot read: {text}")))
+}
+
+/// A new waiting room's state, its terms checked against the sale's start.
+fn opening_room(
+    terms: Option<WaitingRoom>,
+    sale_starts_at: Option<NaiveDateTime>,
+) -> Result<Option<WaitingRoomState>, Error> {
+    let Some(terms) = terms else { return Ok(None) };
+    terms.validate(sale_starts_at)?;
+    let starts = sale_starts_at.ok_or_else(|| Error::Internal("validated start".into()))?;
+    Ok(Some(WaitingRoomState::opening(terms, starts)))
+}
+
 /// What `PATCH /api/admin/products/{id}` changes: each field given is set (`Some(None)` clears a
 /// limit or a window's end), the others are left as they are.
 #[derive(Debug, Default, Clone)]
@@ -191,6 +235,8 @@ pub struct ProductChange {
     pub sale_starts_at: Option<Option<chrono::NaiveDateTime>>,
     pub sale_ends_at: Option<Option<chrono::NaiveDateTime>>,
     pub total_stock: Option<u32>,
+    /// `Some(None)` removes the waiting room.
+    pub waiting_room: Option<Option<WaitingRoom>>,
 }
 
 /// Changes a product's sale terms and total stock. Raising the total adds available units (spread
@@ -215,7 +261,7 @@ pub async fn change_product(
         finish(tx, changed).await
     })
     .await?;
-    pool.product_reads().forget(id);
+    pool.product_reads().forget_terms(id);
     Ok(crate::domain::events::Committed::new(
         get_product(pool, id).await?,
         settled,
@@ -228,8 +274,9 @@ async fn apply_change(
     change: &ProductChange,
 ) -> Result<(), Error> {
     let row = Sql::new(
-        "SELECT total_stock, max_per_buyer, sale_starts_at, sale_ends_at FROM products \
-         WHERE id = ? FOR UPDATE",
+        "SELECT total_stock, max_per_buyer, sale_starts_at, sale_ends_at, waiting_room, \
+                UTC_TIMESTAMP(3) AS db_now \
+         FROM products WHERE id = ? FOR UPDATE",
     )
     .bind(id.0)
     .fetch_optional(&mut **tx)
@@ -242,23 +289,56 @@ async fn apply_change(
         sale_ends_at: change.sale_ends_at.unwrap_or(current.sale_ends_at),
     };
     sale.validate()?;
+    let room = changed_room(
+        waiting_room_from_row(&row)?,
+        &current,
+        &sale,
+        change.waiting_room,
+        row.try_get("db_now")?,
+    )?;
     let total: i64 = i64::from(row.try_get::<i32, _>("total_stock")?);
     let new_total = change.total_stock.map_or(total, i64::from);
     if new_total != total {
         change_stock(tx, id, new_total - total).await?;
     }
     Sql::new(
-        "UPDATE products SET total_stock = ?, max_per_buyer = ?, sale_starts_at = ?, sale_ends_at = ? \
+        "UPDATE products SET total_stock = ?, max_per_buyer = ?, sale_starts_at = ?, sale_ends_at = ?, \
+                             waiting_room = ? \
          WHERE id = ?",
     )
     .bind(new_total)
     .bind(sale.max_per_buyer)
     .bind(sale.sale_starts_at)
     .bind(sale.sale_ends_at)
+    .bind(room.map(|room| room.to_json()))
     .bind(id.0)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The waiting room once a change is applied at `now`. A new rate applies from the next
+/// admission tick (no one admitted is un-admitted); a new start of the sale starts the schedule
+/// again from it, at the rate in force.
+fn changed_room(
+    current: Option<WaitingRoomState>,
+    current_sale: &SaleTerms,
+    sale: &SaleTerms,
+    change: Option<Option<WaitingRoom>>,
+    now: NaiveDateTime,
+) -> Result<Option<WaitingRoomState>, Error> {
+    let terms = match change {
+        Some(terms) => terms,
+        None => current.as_ref().map(WaitingRoomState::terms),
+    };
+    let Some(terms) = terms else { return Ok(None) };
+    terms.validate(sale.sale_starts_at)?;
+    match current {
+        Some(room) if sale.sale_starts_at == current_sale.sale_starts_at => {
+            Ok(Some(room.changed(terms, now)))
+        }
+        _ => opening_room(Some(terms), sale.sale_starts_at),
+    }
 }
 
 /// Adds (`delta` > 0) or takes away available units, moving each bucket's total with them.

@@ -279,6 +279,7 @@ async fn create_product(pool: &Pool, config: &CrowdConfig) -> Result<ProductId, 
         stock: config.stock,
         buckets: config.buckets,
         sale: Default::default(),
+        waiting_room: None,
     };
     shared::store::products::create_product(pool, &new)
         .await

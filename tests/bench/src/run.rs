@@ -346,6 +346,7 @@ async fn create_products(pool: &Pool, config: &RunConfig) -> Result<Vec<ProductI
                 max_per_buyer: config.buyer_limit.then_some(1_000_000),
                 ..Default::default()
             },
+            waiting_room: None,
         };
         let created = shared::store::products::create_product(pool, &new)
             .await

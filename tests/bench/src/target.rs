@@ -86,6 +86,7 @@ impl Target {
                         hold_ttl: config.holds.ttl,
                         max_hold_qty: config.holds.max_qty,
                         buyer_auth: config.buyers.auth,
+                        admission_tokens: config.require_admission_tokens().ok(),
                     },
                     event: LambdaContainer::event(&buyer(client), product),
                 })

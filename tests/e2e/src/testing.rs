@@ -16,7 +16,8 @@ use flash_sale_local::{LocalServer, Options};
 
 pub use flash_sale_local::database::with_database;
 pub use flash_sale_local::known_secrets::{
-    ADMIN_TOKEN, BUYER_JWT_SECRET, WEBHOOK_SECRET, buyer_token, webhook_signature,
+    ADMIN_TOKEN, ADMISSION_TOKEN_SECRET, BUYER_JWT_SECRET, WEBHOOK_SECRET, buyer_token,
+    webhook_signature,
 };
 pub use flash_sale_local::moto::Moto;
 
@@ -67,6 +68,7 @@ impl TestDb {
                 stock,
                 buckets,
                 sale: Default::default(),
+                waiting_room: None,
             },
         )
         .await
@@ -149,6 +151,10 @@ pub fn test_config(database_url: &str, vars: &[(&str, &str)]) -> Config {
         ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
         ("BUYER_JWT_SECRET".into(), BUYER_JWT_SECRET.into()),
+        (
+            "ADMISSION_TOKEN_SECRET".into(),
+            ADMISSION_TOKEN_SECRET.into(),
+        ),
         ("PAYMENT_RETRY_BASE_MS".into(), "50".into()),
         ("SWEEP_INTERVAL_SECONDS".into(), "1".into()),
     ]);

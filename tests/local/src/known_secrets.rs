@@ -9,6 +9,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 /// The HS256 secret of the buyers' tokens (`BUYER_JWT_SECRET`).
 pub const BUYER_JWT_SECRET: &str = "test-buyer-jwt-secret";
+/// The waiting rooms' admission tokens' secret (`ADMISSION_TOKEN_SECRET`).
+pub const ADMISSION_TOKEN_SECRET: &str = "test-admission-token-secret";
 
 /// A bearer token of `buyer`'s, valid for an hour, signed with [`BUYER_JWT_SECRET`].
 pub fn buyer_token(buyer: &str) -> String {

@@ -59,6 +59,9 @@ struct Handlers {
     create_order: create_order::Deps,
     get_order: get_order::Deps,
     payment_webhook: payment_webhook::Deps,
+    join_queue: join_queue::Deps,
+    get_queue_entry: get_queue_entry::Deps,
+    get_queue_summary: get_queue_summary::Deps,
     /// The buyer routes' bearer tokens, checked here as the HTTP API's JWT authorizer does on
     /// AWS (`BUYER_AUTH=jwt`); `None` with `BUYER_AUTH=none`.
     buyer_tokens: Option<BuyerTokens>,
@@ -97,6 +100,7 @@ impl LocalServer {
         let queue: Arc<dyn PaymentQueue> = sqs.clone().unwrap_or_else(|| Arc::new(inbox.clone()));
         let admin_token = config.require_admin_token()?;
         let buyer_auth = config.buyers.auth;
+        let admission_tokens = config.require_admission_tokens()?;
         let buyer_tokens = match buyer_auth {
             BuyerAuth::Jwt => Some(BuyerTokens::new(&config.buyers)?),
             BuyerAuth::None => None,
@@ -123,6 +127,7 @@ impl LocalServer {
                 hold_ttl: config.holds.ttl,
                 max_hold_qty: config.holds.max_qty,
                 buyer_auth,
+                admission_tokens: Some(admission_tokens.clone()),
             },
             get_hold: get_hold::Deps {
                 pool: pool.clone(),
@@ -144,6 +149,17 @@ impl LocalServer {
                 tolerance: config.webhook.tolerance,
                 queue,
             },
+            join_queue: join_queue::Deps {
+                pool: pool.clone(),
+                buyer_auth,
+                admission_tokens: admission_tokens.clone(),
+            },
+            get_queue_entry: get_queue_entry::Deps {
+                pool: pool.clone(),
+                buyer_auth,
+                admission_tokens,
+            },
+            get_queue_summary: get_queue_summary::Deps { pool: pool.clone() },
             buyer_tokens,
         });
 
@@ -308,6 +324,11 @@ async fn call(handlers: &Handlers, route: Route, request: Request) -> Response<B
         Route::CreateOrder => create_order::handle(&handlers.create_order, request).await,
         Route::GetOrder => get_order::handle(&handlers.get_order, request).await,
         Route::PaymentWebhook => payment_webhook::handle(&handlers.payment_webhook, request).await,
+        Route::JoinQueue => join_queue::handle(&handlers.join_queue, request).await,
+        Route::GetQueueEntry => get_queue_entry::handle(&handlers.get_queue_entry, request).await,
+        Route::GetQueueSummary => {
+            get_queue_summary::handle(&handlers.get_queue_summary, request).await
+        }
     };
     // Handlers answer every outcome themselves; an Err is a broken handler, as a Lambda would
     // report it.
@@ -384,10 +405,12 @@ fn did_something(report: &SweepReport) -> bool {
             },
         events_republished,
         stock_drift,
+        queues_drawn,
     } = report;
     holds_expired + orders_cancelled + processed + retried + dead_lettered > 0
         || *events_republished > 0
         || *stock_drift > 0
+        || *queues_drawn > 0
 }
 
 /// The database URL without its password, for the start-up log line.

@@ -542,6 +542,7 @@ async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
             stock: 10,
             buckets: 1,
             sale: Default::default(),
+            waiting_room: None,
         },
     )
     .await
@@ -549,6 +550,7 @@ async fn a_committed_hold_or_order_is_answered_when_the_scheduler_hangs() {
     let scheduler: Arc<dyn shared::ports::DeadlineScheduler> = Arc::new(HangingScheduler);
     let holds = create_hold::Deps {
         buyer_auth: shared::config::BuyerAuth::None,
+        admission_tokens: None,
         pool: db.pool.clone(),
         scheduler: scheduler.clone(),
         publisher: Arc::new(shared::adapters::local::NoPublisher),

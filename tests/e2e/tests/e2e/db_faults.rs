@@ -65,6 +65,7 @@ impl Relayed {
                 stock: STOCK,
                 buckets: 1,
                 sale: Default::default(),
+                waiting_room: None,
             },
         )
         .await
@@ -440,6 +441,7 @@ async fn plain_product(db: &TestDb) -> u64 {
             stock: STOCK,
             buckets: 2,
             sale: Default::default(),
+            waiting_room: None,
         },
     )
     .await

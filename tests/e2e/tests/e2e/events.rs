@@ -128,6 +128,7 @@ async fn hold_and_order_events() {
     let db = seeded().await;
     let deps = create_hold::Deps {
         buyer_auth: shared::config::BuyerAuth::Jwt,
+        admission_tokens: None,
         pool: db.pool.clone(),
         scheduler: Arc::new(NoScheduler),
         publisher: Arc::new(NoPublisher),

@@ -589,6 +589,7 @@ async fn transactions_that_end_early_release_their_row_locks_before_returning() 
             stock: 10,
             buckets: 1,
             sale: Default::default(),
+            waiting_room: None,
         },
     )
     .await

@@ -16,6 +16,7 @@ mod openapi;
 mod payments;
 mod pool;
 mod product_reads;
+mod queue;
 mod readme;
 mod reconcile;
 mod secrets;

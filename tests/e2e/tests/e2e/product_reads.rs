@@ -143,6 +143,7 @@ async fn a_missing_product_is_one_query_per_max_age_until_this_process_creates_i
             stock: 3,
             buckets: 1,
             sale: Default::default(),
+            waiting_room: None,
         },
     )
     .await

@@ -2,7 +2,9 @@
 //! `functions/` and none without one, every route of the contract exactly once and to its own
 //! function (and every other request to `unmatched-route`), every variable each function's configuration needs, no write action on every
 //! resource, the payment queue consistent with its consumer, a dashboard and alarms that name
-//! only metrics the functions emit, and (in `edge`) the CloudFront and WAF edge in front of it all.
+//! only metrics the functions emit, (in `admission`) the waiting room's admission token keys lent
+//! only to the functions that use them, and (in `edge`) the CloudFront and WAF edge in front of
+//! it all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +12,8 @@ use serde_json::{Map, Value, json};
 use shared::metrics;
 use shared::routes::ROUTES;
 
+/// The waiting room's admission token keys: generated, and lent to the functions that use them.
+mod admission;
 /// The CloudFront distribution and the WAF web ACL in front of the HTTP API.
 mod deploy;
 mod edge;
@@ -28,16 +32,23 @@ const DATABASE: &[&str] = &[
     "DATABASE_NAME",
     "DATABASE_SESSION_SETUP",
 ];
-const SCHEDULER: &[&str] = &[
-    "HOLD_SCHEDULE_GROUP",
-    "SCHEDULER_ROLE_ARN",
-    "HOLD_EXPIRY_FUNCTION_ARN",
-];
+/// The keys admission tokens are signed and verified with (`admission`).
+const ADMISSION_TOKEN_SECRET: &str = "ADMISSION_TOKEN_SECRET";
 /// (crate, connects to the database, its other variables)
 const REQUIRED_ENV: &[(&str, bool, &[&str])] = &[
     ("get-product", true, &["PRODUCT_READ_MAX_AGE_MS"]),
     ("create-product", true, &["ADMIN_TOKEN"]),
-    ("create-hold", true, SCHEDULER),
+    // Verifies a hold's Admission-Token on a product with a waiting room.
+    (
+        "create-hold",
+        true,
+        &[
+            "HOLD_SCHEDULE_GROUP",
+            "SCHEDULER_ROLE_ARN",
+            "HOLD_EXPIRY_FUNCTION_ARN",
+            ADMISSION_TOKEN_SECRET,
+        ],
+    ),
     ("get-hold", true, &[]),
     ("release-hold", true, &["EVENT_BUS_NAME"]),
     ("update-product", true, &["ADMIN_TOKEN"]),
@@ -53,6 +64,11 @@ const REQUIRED_ENV: &[(&str, bool, &[&str])] = &[
         ],
     ),
     ("get-order", true, &[]),
+    // The waiting room: an entry carries its admission token once admitted, so joining and
+    // reading one sign; the summary is public, cacheable like a product read.
+    ("join-queue", true, &[ADMISSION_TOKEN_SECRET]),
+    ("get-queue-entry", true, &[ADMISSION_TOKEN_SECRET]),
+    ("get-queue-summary", true, &["PRODUCT_READ_MAX_AGE_MS"]),
     // Queues to SQS; it would connect only without WEBHOOK_QUEUE_URL.
     (
         "payment-webhook",

@@ -77,6 +77,7 @@ impl Containers {
                 hold_ttl: config.holds.ttl,
                 max_hold_qty: config.holds.max_qty,
                 buyer_auth: BuyerAuth::Jwt,
+                admission_tokens: None,
             },
             get_hold: get_hold::Deps {
                 pool: pool(),

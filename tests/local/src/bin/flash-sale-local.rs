@@ -82,6 +82,8 @@ Environment:
   BUYER_JWT_SECRET  the buyers' tokens' HS256 secret, old,new while rotating (generated and
                   shown, with a sample token, if unset); BUYER_JWT_ISSUER and
                   BUYER_JWT_AUDIENCE are checked when set
+  ADMISSION_TOKEN_SECRET  the waiting rooms' admission tokens' secret, old,new while
+                  rotating (generated and shown if unset)
   RUST_LOG        the log level (default info); logs are JSON lines, or plain text with
                   AWS_LAMBDA_LOG_FORMAT=text
   The other settings (hold TTL, payment window, retries, AWS resources) are in README.md.
@@ -204,6 +206,11 @@ async fn run(command: Command) -> Result<ExitCode, shared::Error> {
         let secret = random_secret();
         println!("WEBHOOK_SECRET was not set; using WEBHOOK_SECRET={secret}");
         config.webhook.secrets = Some(vec![SecretString::from(secret)]);
+    }
+    if config.admission_token_secrets.is_none() {
+        let secret = random_secret();
+        println!("ADMISSION_TOKEN_SECRET was not set; using ADMISSION_TOKEN_SECRET={secret}");
+        config.admission_token_secrets = Some(vec![SecretString::from(secret)]);
     }
     if config.buyers.auth == BuyerAuth::Jwt && config.buyers.jwt_secrets.is_none() {
         let secret = random_secret();

@@ -78,6 +78,7 @@ async fn the_application_user_runs_every_request_path() {
 
     let hold_deps = |ttl: Duration| create_hold::Deps {
         buyer_auth: BuyerAuth::Jwt,
+        admission_tokens: None,
         pool: app.clone(),
         scheduler: Arc::new(NoScheduler),
         publisher: Arc::new(NoPublisher),

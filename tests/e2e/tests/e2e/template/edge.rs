@@ -1,7 +1,8 @@
-//! The edge: a CloudFront distribution in front of the HTTP API that caches the product read for
-//! as long as its origin says, passes every other request through uncached with the viewer's
-//! headers, and carries a WAF web ACL (`edge-waf.yaml`) limiting each client IP; all of it made
-//! only with `EdgeEnabled=true`, and only where its web ACL can exist.
+//! The edge: a CloudFront distribution in front of the HTTP API that caches the public reads (a
+//! product, its waiting room's summary) for as long as their origin says, passes every other
+//! request through uncached with the viewer's headers, and carries a WAF web ACL
+//! (`edge-waf.yaml`) limiting each client IP; all of it made only with `EdgeEnabled=true`, and
+//! only where its web ACL can exist.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +17,9 @@ use super::{Template, reference};
 const CACHING_DISABLED: &str = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad";
 const ALL_VIEWER_EXCEPT_HOST_HEADER: &str = "b689b0a8-53d0-40ab-baf2-68738e2966ac";
 const ALL_METHODS: [&str; 7] = ["GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"];
+/// The routes the edge caches: public reads, the same answer for every client, each with its own
+/// `Cache-Control` (`PRODUCT_READ_MAX_AGE_MS`).
+const CACHED: [Route; 2] = [Route::GetProduct, Route::GetQueueSummary];
 /// The error codes CloudFront caches (10 s unless told otherwise), as cfn-lint's schema lists
 /// them for `CustomErrorResponses`.
 const CACHED_ERRORS: [u64; 11] = [400, 403, 404, 405, 414, 416, 500, 501, 502, 503, 504];
@@ -50,29 +54,84 @@ fn example_path(path: &str) -> String {
     path.replace(['{', '}'], "")
 }
 
+fn behaviours(config: &Value) -> &Vec<Value> {
+    config["CacheBehaviors"].as_array().expect("CacheBehaviors")
+}
+
+/// The behaviour CloudFront gives a request for `path`: the first cache behaviour (in their
+/// order) whose pattern matches, else the default.
+fn behaviour_for<'a>(config: &'a Value, path: &str) -> &'a Value {
+    behaviours(config)
+        .iter()
+        .find(|behaviour| {
+            let pattern = behaviour["PathPattern"].as_str().expect("a path pattern");
+            pattern_matches(pattern, path)
+        })
+        .unwrap_or(&config["DefaultCacheBehavior"])
+}
+
+/// Whether a behaviour caches with the product read policy.
+fn caches(behaviour: &Value) -> bool {
+    reference(&behaviour["CachePolicyId"]) == Some("ProductReadCachePolicy")
+}
+
 #[test]
-fn the_product_read_is_cached_at_the_edge_as_long_as_its_origin_says_keyed_on_its_path_alone() {
+fn cloudfront_takes_the_first_matching_pattern() {
+    let config = json!({
+        "DefaultCacheBehavior": {"Id": "default"},
+        "CacheBehaviors": [
+            {"PathPattern": "/api/products/*/queue", "Id": "queue"},
+            {"PathPattern": "/api/products/*", "Id": "products"},
+        ],
+    });
+    for (path, taken) in [
+        ("/api/products/7", "products"),
+        ("/api/products/7/queue", "queue"),
+        ("/api/products/7/queue/summary", "products"),
+        ("/api/holds", "default"),
+    ] {
+        assert_eq!(behaviour_for(&config, path)["Id"], taken, "{path}");
+    }
+}
+
+#[test]
+fn the_public_reads_are_cached_at_the_edge_as_long_as_their_origin_says_keyed_on_their_path_alone()
+{
     let template = Template::load();
     let config = distribution(&template);
-    let behaviours = config["CacheBehaviors"].as_array().expect("CacheBehaviors");
-    assert_eq!(behaviours.len(), 1, "one cached path, the product read");
-    let products = &behaviours[0];
-    let pattern = products["PathPattern"].as_str().expect("a path pattern");
-    let taken: Vec<Route> = ROUTES
+    let cached: BTreeSet<&str> = ROUTES
         .iter()
-        .filter(|(_, path, _)| pattern_matches(pattern, &example_path(path)))
-        .map(|(_, _, route)| *route)
+        .filter(|(_, path, _)| caches(behaviour_for(config, &example_path(path))))
+        .map(|(_, path, _)| *path)
+        .collect();
+    let public_reads: BTreeSet<&str> = ROUTES
+        .iter()
+        .filter(|(_, _, route)| CACHED.contains(route))
+        .map(|(_, path, _)| *path)
         .collect();
     assert_eq!(
-        taken,
-        [Route::GetProduct],
-        "{pattern} takes the product read and no other route"
+        cached, public_reads,
+        "the public reads take a cached behaviour, and no other route"
     );
+    for (method, path, route) in ROUTES.iter().filter(|(_, _, r)| CACHED.contains(r)) {
+        assert_eq!(method.as_str(), "GET", "{path}");
+        assert!(
+            !route.is_buyer_route(),
+            "{path}: a cached read is keyed on its path alone, never on Authorization"
+        );
+    }
+    // Every behaviour serves a route of the contract: none is shadowed by one before it.
+    for behaviour in behaviours(config) {
+        let pattern = behaviour["PathPattern"].as_str().expect("a path pattern");
+        assert!(
+            ROUTES.iter().any(|(_, path, _)| std::ptr::eq(
+                behaviour_for(config, &example_path(path)),
+                behaviour
+            )),
+            "{pattern} serves no route"
+        );
+    }
 
-    assert_eq!(
-        reference(&products["CachePolicyId"]),
-        Some("ProductReadCachePolicy")
-    );
     let policy = &template.resource("ProductReadCachePolicy")["Properties"]["CachePolicyConfig"];
     assert_eq!(
         policy["MinTTL"], 0,
@@ -99,19 +158,25 @@ fn the_product_read_is_cached_at_the_edge_as_long_as_its_origin_says_keyed_on_it
     );
     assert_eq!(key["EnableAcceptEncodingGzip"], true);
     assert_eq!(key["EnableAcceptEncodingBrotli"], true);
-    assert_eq!(products["Compress"], true);
-    assert!(
-        products.get("OriginRequestPolicyId").is_none(),
-        "the origin gets what the key holds and nothing more"
-    );
-    assert_eq!(methods(&products["CachedMethods"]), ["GET", "HEAD"].into());
-    assert_eq!(
-        methods(&products["AllowedMethods"]),
-        ALL_METHODS.into(),
-        "a wrong method reaches unmatched-route (405 with Allow), not CloudFront's own 403"
-    );
-    assert_eq!(products["ViewerProtocolPolicy"], "https-only");
-    assert_eq!(products["TargetOriginId"], "http-api");
+    for reads in behaviours(config)
+        .iter()
+        .filter(|behaviour| caches(behaviour))
+    {
+        let pattern = &reads["PathPattern"];
+        assert_eq!(reads["Compress"], true, "{pattern}");
+        assert!(
+            reads.get("OriginRequestPolicyId").is_none(),
+            "{pattern}: the origin gets what the key holds and nothing more"
+        );
+        assert_eq!(methods(&reads["CachedMethods"]), ["GET", "HEAD"].into());
+        assert_eq!(
+            methods(&reads["AllowedMethods"]),
+            ALL_METHODS.into(),
+            "{pattern}: a wrong method reaches unmatched-route (405 with Allow), not CloudFront's own 403"
+        );
+        assert_eq!(reads["ViewerProtocolPolicy"], "https-only", "{pattern}");
+        assert_eq!(reads["TargetOriginId"], "http-api", "{pattern}");
+    }
 
     let errors: BTreeMap<u64, &Value> = config["CustomErrorResponses"]
         .as_array()
@@ -153,24 +218,27 @@ fn every_other_request_crosses_the_edge_uncached_with_the_viewers_headers() {
     for (method, path, _) in ROUTES {
         assert!(allowed.contains(method.as_str()), "{method} {path}");
     }
-    let patterns: Vec<&str> = config["CacheBehaviors"]
-        .as_array()
-        .expect("CacheBehaviors")
-        .iter()
-        .map(|behaviour| behaviour["PathPattern"].as_str().expect("a pattern"))
-        .collect();
-    for (method, path, route) in ROUTES.iter().filter(|(_, _, r)| *r != Route::GetProduct) {
-        assert!(
-            !patterns
-                .iter()
-                .any(|pattern| pattern_matches(pattern, &example_path(path))),
-            "{method} {path} ({route:?}) must take the uncached default behaviour"
-        );
+    // A route under a cached path (the buyer's queue entry, under /api/products/*) takes a
+    // behaviour of its own before it, passing everything through as the default does.
+    for (method, path, route) in ROUTES.iter().filter(|(_, _, r)| !CACHED.contains(r)) {
+        let behaviour = behaviour_for(config, &example_path(path));
+        for setting in [
+            "CachePolicyId",
+            "OriginRequestPolicyId",
+            "ViewerProtocolPolicy",
+            "TargetOriginId",
+        ] {
+            assert_eq!(
+                behaviour[setting], default[setting],
+                "{method} {path} ({route:?}) must cross the edge uncached: {setting}"
+            );
+        }
+        assert_eq!(methods(&behaviour["AllowedMethods"]), ALL_METHODS.into());
     }
 
     // AllViewerExceptHostHeader forwards every viewer header but Host (with caching disabled,
     // Authorization too). These are the ones the routes need: the JWT authorizer's and the
-    // admin token's, a hold's idempotency key, the webhook's signature.
+    // admin token's, a hold's idempotency key and admission token, the webhook's signature.
     let authorizer = &template.resource("HttpApi")["Properties"]["Auth"]["Authorizers"]["BuyerJwt"];
     let jwt_header = authorizer["IdentitySource"]
         .as_str()
@@ -184,14 +252,21 @@ fn every_other_request_crosses_the_edge_uncached_with_the_viewers_headers() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../functions/payment-webhook/src/lib.rs"
     ));
+    let create_hold = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../functions/create-hold/src/lib.rs"
+    ));
     for (header, read_in) in [
-        (jwt_header, None),
-        ("idempotency-key", Some(http)),
-        ("x-signature", Some(webhook)),
+        (jwt_header, &[][..]),
+        ("idempotency-key", &[http][..]),
+        ("x-signature", &[webhook][..]),
+        ("admission-token", &[http, create_hold][..]),
     ] {
-        if let Some(source) = read_in {
+        if !read_in.is_empty() {
             assert!(
-                source.contains(&format!("\"{header}\"")),
+                read_in
+                    .iter()
+                    .any(|source| source.contains(&format!("\"{header}\""))),
                 "the code no longer reads {header}: update this list"
             );
         }

@@ -1,7 +1,9 @@
 //! Product reads from a reader: with `ProductReadsFromReader=true` the stack adds an Aurora
 //! reader, a read-only endpoint of its RDS Proxy and an alarm on the reader's lag, and get-product (and only it: it writes
 //! nothing) connects there; an existing database's read-only endpoint is used the same way. By
-//! default nothing of it is made and every function connects to the writer.
+//! default nothing of it is made and every function connects to the writer. The waiting room's
+//! summary, a public read too, stays on the writer: it shows the pre-queue's draw, which a
+//! lagging reader would not have yet.
 
 use std::collections::BTreeSet;
 

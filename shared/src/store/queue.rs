@@ -1,0 +1,342 @@
+//! Waiting rooms' queues: a buyer's join (one `CALL join_queue`), reading an entry (one indexed
+//! read), the draw of a pre-queue at the start, and the figures of the summary.
+//!
+//! Positions come from the entries' AUTO_INCREMENT ids, never from a counter row: the draw gives
+//! the pre-queue (ids up to D, P entries) positions 1..P in a random order, and every later entry
+//! `id` has position P + (id − D). The ids are shared by every product's queue, so a product's
+//! later positions skip the ids other products' joins took meanwhile (a skipped position admits
+//! no one: its second of admission goes to fewer buyers). Nothing is written while buyers wait:
+//! admission is computed from the position and the clock ([`crate::domain::queue`]).
+
+use chrono::NaiveDateTime;
+use sha2::{Digest, Sha256};
+use sqlx::{MySql, Row, Transaction};
+
+use super::db::finish;
+use super::pool::Pool;
+use super::sql::{Sql, literal};
+use crate::domain::ids::{BuyerId, ProductId};
+use crate::domain::queue::{Draw, StoredEntry};
+use crate::error::{Error, is_duplicate_key};
+
+/// The entry of a buyer, with its drawn position and its product's draw: one indexed read.
+const ENTRY_SELECT: &str = "SELECT e.id, e.joined_at, q.position AS drawn_position, \
+            d.pre_queue_size, d.last_pre_queue_id, UTC_TIMESTAMP(3) AS db_now \
+       FROM queue_entries e \
+       LEFT JOIN queue_positions q ON q.entry_id = e.id \
+       LEFT JOIN queue_draws d ON d.product_id = e.product_id \
+      WHERE e.product_id = ? AND e.buyer_id = ?";
+
+/// Drawn positions per `INSERT`: about 20 characters a row keeps a statement under RDS Proxy's
+/// pinning threshold ([`super::sql::PROXY_PINS_TEXT_OVER`]).
+const POSITIONS_PER_STATEMENT: usize = 600;
+
+/// A drawer that has not finished this long after it claimed the draw is taken to have died:
+/// another takes over (the draw is deterministic, so it writes the same positions).
+const DRAWER_GIVES_UP_SECONDS: i64 = 60;
+
+/// An entry as read, at the database's instant.
+#[derive(Debug, Clone)]
+pub struct EntryRead {
+    pub stored: StoredEntry,
+    /// True when this call made the entry (a join).
+    pub joined: bool,
+    pub db_now: NaiveDateTime,
+}
+
+/// The buyer joins the product's queue, or finds the place they have: one round trip.
+pub async fn join(pool: &Pool, product: ProductId, buyer: &BuyerId) -> Result<EntryRead, Error> {
+    let row = Sql::new("CALL join_queue(?, ?)")
+        .bind(product.0)
+        .bind(buyer.as_str())
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::Internal("join_queue answered no row".into()))?;
+    let mut entry = entry_from_row(&row)?;
+    entry.joined = row.try_get::<i8, _>("joined")? == 1;
+    Ok(entry)
+}
+
+/// The buyer's entry in the product's queue, if they are in it.
+pub async fn read_entry(
+    pool: &Pool,
+    product: ProductId,
+    buyer: &BuyerId,
+) -> Result<Option<EntryRead>, Error> {
+    Sql::new(ENTRY_SELECT)
+        .bind(product.0)
+        .bind(buyer.as_str())
+        .fetch_optional(pool)
+        .await?
+        .map(|row| entry_from_row(&row))
+        .transpose()
+}
+
+/// An entry whose admission ended leaves the queue, so that its buyer may join again at the back.
+pub async fn leave(pool: &Pool, entry_id: u64) -> Result<(), Error> {
+    Sql::new("DELETE FROM queue_entries WHERE id = ?")
+        .bind(entry_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn entry_from_row(row: &sqlx::mysql::MySqlRow) -> Result<EntryRead, Error> {
+    let pre_queue_size: Option<u64> = row.try_get("pre_queue_size")?;
+    let last_pre_queue_id: Option<u64> = row.try_get("last_pre_queue_id")?;
+    Ok(EntryRead {
+        stored: StoredEntry {
+            id: row.try_get("id")?,
+            joined_at: row.try_get("joined_at")?,
+            drawn_position: row.try_get("drawn_position")?,
+            draw: pre_queue_size
+                .zip(last_pre_queue_id)
+                .map(|(size, last)| Draw {
+                    pre_queue_size: size,
+                    last_pre_queue_id: last,
+                }),
+        },
+        joined: false,
+        db_now: row.try_get("db_now")?,
+    })
+}
+
+/// What the summary counts, at the database's instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFigures {
+    /// Positions given out: the last one after the draw (P + the last id − D, an index dive),
+    /// the pre-queue's entries before it (a count over the product's index entries).
+    pub queue_length: u64,
+    pub drawn: bool,
+    pub db_now: NaiveDateTime,
+}
+
+pub async fn figures(pool: &Pool, product: ProductId) -> Result<QueueFigures, Error> {
+    let row = Sql::new(
+        "SELECT d.pre_queue_size, d.last_pre_queue_id, \
+                (SELECT MAX(e.id) FROM queue_entries e WHERE e.product_id = ?) AS last_id, \
+                IF(d.product_id IS NULL, \
+                   (SELECT COUNT(*) FROM queue_entries e WHERE e.product_id = ?), 0) AS entries, \
+                UTC_TIMESTAMP(3) AS db_now \
+           FROM (SELECT 1 AS one) o LEFT JOIN queue_draws d ON d.product_id = ?",
+    )
+    .bind(product.0)
+    .bind(product.0)
+    .bind(product.0)
+    .fetch_one(pool)
+    .await?;
+    let pre_queue_size: Option<u64> = row.try_get("pre_queue_size")?;
+    let last_pre_queue_id: Option<u64> = row.try_get("last_pre_queue_id")?;
+    let last_id: Option<u64> = row.try_get("last_id")?;
+    let queue_length = match pre_queue_size.zip(last_pre_queue_id) {
+        Some((size, last)) => size + last_id.unwrap_or(0).saturating_sub(last),
+        None => u64::try_from(row.try_get::<i64, _>("entries")?).unwrap_or(0),
+    };
+    Ok(QueueFigures {
+        queue_length,
+        drawn: pre_queue_size.is_some(),
+        db_now: row.try_get("db_now")?,
+    })
+}
+
+/// Draws the product's pre-queue, if no one has (or its drawer died): the entries that joined
+/// before `sale_starts_at` take positions 1..P in the order of SHA-256(seed, id), a seed drawn
+/// now, written in position order (the first positions are readable first). Returns whether
+/// this call drew. Call it at least [`crate::domain::queue::DRAW_AFTER_START`] after the start.
+pub async fn draw(
+    pool: &Pool,
+    product: ProductId,
+    sale_starts_at: NaiveDateTime,
+) -> Result<bool, Error> {
+    let Some(claim) = claim_draw(pool, product, sale_starts_at).await? else {
+        return Ok(false);
+    };
+    let order = drawn_order(&claim.seed, claim.ids);
+    for (chunk_index, chunk) in order.chunks(POSITIONS_PER_STATEMENT).enumerate() {
+        let first = chunk_index * POSITIONS_PER_STATEMENT + 1;
+        let rows: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(offset, id)| format!("({}, {})", literal(*id), literal((first + offset) as u64)))
+            .collect();
+        // IGNORE: a drawer taking over from one that died writes the same rows again.
+        Sql::new(format!(
+            "INSERT IGNORE INTO queue_positions (entry_id, position) VALUES {}",
+            rows.join(", ")
+        ))
+        .execute(pool)
+        .await?;
+    }
+    Sql::new("UPDATE queue_draws SET finished_at = UTC_TIMESTAMP(3) WHERE product_id = ?")
+        .bind(product.0)
+        .execute(pool)
+        .await?;
+    tracing::info!(%product, pre_queue = order.len(), "pre-queue drawn");
+    Ok(true)
+}
+
+/// The products whose pre-queue is due to be drawn and is not (none drew it, or its drawer
+/// died): the sweeper draws them, in case no request after the start did.
+pub async fn due_draws(pool: &Pool) -> Result<Vec<(ProductId, NaiveDateTime)>, Error> {
+    Sql::new(
+        "SELECT p.id, p.sale_starts_at FROM products p \
+           LEFT JOIN queue_draws d ON d.product_id = p.id \
+          WHERE p.waiting_room IS NOT NULL \
+            AND p.sale_starts_at <= UTC_TIMESTAMP(3) - INTERVAL 1 SECOND \
+            AND (d.product_id IS NULL OR (d.finished_at IS NULL \
+                 AND d.claimed_at < UTC_TIMESTAMP(3) - INTERVAL ? SECOND))",
+    )
+    .bind(DRAWER_GIVES_UP_SECONDS)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok((
+            ProductId(row.try_get("id")?),
+            row.try_get("sale_starts_at")?,
+        ))
+    })
+    .collect()
+}
+
+/// The pre-queue's entry ids in drawn order: sorted by SHA-256(seed ‖ id), a uniformly random
+/// permutation for a seed no one knew before the start, and the same one for a drawer taking
+/// over with the same seed.
+fn drawn_order(seed: &[u8], mut ids: Vec<u64>) -> Vec<u64> {
+    let key = |id: u64| {
+        let digest = Sha256::new()
+            .chain_update(seed)
+            .chain_update(id.to_be_bytes())
+            .finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        (u64::from_be_bytes(first), id)
+    };
+    ids.sort_by_cached_key(|id| key(*id));
+    ids
+}
+
+struct Claim {
+    seed: Vec<u8>,
+    ids: Vec<u64>,
+}
+
+/// Claims the draw: writes its row (P, D, a new seed) when there is none, or takes over one
+/// whose drawer died. `None`: someone else draws, or drew.
+async fn claim_draw(
+    pool: &Pool,
+    product: ProductId,
+    sale_starts_at: NaiveDateTime,
+) -> Result<Option<Claim>, Error> {
+    let mut conn = pool.acquire().await?;
+    let existing = Sql::new(
+        "SELECT seed, last_pre_queue_id, finished_at IS NULL AND \
+                claimed_at < UTC_TIMESTAMP(3) - INTERVAL ? SECOND AS abandoned, claimed_at \
+           FROM queue_draws WHERE product_id = ?",
+    )
+    .bind(DRAWER_GIVES_UP_SECONDS)
+    .bind(product.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = existing {
+        if row.try_get::<i64, _>("abandoned")? != 1 {
+            return Ok(None);
+        }
+        let claimed_at: NaiveDateTime = row.try_get("claimed_at")?;
+        let taken = Sql::new(
+            "UPDATE queue_draws SET claimed_at = UTC_TIMESTAMP(3) \
+              WHERE product_id = ? AND claimed_at = ? AND finished_at IS NULL",
+        )
+        .bind(product.0)
+        .bind(claimed_at)
+        .execute(&mut *conn)
+        .await?;
+        if taken.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let last: u64 = row.try_get("last_pre_queue_id")?;
+        let ids = pre_queue_ids(&mut *conn, product, last, "").await?;
+        tracing::warn!(%product, "took over the draw of a drawer that did not finish");
+        return Ok(Some(Claim {
+            seed: row.try_get("seed")?,
+            ids,
+        }));
+    }
+    let mut tx = conn.begin().await?;
+    let claimed = insert_draw(&mut tx, product, sale_starts_at).await;
+    finish(tx, claimed).await
+}
+
+async fn insert_draw(
+    tx: &mut Transaction<'_, MySql>,
+    product: ProductId,
+    sale_starts_at: NaiveDateTime,
+) -> Result<Option<Claim>, Error> {
+    let last: Option<u64> = Sql::new(
+        "SELECT MAX(id) AS last FROM queue_entries WHERE product_id = ? AND joined_at < ?",
+    )
+    .bind(product.0)
+    .bind(sale_starts_at)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("last")?;
+    let last = last.unwrap_or(0);
+    // A locking read (READ COMMITTED: no gap locks, so joins go on) waits for any join with an
+    // id up to D still in flight, so the pre-queue is exactly the entries up to D.
+    let ids = pre_queue_ids(&mut **tx, product, last, " LOCK IN SHARE MODE").await?;
+    let seed = uuid::Uuid::new_v4().into_bytes().to_vec();
+    let inserted = Sql::new(
+        "INSERT INTO queue_draws (product_id, seed, pre_queue_size, last_pre_queue_id, claimed_at, finished_at) \
+         VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3), IF(? = 0, UTC_TIMESTAMP(3), NULL))",
+    )
+    .bind(product.0)
+    .bind(seed.as_slice())
+    .bind(ids.len() as u64)
+    .bind(last)
+    .bind(ids.len() as u64)
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => Ok(Some(Claim { seed, ids })),
+        Err(err) if is_duplicate_key(&err) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn pre_queue_ids<'c, E>(
+    executor: E,
+    product: ProductId,
+    last: u64,
+    locking: &str,
+) -> Result<Vec<u64>, Error>
+where
+    E: sqlx::Executor<'c, Database = MySql>,
+{
+    Sql::new(format!(
+        "SELECT id FROM queue_entries WHERE product_id = ? AND id <= ?{locking}"
+    ))
+    .bind(product.0)
+    .bind(last)
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(|row| row.try_get::<u64, _>("id").map_err(Error::from))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drawn_order_is_a_permutation_fixed_by_its_seed() {
+        let ids: Vec<u64> = (1..=1000).collect();
+        let drawn = drawn_order(b"seed-1", ids.clone());
+        let mut sorted = drawn.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, ids, "every entry once");
+        assert_ne!(drawn, ids, "not the join order");
+        assert_eq!(drawn_order(b"seed-1", ids.clone()), drawn, "same seed");
+        assert_ne!(drawn_order(b"seed-2", ids), drawn, "another seed");
+    }
+}
