@@ -97,6 +97,20 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401",
 include-operation-id = "updateProduct"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
+# A waiting room's routes on a product that has none (product 1) or that does not exist, and a
+# buyer not in its queue: valid requests answered 409 no_waiting_room and 404, as documented.
+[[operations]]
+include-operation-id = "joinQueue"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "404", "409", "429", "5xx"]
+
+[[operations]]
+include-operation-id = "getQueueEntry"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "404", "409", "429", "5xx"]
+
+[[operations]]
+include-operation-id = "getQueueSummary"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "404", "409", "429", "5xx"]
+
 TOML
 
 # Every check but use_after_free, which asks every read after a successful DELETE to be a 404.

@@ -60,7 +60,8 @@ class AdminToken(_Bearer):
 
 
 # The buyer routes: a token of one buyer's, made by `flash-sale-local token`, so the stateful
-# phase reads and redeems the holds it made (another buyer's would be 404).
-@schemathesis.auth().apply_to(path_regex="^/api/(holds|orders)")
+# phase reads and redeems the holds it made (another buyer's would be 404). A waiting room's
+# queue is a buyer route too; its summary is public.
+@schemathesis.auth().apply_to(path_regex="^/api/(holds|orders|products/[^/]+/queue$)")
 class BuyerToken(_Bearer):
     variable = "SCHEMATHESIS_BUYER_TOKEN"

@@ -24,8 +24,11 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
         let product_id = http::path_product_id(&request)?;
         let summary = service::queue::summary(&deps.pool, product_id).await?;
         // Everything but `as_of` names the state: a client's copy stays valid while it holds.
+        let starts = summary
+            .sale_starts_at
+            .map_or(0, |at| at.and_utc().timestamp_millis());
         let etag = format!(
-            "W/\"{}-{}-{}\"",
+            "W/\"{}-{}-{}-{starts}\"",
             summary.serving_position, summary.queue_length, summary.admission_rate
         );
         Ok(http::cacheable_json(

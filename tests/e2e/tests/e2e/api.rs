@@ -29,7 +29,7 @@ async fn the_demo_product_is_seeded_once_and_read_with_its_counters() {
     assert_eq!(
         product,
         json!({"id": 1, "name": "Demo product", "price": "50.00", "total_stock": 100,
-               "available_stock": 100, "reserved_stock": 0, "sold_stock": 0, "stock_buckets": 1, "max_per_buyer": null, "sale_starts_at": null, "sale_ends_at": null})
+               "available_stock": 100, "reserved_stock": 0, "sold_stock": 0, "stock_buckets": 1, "max_per_buyer": null, "sale_starts_at": null, "sale_ends_at": null, "waiting_room": null})
     );
     let products: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
         .fetch_one(&db.pool)
@@ -90,7 +90,7 @@ async fn products_are_created_by_admins_only() {
     assert_eq!(
         created,
         json!({"id": id, "name": "Sneakers", "price": "79.90", "total_stock": 25,
-               "available_stock": 25, "reserved_stock": 0, "sold_stock": 0, "stock_buckets": 1, "max_per_buyer": null, "sale_starts_at": null, "sale_ends_at": null})
+               "available_stock": 25, "reserved_stock": 0, "sold_stock": 0, "stock_buckets": 1, "max_per_buyer": null, "sale_starts_at": null, "sale_ends_at": null, "waiting_room": null})
     );
     assert_eq!(without_as_of(api.product(id).await), created);
 }

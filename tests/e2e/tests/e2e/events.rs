@@ -19,6 +19,7 @@ use shared::store::expiry::ExpiryOutcome;
 /// The values of `[workspace.metadata.lambda.env]`, which the sample events are written for.
 const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
 const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret";
+const DEV_ADMISSION_TOKEN_SECRET: &str = "dev-admission-token-secret";
 
 macro_rules! event {
     ($name:literal) => {
@@ -234,6 +235,92 @@ async fn hold_and_order_events() {
             .expect("ok"),
     );
     assert_eq!(status, 404);
+}
+
+/// The waiting room's samples, in the order a developer would invoke them: product 1 gets a
+/// waiting room (its sale started in the past, so whoever joins is admitted at once), buyer-1
+/// joins and reads their entry, a buyer who never joined is told so, and the summary is read.
+#[tokio::test]
+async fn waiting_room_events() {
+    let db = seeded().await;
+    let tokens = || {
+        shared::domain::admission::AdmissionTokens::new(vec![SecretString::from(
+            DEV_ADMISSION_TOKEN_SECRET.to_owned(),
+        )])
+        .expect("a secret")
+    };
+    let update = update_product::Deps {
+        pool: db.pool.clone(),
+        admin_token: SecretString::from(DEV_ADMIN_TOKEN.to_owned()),
+    };
+    let (status, product) = answer(
+        update_product::handle(&update, request(event!("update-product.waiting-room")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!(
+        (status, product["waiting_room"]["admission_rate"].as_u64()),
+        (200, Some(10)),
+        "{product}"
+    );
+    let join = join_queue::Deps {
+        pool: db.pool.clone(),
+        buyer_auth: shared::config::BuyerAuth::Jwt,
+        admission_tokens: tokens(),
+    };
+    let (status, joined) = answer(
+        join_queue::handle(&join, request(event!("join-queue.joined")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!(
+        (status, joined["buyer_id"].as_str(), joined["status"].as_str()),
+        (201, Some("buyer-1"), Some("admitted")),
+        "{joined}"
+    );
+    let (status, error) = answer(
+        join_queue::handle(&join, request(event!("join-queue.unauthorized")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!((status, error["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let entry = get_queue_entry::Deps {
+        pool: db.pool.clone(),
+        buyer_auth: shared::config::BuyerAuth::Jwt,
+        admission_tokens: tokens(),
+    };
+    let (status, found) = answer(
+        get_queue_entry::handle(&entry, request(event!("get-queue-entry.found")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!((status, &found["position"]), (200, &joined["position"]));
+    assert!(found["admission_token"].is_string(), "{found}");
+    let (status, error) = answer(
+        get_queue_entry::handle(&entry, request(event!("get-queue-entry.not-in-queue")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!((status, error["error"]["code"].as_str()), (404, Some("not_in_queue")));
+    let summary = get_queue_summary::Deps {
+        pool: db.pool.clone(),
+    };
+    let (status, figures) = answer(
+        get_queue_summary::handle(&summary, request(event!("get-queue-summary.found")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!(
+        (status, figures["queue_length"].as_u64(), figures["admission_rate"].as_u64()),
+        (200, Some(1), Some(10)),
+        "{figures}"
+    );
+    let (status, _) = answer(
+        get_queue_summary::handle(&summary, request(event!("get-queue-summary.malformed-id")))
+            .await
+            .expect("ok"),
+    );
+    assert_eq!(status, 400);
 }
 
 #[tokio::test]

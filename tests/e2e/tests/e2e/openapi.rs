@@ -88,7 +88,7 @@ fn the_checker_refuses_what_the_spec_does_not_allow() {
     let product = json!({"id": 7, "name": "Flash item", "price": "50.00", "total_stock": 10,
                          "available_stock": 9, "reserved_stock": 1, "sold_stock": 0, "stock_buckets": 1,
                          "max_per_buyer": null, "sale_starts_at": null, "sale_ends_at": null,
-                         "as_of": "2026-12-04T10:00:00.000Z"});
+                         "waiting_room": null, "as_of": "2026-12-04T10:00:00.000Z"});
     let check =
         |method, path, status, body: &Value| SPEC.check(method, path, status, &headers, body);
 
