@@ -274,7 +274,11 @@ async fn waiting_room_events() {
             .expect("ok"),
     );
     assert_eq!(
-        (status, joined["buyer_id"].as_str(), joined["status"].as_str()),
+        (
+            status,
+            joined["buyer_id"].as_str(),
+            joined["status"].as_str()
+        ),
         (201, Some("buyer-1"), Some("admitted")),
         "{joined}"
     );
@@ -283,7 +287,10 @@ async fn waiting_room_events() {
             .await
             .expect("ok"),
     );
-    assert_eq!((status, error["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
     let entry = get_queue_entry::Deps {
         pool: db.pool.clone(),
         buyer_auth: shared::config::BuyerAuth::Jwt,
@@ -301,7 +308,10 @@ async fn waiting_room_events() {
             .await
             .expect("ok"),
     );
-    assert_eq!((status, error["error"]["code"].as_str()), (404, Some("not_in_queue")));
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("not_in_queue"))
+    );
     let summary = get_queue_summary::Deps {
         pool: db.pool.clone(),
     };
@@ -311,7 +321,11 @@ async fn waiting_room_events() {
             .expect("ok"),
     );
     assert_eq!(
-        (status, figures["queue_length"].as_u64(), figures["admission_rate"].as_u64()),
+        (
+            status,
+            figures["queue_length"].as_u64(),
+            figures["admission_rate"].as_u64()
+        ),
         (200, Some(1), Some(10)),
         "{figures}"
     );

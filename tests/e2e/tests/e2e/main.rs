@@ -17,6 +17,7 @@ mod payments;
 mod pool;
 mod product_reads;
 mod queue;
+mod queue_wire;
 mod readme;
 mod reconcile;
 mod secrets;

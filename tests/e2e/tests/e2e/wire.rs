@@ -273,6 +273,17 @@ fn gateway(
     parameter: Option<(&str, &str)>,
     body: Option<&Value>,
 ) -> lambda_http::Request {
+    gateway_as(BUYER, method, path, parameter, body)
+}
+
+/// The same from `buyer`.
+pub(super) fn gateway_as(
+    buyer: &str,
+    method: &str,
+    path: &str,
+    parameter: Option<(&str, &str)>,
+    body: Option<&Value>,
+) -> lambda_http::Request {
     let route = format!("{method} {path}");
     let event = json!({
         "version": "2.0",
@@ -298,7 +309,7 @@ fn gateway(
             "stage": "$default",
             "time": "21/Nov/2026:12:00:00 +0000",
             "timeEpoch": 1_795_262_400_000_u64,
-            "authorizer": {"jwt": {"claims": {"sub": BUYER}, "scopes": null}}
+            "authorizer": {"jwt": {"claims": {"sub": buyer}, "scopes": null}}
         },
         "isBase64Encoded": false,
         "body": body.map(Value::to_string)
@@ -306,7 +317,9 @@ fn gateway(
     lambda_http::request::from_str(&event.to_string()).expect("an API Gateway HTTP API request")
 }
 
-fn answer(response: Result<lambda_http::Response<Body>, lambda_http::Error>) -> (u16, Value) {
+pub(super) fn answer(
+    response: Result<lambda_http::Response<Body>, lambda_http::Error>,
+) -> (u16, Value) {
     let response = response.expect("answered");
     let status = response.status().as_u16();
     let body = serde_json::from_slice(response.body().as_ref()).expect("a JSON body");

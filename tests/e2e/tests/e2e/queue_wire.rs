@@ -1,0 +1,228 @@
+//! What a waiting room costs the database, counted on the wire: a join is one command, an entry
+//! read one, a hold of a waiting-room product without a valid token none at all (once the
+//! function knows the product has a waiting room), and one with a token the hold's own `CALL`.
+
+use std::sync::Arc;
+
+use flash_sale_e2e::testing::{TestDb, test_config};
+use flash_sale_local::wire::{WireCounter, WireCounts};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use shared::adapters::local::{NoPublisher, NoScheduler};
+use shared::config::BuyerAuth;
+use shared::domain::model::SaleTerms;
+use shared::domain::money::Cents;
+use shared::domain::waiting_room::WaitingRoom;
+use shared::store::pool::Pool;
+use shared::store::products::NewProduct;
+
+use super::wire::{answer, gateway_as};
+
+/// What `operation` sent once its connection is back in its pool.
+async fn sent<T>(
+    wire: &WireCounter,
+    pool: &Pool,
+    operation: impl Future<Output = T>,
+) -> (T, WireCounts) {
+    wire.take();
+    let output = operation.await;
+    while !pool.is_idle() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    (output, wire.take())
+}
+
+#[tokio::test]
+async fn a_join_and_an_entry_read_are_one_command_and_a_hold_without_a_valid_token_none() {
+    let db = TestDb::new().await;
+    let product = shared::store::products::create_product(
+        &db.pool,
+        &NewProduct {
+            name: "Queued".into(),
+            price: Cents(1000),
+            stock: 100,
+            buckets: 1,
+            sale: SaleTerms {
+                sale_starts_at: Some(
+                    chrono::Utc::now().naive_utc() - chrono::Duration::seconds(60),
+                ),
+                ..Default::default()
+            },
+            waiting_room: Some(WaitingRoom {
+                admission_rate: 1000,
+                admission_ttl_seconds: 300,
+            }),
+        },
+    )
+    .await
+    .expect("a product");
+    let id = product.id.0;
+    let wire = WireCounter::in_front_of(db.url.expose_secret())
+        .await
+        .expect("a wire counter");
+    // A product read is kept a minute: the counts below do not depend on how fast this runs.
+    let config = test_config(
+        &wire.url(db.url.expose_secret()),
+        &[("PRODUCT_READ_MAX_AGE_MS", "60000")],
+    );
+    let pool = || {
+        let options = shared::store::db::connect_options(&config.database.url).expect("a URL");
+        shared::store::db::lazy_pool(&config, options)
+    };
+    let tokens = config.require_admission_tokens().expect("a secret");
+    let join = join_queue::Deps {
+        pool: pool(),
+        buyer_auth: BuyerAuth::Jwt,
+        admission_tokens: tokens.clone(),
+    };
+    let entry = get_queue_entry::Deps {
+        pool: pool(),
+        buyer_auth: BuyerAuth::Jwt,
+        admission_tokens: tokens.clone(),
+    };
+    let holds = create_hold::Deps {
+        pool: pool(),
+        scheduler: Arc::new(NoScheduler),
+        publisher: Arc::new(NoPublisher),
+        hold_ttl: config.holds.ttl,
+        max_hold_qty: config.holds.max_qty,
+        buyer_auth: BuyerAuth::Jwt,
+        admission_tokens: Some(tokens),
+    };
+    let queue = format!("/api/products/{id}/queue");
+    let parameter = Some(("id", &*id.to_string()));
+    let joining = |buyer: &str| gateway_as(buyer, "POST", &queue, parameter, None);
+    let reading = |buyer: &str| gateway_as(buyer, "GET", &queue, parameter, None);
+    let holding = |buyer: &str, token: Option<&str>| {
+        let mut request = gateway_as(
+            buyer,
+            "POST",
+            "/api/holds",
+            None,
+            Some(&json!({"product_id": id, "qty": 1})),
+        );
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("admission-token", token.parse().expect("a header value"));
+        }
+        request
+    };
+
+    // Warm: each function's connection open, the product read, the pre-queue (empty) drawn.
+    let (warm, _) = sent(
+        &wire,
+        &join.pool,
+        join_queue::handle(&join, joining("warm")),
+    )
+    .await;
+    assert_eq!(answer(warm).0, 201);
+    let (warm, _) = sent(
+        &wire,
+        &entry.pool,
+        get_queue_entry::handle(&entry, reading("warm")),
+    )
+    .await;
+    assert_eq!(answer(warm).0, 200);
+
+    let (joined, counts) = sent(
+        &wire,
+        &join.pool,
+        join_queue::handle(&join, joining("wire-1")),
+    )
+    .await;
+    let (status, joined) = answer(joined);
+    assert_eq!(
+        (status, joined["status"].as_str()),
+        (201, Some("admitted")),
+        "{joined}"
+    );
+    assert_eq!(counts.commands, 1, "a join: {:?}", counts.query_texts);
+    assert!(
+        counts.query_texts[0].starts_with("CALL join_queue("),
+        "{:?}",
+        counts.query_texts
+    );
+    let (again, counts) = sent(
+        &wire,
+        &join.pool,
+        join_queue::handle(&join, joining("wire-1")),
+    )
+    .await;
+    assert_eq!(answer(again).0, 200);
+    assert_eq!(
+        counts.commands, 1,
+        "a repeated join: {:?}",
+        counts.query_texts
+    );
+
+    let (read, counts) = sent(
+        &wire,
+        &entry.pool,
+        get_queue_entry::handle(&entry, reading("wire-1")),
+    )
+    .await;
+    let (status, read) = answer(read);
+    assert_eq!(status, 200);
+    assert_eq!(
+        counts.commands, 1,
+        "an entry read: {:?}",
+        counts.query_texts
+    );
+    let token = read["admission_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+
+    // create-hold's connection, warmed by a hold of a product without a waiting room.
+    let plain = db.product(10, 1).await.0;
+    let warm = gateway_as(
+        "warm",
+        "POST",
+        "/api/holds",
+        None,
+        Some(&json!({"product_id": plain, "qty": 1})),
+    );
+    let (warm, _) = sent(&wire, &holds.pool, create_hold::handle(&holds, warm)).await;
+    assert_eq!(answer(warm).0, 201);
+    // The first hold asks whether the product has a waiting room; the next ones know.
+    let (refused, counts) = sent(
+        &wire,
+        &holds.pool,
+        create_hold::handle(&holds, holding("wire-1", None)),
+    )
+    .await;
+    assert_eq!(answer(refused).1["error"]["code"], "admission_required");
+    assert_eq!(
+        counts.commands, 1,
+        "the product's terms: {:?}",
+        counts.query_texts
+    );
+    for (buyer, token, code) in [
+        ("wire-1", None, "admission_required"),
+        ("wire-1", Some("v1.1.00"), "admission_invalid"),
+        ("wire-2", Some(token.as_str()), "admission_invalid"),
+    ] {
+        let (refused, counts) = sent(
+            &wire,
+            &holds.pool,
+            create_hold::handle(&holds, holding(buyer, token)),
+        )
+        .await;
+        assert_eq!(answer(refused).1["error"]["code"], code);
+        assert_eq!(counts.commands, 0, "{code}: {:?}", counts.query_texts);
+    }
+    let (held, counts) = sent(
+        &wire,
+        &holds.pool,
+        create_hold::handle(&holds, holding("wire-1", Some(&token))),
+    )
+    .await;
+    assert_eq!(answer(held).0, 201);
+    assert_eq!(
+        counts.commands, 1,
+        "the hold alone: {:?}",
+        counts.query_texts
+    );
+    assert!(counts.query_texts[0].starts_with("CALL reserve_hold_v2("));
+}
