@@ -155,18 +155,26 @@ pub struct QueueSummary {
 pub async fn summary(pool: &Pool, product_id: ProductId) -> Result<QueueSummary, Error> {
     let (read, room) = product_with_room(pool, product_id).await?;
     let mut figures = queue::figures(pool, product_id).await?;
-    if !figures.drawn
+    if figures.queue_length.is_none()
         && let Some(starts) = draw_due(&read, figures.db_now)
     {
         queue::draw(pool, product_id, starts).await?;
         figures = queue::figures(pool, product_id).await?;
     }
+    let queue_length = match figures.queue_length {
+        Some(length) => length,
+        None => {
+            pool.product_reads()
+                .pre_queue_size(product_id, queue::count_entries(pool, product_id))
+                .await?
+        }
+    };
     Ok(QueueSummary {
         serving_position: room
             .schedule
             .serving_position(figures.db_now)
-            .min(figures.queue_length),
-        queue_length: figures.queue_length,
+            .min(queue_length),
+        queue_length,
         admission_rate: room.schedule.rate(),
         sale_starts_at: read.product.sale.sale_starts_at,
         as_of: figures.db_now,

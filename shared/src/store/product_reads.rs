@@ -41,8 +41,10 @@ use crate::error::Error;
 /// ids that do not exist cannot grow memory without bound).
 const MOST_PRODUCTS: usize = 4_096;
 
-/// How long whether a product has a waiting room is trusted.
-pub const TERMS_MAX_AGE: Duration = Duration::from_secs(1);
+/// How long whether a product has a waiting room is trusted: a few seconds, about as long as a
+/// product read may be old at the edge. Waiting rooms are set before a sale starts; one set or
+/// removed during a sale reaches the holds of other processes within this.
+pub const TERMS_MAX_AGE: Duration = Duration::from_secs(5);
 
 pub struct ProductReads {
     max_age: Duration,
@@ -51,6 +53,9 @@ pub struct ProductReads {
     short: Mutex<HashSet<ProductId>>,
     /// Whether each product has a waiting room, and when that was asked.
     waiting_rooms: Mutex<HashMap<ProductId, (Instant, bool)>>,
+    /// The size of each product's pre-queue before its draw (a count over its entries), and
+    /// when it was counted: kept for the max age like a product read.
+    pre_queues: Mutex<HashMap<ProductId, (Instant, u64)>>,
 }
 
 #[derive(Default)]
@@ -78,6 +83,7 @@ impl ProductReads {
             products: Mutex::new(HashMap::new()),
             short: Mutex::new(HashSet::new()),
             waiting_rooms: Mutex::new(HashMap::new()),
+            pre_queues: Mutex::new(HashMap::new()),
         }
     }
 
@@ -158,6 +164,29 @@ impl ProductReads {
         }
         waiting_rooms.insert(id, (asked, has));
         Ok(has)
+    }
+
+    /// The product's pre-queue as counted at most the max age ago, or as `count`
+    /// (`store::queue::count_entries`) counts it now.
+    pub async fn pre_queue_size(
+        &self,
+        id: ProductId,
+        count: impl Future<Output = Result<u64, Error>>,
+    ) -> Result<u64, Error> {
+        let known = lock(&self.pre_queues).get(&id).copied();
+        if let Some((counted, size)) = known
+            && counted.elapsed() < self.max_age
+        {
+            return Ok(size);
+        }
+        let counted = Instant::now();
+        let size = count.await?;
+        let mut pre_queues = lock(&self.pre_queues);
+        if pre_queues.len() >= MOST_PRODUCTS {
+            pre_queues.clear();
+        }
+        pre_queues.insert(id, (counted, size));
+        Ok(size)
     }
 
     /// Forgets the product's terms too: this process has just changed them.

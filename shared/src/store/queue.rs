@@ -31,6 +31,9 @@ const ENTRY_SELECT: &str = "SELECT e.id, e.joined_at, q.position AS drawn_positi
 /// pinning threshold ([`super::sql::PROXY_PINS_TEXT_OVER`]).
 const POSITIONS_PER_STATEMENT: usize = 600;
 
+/// Drawn positions per transaction: one commit (a log flush) per 20 statements, not per statement.
+const POSITIONS_PER_COMMIT: usize = 20 * POSITIONS_PER_STATEMENT;
+
 /// A drawer that has not finished this long after it claimed the draw is taken to have died:
 /// another takes over (the draw is deterministic, so it writes the same positions).
 const DRAWER_GIVES_UP_SECONDS: i64 = 60;
@@ -104,10 +107,9 @@ fn entry_from_row(row: &sqlx::mysql::MySqlRow) -> Result<EntryRead, Error> {
 /// What the summary counts, at the database's instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFigures {
-    /// Positions given out: the last one after the draw (P + the last id − D, an index dive),
-    /// the pre-queue's entries before it (a count over the product's index entries).
-    pub queue_length: u64,
-    pub drawn: bool,
+    /// Positions given out: the last one after the draw (P + the last id − D, an index dive);
+    /// before it, `None`: the pre-queue's size is a count ([`count_entries`]).
+    pub queue_length: Option<u64>,
     pub db_now: NaiveDateTime,
 }
 
@@ -115,12 +117,9 @@ pub async fn figures(pool: &Pool, product: ProductId) -> Result<QueueFigures, Er
     let row = Sql::new(
         "SELECT d.pre_queue_size, d.last_pre_queue_id, \
                 (SELECT MAX(e.id) FROM queue_entries e WHERE e.product_id = ?) AS last_id, \
-                IF(d.product_id IS NULL, \
-                   (SELECT COUNT(*) FROM queue_entries e WHERE e.product_id = ?), 0) AS entries, \
                 UTC_TIMESTAMP(3) AS db_now \
            FROM (SELECT 1 AS one) o LEFT JOIN queue_draws d ON d.product_id = ?",
     )
-    .bind(product.0)
     .bind(product.0)
     .bind(product.0)
     .fetch_one(pool)
@@ -128,15 +127,22 @@ pub async fn figures(pool: &Pool, product: ProductId) -> Result<QueueFigures, Er
     let pre_queue_size: Option<u64> = row.try_get("pre_queue_size")?;
     let last_pre_queue_id: Option<u64> = row.try_get("last_pre_queue_id")?;
     let last_id: Option<u64> = row.try_get("last_id")?;
-    let queue_length = match pre_queue_size.zip(last_pre_queue_id) {
-        Some((size, last)) => size + last_id.unwrap_or(0).saturating_sub(last),
-        None => u64::try_from(row.try_get::<i64, _>("entries")?).unwrap_or(0),
-    };
     Ok(QueueFigures {
-        queue_length,
-        drawn: pre_queue_size.is_some(),
+        queue_length: pre_queue_size
+            .zip(last_pre_queue_id)
+            .map(|(size, last)| size + last_id.unwrap_or(0).saturating_sub(last)),
         db_now: row.try_get("db_now")?,
     })
+}
+
+/// The product's entries, counted over its index entries: a pre-queue's size before its draw
+/// (0.3 s for a million here, so a summary keeps it for the max age of a product read).
+pub async fn count_entries(pool: &Pool, product: ProductId) -> Result<u64, Error> {
+    let count: i64 = Sql::new("SELECT COUNT(*) FROM queue_entries WHERE product_id = ?")
+        .bind(product.0)
+        .fetch_scalar(pool)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// Draws the product's pre-queue, if no one has (or its drawer died): the entries that joined
@@ -148,31 +154,58 @@ pub async fn draw(
     product: ProductId,
     sale_starts_at: NaiveDateTime,
 ) -> Result<bool, Error> {
+    let started = std::time::Instant::now();
     let Some(claim) = claim_draw(pool, product, sale_starts_at).await? else {
         return Ok(false);
     };
+    let claimed = started.elapsed();
     let order = drawn_order(&claim.seed, claim.ids);
-    for (chunk_index, chunk) in order.chunks(POSITIONS_PER_STATEMENT).enumerate() {
-        let first = chunk_index * POSITIONS_PER_STATEMENT + 1;
-        let rows: Vec<String> = chunk
-            .iter()
-            .enumerate()
-            .map(|(offset, id)| format!("({}, {})", literal(*id), literal((first + offset) as u64)))
-            .collect();
-        // IGNORE: a drawer taking over from one that died writes the same rows again.
-        Sql::new(format!(
-            "INSERT IGNORE INTO queue_positions (entry_id, position) VALUES {}",
-            rows.join(", ")
-        ))
-        .execute(pool)
-        .await?;
+    let ordered = started.elapsed();
+    let mut conn = pool.acquire().await?;
+    for (batch_index, batch) in order.chunks(POSITIONS_PER_COMMIT).enumerate() {
+        let first = batch_index * POSITIONS_PER_COMMIT + 1;
+        let mut tx = conn.begin().await?;
+        let written = write_positions(&mut tx, first, batch).await;
+        finish(tx, written).await?;
     }
     Sql::new("UPDATE queue_draws SET finished_at = UTC_TIMESTAMP(3) WHERE product_id = ?")
         .bind(product.0)
         .execute(pool)
         .await?;
-    tracing::info!(%product, pre_queue = order.len(), "pre-queue drawn");
+    tracing::info!(
+        %product,
+        pre_queue = order.len(),
+        claim_ms = claimed.as_millis() as u64,
+        order_ms = (ordered - claimed).as_millis() as u64,
+        write_ms = (started.elapsed() - ordered).as_millis() as u64,
+        "pre-queue drawn"
+    );
     Ok(true)
+}
+
+/// Positions `first`, `first + 1`, … of the entries `ids`, in statements of
+/// [`POSITIONS_PER_STATEMENT`]. IGNORE: a drawer taking over from one that died writes the same
+/// rows again.
+async fn write_positions(
+    tx: &mut Transaction<'_, MySql>,
+    first: usize,
+    ids: &[u64],
+) -> Result<(), Error> {
+    for (chunk_index, chunk) in ids.chunks(POSITIONS_PER_STATEMENT).enumerate() {
+        let first = first + chunk_index * POSITIONS_PER_STATEMENT;
+        let rows: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(offset, id)| format!("({}, {})", literal(*id), literal((first + offset) as u64)))
+            .collect();
+        Sql::new(format!(
+            "INSERT IGNORE INTO queue_positions (entry_id, position) VALUES {}",
+            rows.join(", ")
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The products whose pre-queue is due to be drawn and is not (none drew it, or its drawer
@@ -312,16 +345,13 @@ async fn pre_queue_ids<'c, E>(
 where
     E: sqlx::Executor<'c, Database = MySql>,
 {
-    Sql::new(format!(
+    Ok(Sql::new(format!(
         "SELECT id FROM queue_entries WHERE product_id = ? AND id <= ?{locking}"
     ))
     .bind(product.0)
     .bind(last)
-    .fetch_all(executor)
-    .await?
-    .iter()
-    .map(|row| row.try_get::<u64, _>("id").map_err(Error::from))
-    .collect()
+    .fetch_column(executor)
+    .await?)
 }
 
 #[cfg(test)]
