@@ -170,7 +170,7 @@ pub async fn draw(
     }
     Sql::new("UPDATE queue_draws SET finished_at = UTC_TIMESTAMP(3) WHERE product_id = ?")
         .bind(product.0)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     tracing::info!(
         %product,

@@ -226,3 +226,73 @@ async fn a_join_and_an_entry_read_are_one_command_and_a_hold_without_a_valid_tok
     );
     assert!(counts.query_texts[0].starts_with("CALL reserve_hold_v2("));
 }
+
+/// A Lambda container has one connection: the request that draws a pre-queue does it all on
+/// that one (a second acquire would wait for the first and time out as a 503).
+#[tokio::test]
+async fn a_container_with_one_connection_draws_the_pre_queue_on_its_first_request_after_the_start()
+{
+    let db = TestDb::new().await;
+    let starts = chrono::Utc::now().naive_utc() + chrono::Duration::hours(1);
+    let product = shared::store::products::create_product(
+        &db.pool,
+        &NewProduct {
+            name: "Queued".into(),
+            price: Cents(1000),
+            stock: 100,
+            buckets: 1,
+            sale: SaleTerms {
+                sale_starts_at: Some(starts),
+                ..Default::default()
+            },
+            waiting_room: Some(WaitingRoom {
+                admission_rate: 1,
+                admission_ttl_seconds: 300,
+            }),
+        },
+    )
+    .await
+    .expect("a product");
+    let id = product.id.0;
+    let config = test_config(db.url.expose_secret(), &[]);
+    let options = shared::store::db::connect_options(&config.database.url).expect("a URL");
+    let join = join_queue::Deps {
+        pool: shared::store::db::lazy_pool(&config, options),
+        buyer_auth: BuyerAuth::Jwt,
+        admission_tokens: config.require_admission_tokens().expect("a secret"),
+    };
+    let queue = format!("/api/products/{id}/queue");
+    let parameter = Some(("id", &*id.to_string()));
+    // Enough for several statements of positions, so the draw writes in more than one.
+    for i in 0..1500 {
+        let request = gateway_as(&format!("early-{i}"), "POST", &queue, parameter, None);
+        assert_eq!(answer(join_queue::handle(&join, request).await).0, 201);
+    }
+    // The sale starts now: after every join (the clock keeps milliseconds).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let change = shared::store::products::ProductChange {
+        sale_starts_at: Some(Some(chrono::Utc::now().naive_utc())),
+        ..Default::default()
+    };
+    shared::store::products::change_product(&db.pool, product.id, &change)
+        .await
+        .expect("started");
+    tokio::time::sleep(
+        shared::domain::queue::DRAW_AFTER_START
+            .to_std()
+            .expect("a duration"),
+    )
+    .await;
+    let request = gateway_as("late", "POST", &queue, parameter, None);
+    let (status, late) = answer(join_queue::handle(&join, request).await);
+    assert_eq!(
+        (status, late["position"].as_u64()),
+        (201, Some(1501)),
+        "{late}"
+    );
+    let positions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_positions")
+        .fetch_one(&db.pool)
+        .await
+        .expect("a count");
+    assert_eq!(positions, 1500, "every pre-queue entry drawn");
+}
