@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::domain::admission::AdmissionTokens;
 use crate::domain::ids::{BuyerId, ProductId};
 use crate::domain::model::{ProductRead, rfc3339, rfc3339_or_null};
-use crate::domain::queue::{DRAW_AFTER_START, QueueEntry, entry_at};
+use crate::domain::queue::{DRAW_AFTER_START, EntryStatus, QueueEntry, entry_at};
 use crate::domain::waiting_room::WaitingRoomState;
 use crate::error::Error;
 use crate::store::pool::Pool;
@@ -54,6 +54,18 @@ pub async fn join(
     if read.sold_out() {
         return Err(Error::SoldOut);
     }
+    let shown = |entry: &EntryRead| {
+        let shown = entry_at(
+            product_id,
+            buyer.clone(),
+            &entry.stored,
+            &room,
+            false,
+            entry.db_now,
+            tokens,
+        );
+        (shown, entry.joined)
+    };
     let entry = drawn(
         pool,
         &read,
@@ -61,17 +73,9 @@ pub async fn join(
         buyer,
     )
     .await?;
-    let shown = entry_at(
-        product_id,
-        buyer.clone(),
-        &entry.stored,
-        &room,
-        false,
-        entry.db_now,
-        tokens,
-    );
-    if entry.joined || shown.status != crate::domain::queue::EntryStatus::Expired {
-        return Ok((shown, entry.joined));
+    let (entry_now, joined) = shown(&entry);
+    if joined || entry_now.status != EntryStatus::Expired {
+        return Ok((entry_now, joined));
     }
     queue::leave(pool, entry.stored.id).await?;
     let again = drawn(
@@ -82,16 +86,7 @@ pub async fn join(
     )
     .await?;
     tracing::info!(%product_id, %buyer, "admission ended: joined again at the back");
-    let shown = entry_at(
-        product_id,
-        buyer.clone(),
-        &again.stored,
-        &room,
-        false,
-        again.db_now,
-        tokens,
-    );
-    Ok((shown, again.joined))
+    Ok(shown(&again))
 }
 
 /// The buyer's entry as of now (404 `not_in_queue` when they have none).

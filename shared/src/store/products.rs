@@ -223,8 +223,7 @@ fn opening_room(
 ) -> Result<Option<WaitingRoomState>, Error> {
     let Some(terms) = terms else { return Ok(None) };
     terms.validate(sale_starts_at)?;
-    let starts = sale_starts_at.ok_or_else(|| Error::Internal("validated start".into()))?;
-    Ok(Some(WaitingRoomState::opening(terms, starts)))
+    Ok(sale_starts_at.map(|starts| WaitingRoomState::opening(terms, starts)))
 }
 
 /// What `PATCH /api/admin/products/{id}` changes: each field given is set (`Some(None)` clears a
