@@ -21,13 +21,15 @@ CREATE TABLE queue_entries (
 
 -- The draw of a product's pre-queue, made once at the start: the entries up to `last_pre_queue_id`
 -- (D; `pre_queue_size` of them, P) take positions 1..P in the order of SHA-256(seed, id).
--- `finished_at` is set once every position is written; `claimed_at` is when its drawer last
--- started, so that another may take over a drawer that died.
+-- The row is inserted first, to claim the draw (a second drawer fails on the key before reading
+-- anything); P and D are NULL until its drawer has counted the pre-queue. `finished_at` is set
+-- once every position is written; `claimed_at` is when its drawer last started, so that another
+-- may take over a drawer that died.
 CREATE TABLE queue_draws (
     product_id          BIGINT UNSIGNED NOT NULL,
     seed                BINARY(16) NOT NULL,
-    pre_queue_size      BIGINT UNSIGNED NOT NULL,
-    last_pre_queue_id   BIGINT UNSIGNED NOT NULL,
+    pre_queue_size      BIGINT UNSIGNED NULL,
+    last_pre_queue_id   BIGINT UNSIGNED NULL,
     claimed_at          DATETIME(3) NOT NULL,
     finished_at         DATETIME(3) NULL,
     PRIMARY KEY (product_id)
@@ -71,7 +73,7 @@ BEGIN
         END IF;
     END IF;
     SELECT e.id, e.joined_at, q.position AS drawn_position, d.pre_queue_size, d.last_pre_queue_id,
-           v_joined AS joined, UTC_TIMESTAMP(3) AS db_now
+           d.product_id IS NOT NULL AS draw_claimed, v_joined AS joined, UTC_TIMESTAMP(3) AS db_now
       FROM queue_entries e
       LEFT JOIN queue_positions q ON q.entry_id = e.id
       LEFT JOIN queue_draws d ON d.product_id = e.product_id

@@ -112,16 +112,16 @@ pub async fn entry(
     ))
 }
 
-/// When the entry's product is past its start and its pre-queue is not drawn yet, draws it (the
-/// first request after the start does; others find it drawn, or being drawn) and reads the
-/// entry again.
+/// When the entry's product is past its start and no one has claimed its draw, draws it (the
+/// first request after the start does; others find it claimed: drawn, or being drawn) and reads
+/// the entry again.
 async fn drawn(
     pool: &Pool,
     read: &ProductRead,
     entry: EntryRead,
     buyer: &BuyerId,
 ) -> Result<EntryRead, Error> {
-    let Some(starts) = draw_due(read, entry.db_now).filter(|_| entry.stored.draw.is_none()) else {
+    let Some(starts) = draw_due(read, entry.db_now).filter(|_| !entry.draw_claimed) else {
         return Ok(entry);
     };
     let product_id = read.product.id;
@@ -150,7 +150,7 @@ pub struct QueueSummary {
 pub async fn summary(pool: &Pool, product_id: ProductId) -> Result<QueueSummary, Error> {
     let (read, room) = product_with_room(pool, product_id).await?;
     let mut figures = queue::figures(pool, product_id).await?;
-    if figures.queue_length.is_none()
+    if !figures.draw_claimed
         && let Some(starts) = draw_due(&read, figures.db_now)
     {
         queue::draw(pool, product_id, starts).await?;

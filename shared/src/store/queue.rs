@@ -21,7 +21,8 @@ use crate::error::{Error, is_duplicate_key};
 
 /// The entry of a buyer, with its drawn position and its product's draw: one indexed read.
 const ENTRY_SELECT: &str = "SELECT e.id, e.joined_at, q.position AS drawn_position, \
-            d.pre_queue_size, d.last_pre_queue_id, UTC_TIMESTAMP(3) AS db_now \
+            d.pre_queue_size, d.last_pre_queue_id, d.product_id IS NOT NULL AS draw_claimed, \
+            UTC_TIMESTAMP(3) AS db_now \
        FROM queue_entries e \
        LEFT JOIN queue_positions q ON q.entry_id = e.id \
        LEFT JOIN queue_draws d ON d.product_id = e.product_id \
@@ -42,6 +43,9 @@ const DRAWER_GIVES_UP_SECONDS: i64 = 60;
 #[derive(Debug, Clone)]
 pub struct EntryRead {
     pub stored: StoredEntry,
+    /// True once a drawer has claimed the product's draw (its pre-queue may not be counted
+    /// yet: then `stored.draw` is `None`).
+    pub draw_claimed: bool,
     /// True when this call made the entry (a join).
     pub joined: bool,
     pub db_now: NaiveDateTime,
@@ -99,6 +103,7 @@ fn entry_from_row(row: &sqlx::mysql::MySqlRow) -> Result<EntryRead, Error> {
                     last_pre_queue_id: last,
                 }),
         },
+        draw_claimed: row.try_get::<i64, _>("draw_claimed")? == 1,
         joined: false,
         db_now: row.try_get("db_now")?,
     })
@@ -110,12 +115,14 @@ pub struct QueueFigures {
     /// Positions given out: the last one after the draw (P + the last id − D, an index dive);
     /// before it, `None`: the pre-queue's size is a count ([`count_entries`]).
     pub queue_length: Option<u64>,
+    /// True once a drawer has claimed the draw.
+    pub draw_claimed: bool,
     pub db_now: NaiveDateTime,
 }
 
 pub async fn figures(pool: &Pool, product: ProductId) -> Result<QueueFigures, Error> {
     let row = Sql::new(
-        "SELECT d.pre_queue_size, d.last_pre_queue_id, \
+        "SELECT d.pre_queue_size, d.last_pre_queue_id, d.product_id IS NOT NULL AS draw_claimed, \
                 (SELECT MAX(e.id) FROM queue_entries e WHERE e.product_id = ?) AS last_id, \
                 UTC_TIMESTAMP(3) AS db_now \
            FROM (SELECT 1 AS one) o LEFT JOIN queue_draws d ON d.product_id = ?",
@@ -131,6 +138,7 @@ pub async fn figures(pool: &Pool, product: ProductId) -> Result<QueueFigures, Er
         queue_length: pre_queue_size
             .zip(last_pre_queue_id)
             .map(|(size, last)| size + last_id.unwrap_or(0).saturating_sub(last)),
+        draw_claimed: row.try_get::<i64, _>("draw_claimed")? == 1,
         db_now: row.try_get("db_now")?,
     })
 }
@@ -254,8 +262,9 @@ struct Claim {
     ids: Vec<u64>,
 }
 
-/// Claims the draw: writes its row (P, D, a new seed) when there is none, or takes over one
-/// whose drawer died. `None`: someone else draws, or drew.
+/// Claims the draw by inserting its row with a new seed (a concurrent drawer fails on the key at
+/// once, having read nothing), then counts the pre-queue; or takes over a draw whose drawer died.
+/// `None`: someone else draws, or drew.
 async fn claim_draw(
     pool: &Pool,
     product: ProductId,
@@ -271,40 +280,62 @@ async fn claim_draw(
     .bind(product.0)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(row) = existing {
-        if row.try_get::<i64, _>("abandoned")? != 1 {
-            return Ok(None);
+    let (seed, counted) = match existing {
+        Some(row) => {
+            if row.try_get::<i64, _>("abandoned")? != 1 {
+                return Ok(None);
+            }
+            let claimed_at: NaiveDateTime = row.try_get("claimed_at")?;
+            let taken = Sql::new(
+                "UPDATE queue_draws SET claimed_at = UTC_TIMESTAMP(3) \
+                  WHERE product_id = ? AND claimed_at = ? AND finished_at IS NULL",
+            )
+            .bind(product.0)
+            .bind(claimed_at)
+            .execute(&mut *conn)
+            .await?;
+            if taken.rows_affected() != 1 {
+                return Ok(None);
+            }
+            tracing::warn!(%product, "took over the draw of a drawer that did not finish");
+            let counted: Option<u64> = row.try_get("last_pre_queue_id")?;
+            (row.try_get("seed")?, counted)
         }
-        let claimed_at: NaiveDateTime = row.try_get("claimed_at")?;
-        let taken = Sql::new(
-            "UPDATE queue_draws SET claimed_at = UTC_TIMESTAMP(3) \
-              WHERE product_id = ? AND claimed_at = ? AND finished_at IS NULL",
-        )
-        .bind(product.0)
-        .bind(claimed_at)
-        .execute(&mut *conn)
-        .await?;
-        if taken.rows_affected() != 1 {
-            return Ok(None);
+        None => {
+            let seed = uuid::Uuid::new_v4().into_bytes().to_vec();
+            let inserted = Sql::new(
+                "INSERT INTO queue_draws (product_id, seed, claimed_at) \
+                 VALUES (?, ?, UTC_TIMESTAMP(3))",
+            )
+            .bind(product.0)
+            .bind(seed.as_slice())
+            .execute(&mut *conn)
+            .await;
+            match inserted {
+                Ok(_) => (seed, None),
+                Err(err) if is_duplicate_key(&err) => return Ok(None),
+                Err(err) => return Err(err.into()),
+            }
         }
-        let last: u64 = row.try_get("last_pre_queue_id")?;
-        let ids = pre_queue_ids(&mut *conn, product, last, "").await?;
-        tracing::warn!(%product, "took over the draw of a drawer that did not finish");
-        return Ok(Some(Claim {
-            seed: row.try_get("seed")?,
-            ids,
-        }));
-    }
-    let mut tx = conn.begin().await?;
-    let claimed = insert_draw(&mut tx, product, sale_starts_at).await;
-    finish(tx, claimed).await
+    };
+    let ids = match counted {
+        Some(last) => pre_queue_ids(&mut *conn, product, last, "").await?,
+        None => {
+            let mut tx = conn.begin().await?;
+            let counting = count_pre_queue(&mut tx, product, sale_starts_at).await;
+            finish(tx, counting).await?
+        }
+    };
+    Ok(Some(Claim { seed, ids }))
 }
 
-async fn insert_draw(
+/// The pre-queue: the entries that joined before the start (D the last id of them, every id up
+/// to it), recorded in the claimed draw's row.
+async fn count_pre_queue(
     tx: &mut Transaction<'_, MySql>,
     product: ProductId,
     sale_starts_at: NaiveDateTime,
-) -> Result<Option<Claim>, Error> {
+) -> Result<Vec<u64>, Error> {
     let last: Option<u64> = Sql::new(
         "SELECT MAX(id) AS last FROM queue_entries WHERE product_id = ? AND joined_at < ?",
     )
@@ -317,23 +348,18 @@ async fn insert_draw(
     // A locking read (READ COMMITTED: no gap locks, so joins go on) waits for any join with an
     // id up to D still in flight, so the pre-queue is exactly the entries up to D.
     let ids = pre_queue_ids(&mut **tx, product, last, " LOCK IN SHARE MODE").await?;
-    let seed = uuid::Uuid::new_v4().into_bytes().to_vec();
-    let inserted = Sql::new(
-        "INSERT INTO queue_draws (product_id, seed, pre_queue_size, last_pre_queue_id, claimed_at, finished_at) \
-         VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3), IF(? = 0, UTC_TIMESTAMP(3), NULL))",
+    Sql::new(
+        "UPDATE queue_draws SET pre_queue_size = ?, last_pre_queue_id = ?, \
+                finished_at = IF(? = 0, UTC_TIMESTAMP(3), NULL) \
+          WHERE product_id = ?",
     )
-    .bind(product.0)
-    .bind(seed.as_slice())
     .bind(ids.len() as u64)
     .bind(last)
     .bind(ids.len() as u64)
+    .bind(product.0)
     .execute(&mut **tx)
-    .await;
-    match inserted {
-        Ok(_) => Ok(Some(Claim { seed, ids })),
-        Err(err) if is_duplicate_key(&err) => Ok(None),
-        Err(err) => Err(err.into()),
-    }
+    .await?;
+    Ok(ids)
 }
 
 async fn pre_queue_ids<'c, E>(

@@ -10,11 +10,13 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use shared::adapters::local::{NoPublisher, NoScheduler};
 use shared::config::BuyerAuth;
+use shared::domain::ids::BuyerId;
 use shared::domain::model::SaleTerms;
 use shared::domain::money::Cents;
 use shared::domain::waiting_room::WaitingRoom;
 use shared::store::pool::Pool;
 use shared::store::products::NewProduct;
+use sqlx::Connection as _;
 
 use super::wire::{answer, gateway_as};
 
@@ -295,4 +297,103 @@ async fn a_container_with_one_connection_draws_the_pre_queue_on_its_first_reques
         .await
         .expect("a count");
     assert_eq!(positions, 1500, "every pre-queue entry drawn");
+}
+
+/// Everyone asks at the start: one request claims the draw and reads the pre-queue; the others
+/// find the draw claimed and read nothing more than their entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_after_the_start_read_the_pre_queue_once() {
+    let db = TestDb::new().await;
+    let product = shared::store::products::create_product(
+        &db.pool,
+        &NewProduct {
+            name: "Queued".into(),
+            price: Cents(1000),
+            stock: 100,
+            buckets: 1,
+            sale: SaleTerms {
+                sale_starts_at: Some(chrono::Utc::now().naive_utc() + chrono::Duration::hours(1)),
+                ..Default::default()
+            },
+            waiting_room: Some(WaitingRoom {
+                admission_rate: 10,
+                admission_ttl_seconds: 300,
+            }),
+        },
+    )
+    .await
+    .expect("a product");
+    let id = product.id.0;
+    for i in 0..200 {
+        let buyer = BuyerId::parse(&format!("early-{i}")).expect("a buyer");
+        shared::store::queue::join(&db.pool, product.id, &buyer)
+            .await
+            .expect("joined");
+    }
+    let change = shared::store::products::ProductChange {
+        sale_starts_at: Some(Some(chrono::Utc::now().naive_utc())),
+        ..Default::default()
+    };
+    shared::store::products::change_product(&db.pool, product.id, &change)
+        .await
+        .expect("started");
+    let wire = WireCounter::in_front_of(db.url.expose_secret())
+        .await
+        .expect("a wire counter");
+    let config = test_config(
+        &wire.url(db.url.expose_secret()),
+        &[("DATABASE_MAX_CONNECTIONS", "16")],
+    );
+    let entry = get_queue_entry::Deps {
+        pool: shared::store::db::connect(&config.database.url, 16)
+            .await
+            .expect("a pool"),
+        buyer_auth: BuyerAuth::Jwt,
+        admission_tokens: config.require_admission_tokens().expect("a secret"),
+    };
+    tokio::time::sleep(
+        shared::domain::queue::DRAW_AFTER_START
+            .to_std()
+            .expect("a duration"),
+    )
+    .await;
+    // A pre-queue entry locked elsewhere holds the drawer's locking read up for a moment, so
+    // the other requests come while the draw is being claimed.
+    let mut holder_connection = sqlx::MySqlConnection::connect(db.url.expose_secret())
+        .await
+        .expect("a connection");
+    let mut holder = holder_connection.begin().await.expect("a transaction");
+    sqlx::query("SELECT id FROM queue_entries WHERE buyer_id = 'early-0' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("locked");
+    wire.take();
+    let queue = format!("/api/products/{id}/queue");
+    let parameter = Some(("id", &*id.to_string()));
+    let requests = futures::future::join_all((0..64).map(|i| {
+        let request = gateway_as(&format!("early-{i}"), "GET", &queue, parameter, None);
+        get_queue_entry::handle(&entry, request)
+    }));
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        holder.commit().await.expect("released");
+    };
+    let (answers, ()) = tokio::join!(requests, release);
+    for answered in answers {
+        assert_eq!(answer(answered).0, 200);
+    }
+    let sent = wire.take().query_texts;
+    let pre_queue_reads = sent
+        .iter()
+        .filter(|text| text.contains("LOCK IN SHARE MODE"))
+        .count();
+    assert_eq!(pre_queue_reads, 1, "one drawer read the pre-queue");
+    let claims = sent
+        .iter()
+        .filter(|text| text.starts_with("INSERT INTO queue_draws"))
+        .count();
+    assert!(
+        claims <= 16,
+        "{claims} tried to claim: at most one per connection"
+    );
 }
