@@ -16,6 +16,13 @@ pub struct Args {
     pub runs: Option<usize>,
     pub products: usize,
     pub stock: Option<u32>,
+    /// `queue`: buyers, admissions per second, an admission's seconds, holds without a valid
+    /// token, and seconds from the last join to the start.
+    pub buyers: Option<usize>,
+    pub rate: Option<u32>,
+    pub ttl: Option<u32>,
+    pub refused: Option<usize>,
+    pub lead: Option<f64>,
     pub buyer_limit: bool,
     pub pool: u32,
     pub chart: PathBuf,
@@ -26,7 +33,7 @@ pub struct Args {
 pub fn parse_args() -> Result<Args, String> {
     let mut raw = std::env::args().skip(1);
     let command = raw.next().ok_or(
-        "usage: flash-sale-bench <scenario|compare|sweep|crowd|all|init> [options]; see the source's header",
+        "usage: flash-sale-bench <scenario|compare|sweep|crowd|queue|all|init> [options]; see the source's header",
     )?;
     let mut args = Args {
         command,
@@ -39,6 +46,11 @@ pub fn parse_args() -> Result<Args, String> {
         runs: None,
         products: 16,
         stock: None,
+        buyers: None,
+        rate: None,
+        ttl: None,
+        refused: None,
+        lead: None,
         buyer_limit: false,
         pool: run::POOL_SIZE,
         chart: PathBuf::from("target/flash-sale-bench.png"),
@@ -77,6 +89,11 @@ pub fn parse_args() -> Result<Args, String> {
             "--runs" => args.runs = Some(number(&value()?)? as usize),
             "--products" => args.products = number(&value()?)? as usize,
             "--stock" => args.stock = Some(number(&value()?)? as u32),
+            "--buyers" => args.buyers = Some(number(&value()?)? as usize),
+            "--rate" => args.rate = Some(number(&value()?)? as u32),
+            "--ttl" => args.ttl = Some(number(&value()?)? as u32),
+            "--refused" => args.refused = Some(number(&value()?)? as usize),
+            "--lead" => args.lead = Some(number(&value()?)?),
             "--chart" => args.chart = PathBuf::from(value()?),
             "--functions" => args.functions = PathBuf::from(value()?),
             "--smoke" => args.smoke = true,
@@ -93,10 +110,13 @@ pub fn parse_args() -> Result<Args, String> {
         && args.buckets.iter().all(|b| *b > 0)
         && args.runs != Some(0)
         && args.stock != Some(0)
+        && args.buyers != Some(0)
+        && args.rate != Some(0)
+        && args.lead.is_none_or(|lead| lead > 0.0)
         && args.pool > 0;
     if !counts_positive || args.seconds <= 0.0 || args.warmup < 0.0 || args.wire < 0.0 {
         return Err(
-            "--clients, --buckets, --pool, --runs, --stock and --seconds must be positive, --warmup and --wire not negative".into(),
+            "--clients, --buckets, --pool, --runs, --stock, --buyers, --rate, --lead and --seconds must be positive, --warmup and --wire not negative".into(),
         );
     }
     Ok(args)

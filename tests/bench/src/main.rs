@@ -7,6 +7,8 @@
 //!   flash-sale-bench compare [--scenarios SUBJECT,BASELINE[,…] | REFERENCE,OTHER[,…]] [--clients …] …
 //!   flash-sale-bench sweep [--clients …] [--seconds S] [--runs R] [--chart PATH]
 //!   flash-sale-bench crowd [--clients N[,N…]] [--stock S] [--buckets B[,B…]] [--runs R]
+//!   flash-sale-bench queue [--buyers B] [--clients N] [--stock S] [--rate R] [--ttl T]
+//!                          [--refused F] [--lead S] [--runs R]
 //!   flash-sale-bench all [--smoke] [--chart PATH]
 //!   flash-sale-bench init [--functions DIR] [--runs R]
 //!
@@ -17,12 +19,14 @@
 //! the ratio of the medians (against the baselines, or without any against the first scenario);
 //! `sweep` runs the holds scenarios and both baselines at 1 to 256 clients and charts them;
 //! `crowd` (512 clients, 2,000 units, 1 bucket) sells a product out to a crowd of shoppers (see
-//! crowd.rs); `all` runs every scenario at --clients, then a sweep, then the crowd. `init` times each
-//! function binary in DIR (default target/release) from start to ready, with `DATABASE_URL` and
-//! with a Secrets Manager secret (moto_server on loopback), and prints its size. `--smoke` makes
-//! everything tiny: it proves the bench works and its audits pass, it measures nothing. Every
-//! client is a buyer of its own; `--buyer-limit` gives the products a per-buyer limit no client
-//! reaches, so every hold also locks and counts its buyer's row.
+//! crowd.rs); `queue` (10,000 buyers, 64 clients, 1,000 units, 500 admitted a second) sells a
+//! product behind a waiting room (see queue/mod.rs); `all` runs every scenario at --clients,
+//! then a sweep, then the crowd, then the queue. `init` times each function binary in DIR
+//! (default target/release) from start to ready, with `DATABASE_URL` and with a Secrets Manager
+//! secret (moto_server on loopback), and prints its size. `--smoke` makes everything tiny: it
+//! proves the bench works and its audits pass, it measures nothing. Every client is a buyer of
+//! its own; `--buyer-limit` gives the products a per-buyer limit no client reaches, so every
+//! hold also locks and counts its buyer's row.
 //! Exits non-zero when an audit fails or any request ended in a 5xx or a transport error.
 
 mod args;
@@ -33,6 +37,7 @@ mod cold_start;
 mod crowd;
 mod crowd_report;
 mod measure;
+mod queue;
 mod report;
 mod rounds;
 mod run;
@@ -96,18 +101,47 @@ async fn run() -> Result<bool, String> {
         return cold_start::init_times(&args.functions, args.runs.unwrap_or(1), &server_url).await;
     }
     let runs = args.runs.unwrap_or(match args.command.as_str() {
-        "compare" | "sweep" | "all" | "crowd" => 3,
+        "compare" | "sweep" | "all" | "crowd" | "queue" => 3,
         _ => 1,
     });
     if args.command == "crowd" {
         return crowd::run(&server_url, &crowd_configs(&args), runs).await;
     }
+    let database_pid = measure::database_process(&server_url);
+    if args.command == "queue" {
+        return queue::run(&server_url, &queue_config(&args), runs, database_pid).await;
+    }
     let passed = grid(&args, &server_url, runs).await?;
     if args.command == "all" {
         let crowd_passed = crowd::run(&server_url, &crowd_configs(&args), runs).await?;
-        return Ok(passed && crowd_passed);
+        let queue_passed =
+            queue::run(&server_url, &queue_config(&args), runs, database_pid).await?;
+        return Ok(passed && crowd_passed && queue_passed);
     }
     Ok(passed)
+}
+
+/// The queue's round: its defaults (tiny in `--smoke`), in `queue` changed by the flags.
+fn queue_config(args: &Args) -> queue::QueueConfig {
+    let mut config = queue::QueueConfig::sized(args.smoke);
+    (config.warmup, config.wire, config.pool) = (
+        Duration::from_secs_f64(args.warmup),
+        Duration::from_secs_f64(args.wire),
+        args.pool,
+    );
+    if args.command != "queue" || args.smoke {
+        return config;
+    }
+    if let Some(clients) = args.clients.as_ref().and_then(|c| c.first()) {
+        config.clients = *clients;
+    }
+    config.buyers = args.buyers.unwrap_or(config.buyers);
+    config.stock = args.stock.unwrap_or(config.stock);
+    config.rate = args.rate.unwrap_or(config.rate);
+    config.ttl = args.ttl.unwrap_or(config.ttl);
+    config.refused = args.refused.unwrap_or(config.refused);
+    config.lead = args.lead.map_or(config.lead, Duration::from_secs_f64);
+    config
 }
 
 /// The crowd's rounds: `--clients` × `--buckets` for `crowd`; its defaults in `all`.

@@ -24,14 +24,14 @@ pub struct Timing {
 }
 
 impl Timing {
-    fn record(&mut self, started: Instant) {
+    pub fn record(&mut self, started: Instant) {
         let now = Instant::now();
         self.latencies.push(now - started);
         self.first = Some(self.first.map_or(started, |first| first.min(started)));
         self.last = Some(self.last.map_or(now, |last| last.max(now)));
     }
 
-    fn add(&mut self, other: Timing) {
+    pub fn add(&mut self, other: Timing) {
         self.latencies.extend(other.latencies);
         self.first = match (self.first, other.first) {
             (Some(one), Some(another)) => Some(one.min(another)),

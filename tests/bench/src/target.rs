@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flash_sale_local::known_secrets::{ADMIN_TOKEN, BUYER_JWT_SECRET, WEBHOOK_SECRET, buyer_token};
+use flash_sale_local::known_secrets::{
+    ADMIN_TOKEN, ADMISSION_TOKEN_SECRET, BUYER_JWT_SECRET, WEBHOOK_SECRET, buyer_token,
+};
 use flash_sale_local::{LocalServer, Options};
 use secrecy::{ExposeSecret, SecretString};
 use shared::Config;
@@ -169,6 +171,8 @@ fn service_config(database_url: &SecretString, pool_size: Option<u32>) -> Result
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
         ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
         ("BUYER_JWT_SECRET", BUYER_JWT_SECRET.to_owned()),
+        // The local server does not start without it (waiting rooms sign admissions with it).
+        ("ADMISSION_TOKEN_SECRET", ADMISSION_TOKEN_SECRET.to_owned()),
         ("HOLD_TTL_SECONDS", "600".to_owned()),
     ]);
     if let Some(size) = pool_size {

@@ -77,6 +77,10 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
             "WEBHOOK_SECRET",
             format!("{OLD_WEBHOOK_SECRET},{WEBHOOK_SECRET}"),
         )
+        .env(
+            "ADMISSION_TOKEN_SECRET",
+            flash_sale_e2e::testing::ADMISSION_TOKEN_SECRET,
+        )
         // Holds lapse quickly, so the expiry trigger's work shows; the sweeper runs once, at
         // start, so it cannot settle that hold before its trigger does.
         .env("HOLD_TTL_SECONDS", "2")
@@ -190,6 +194,7 @@ async fn no_secret_ever_reaches_the_logs_and_every_line_is_structured() {
         WEBHOOK_SECRET,
         OLD_WEBHOOK_SECRET,
         flash_sale_e2e::testing::BUYER_JWT_SECRET,
+        flash_sale_e2e::testing::ADMISSION_TOKEN_SECRET,
         &user.password,
         wrong_password,
     ] {
