@@ -4,6 +4,7 @@
 //! (database names, the known secrets, the AWS emulator, a proxy that counts the database
 //! commands sent through it), so the benchmark needs nothing of theirs.
 
+pub mod capacity;
 pub mod database;
 pub mod known_secrets;
 pub mod moto;

@@ -13,7 +13,10 @@ use shared::config::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN_ADDR};
 
 /// What the command line asks for.
 enum Invocation {
-    Help,
+    /// Print this text on stdout.
+    Help(String),
+    /// Print the AWS capacity plan of a sale: no configuration, no database.
+    Capacity(Box<flash_sale_local::capacity::Sale>),
     Run(Command),
 }
 
@@ -33,10 +36,11 @@ enum Command {
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match parse(&args) {
-        Ok(Invocation::Help) => {
-            print!("{}", usage());
+        Ok(Invocation::Help(text)) => {
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
+        Ok(Invocation::Capacity(sale)) => return capacity(&sale),
         Ok(Invocation::Run(command)) => command,
         Err(problem) => {
             eprint!("flash-sale-local: {problem}\n\n{}", usage());
@@ -70,6 +74,13 @@ Usage:
   flash-sale-local token BUYER [--ttl SECONDS]
                                 print a bearer token of BUYER's (its `sub`), signed with
                                 BUYER_JWT_SECRET, valid for SECONDS (default 3600)
+  flash-sale-local capacity --holds-per-second N --visitors N [--products N] [--region R]
+                   [--hold-ttl S] [--writer-ms-per-hold MS] [--quota KEY=VALUE] [...]
+                                print the AWS capacity plan of a sale (Lambda, API Gateway,
+                                CloudFront, Scheduler, SQS, EventBridge, Secrets Manager, the
+                                writer's CPU and connections, stock buckets) and the quotas to
+                                raise before it; exit status 1 if any. Every flag and limit:
+                                flash-sale-local capacity --help
   flash-sale-local --help       this text (also -h, help)
 
 Environment:
@@ -88,7 +99,7 @@ Environment:
                   AWS_LAMBDA_LOG_FORMAT=text
   The other settings (hold TTL, payment window, retries, AWS resources) are in README.md.
 
-Exit status: 0 done, 1 failed (or drift remains), 2 a usage error.
+Exit status: 0 done, 1 failed (or drift remains, or a quota must be raised), 2 a usage error.
 "
     )
 }
@@ -97,7 +108,13 @@ Exit status: 0 done, 1 failed (or drift remains), 2 a usage error.
 fn parse(args: &[String]) -> Result<Invocation, String> {
     let asks_for_help = |arg: &String| arg == "--help" || arg == "-h";
     if args.iter().any(asks_for_help) || args.first().is_some_and(|arg| arg == "help") {
-        return Ok(Invocation::Help);
+        return Ok(Invocation::Help(
+            if args.first().is_some_and(|arg| arg == "capacity") {
+                flash_sale_local::capacity::usage()
+            } else {
+                usage()
+            },
+        ));
     }
     let (command, rest) = match args.split_first() {
         None => return Ok(Invocation::Run(Command::Serve)),
@@ -108,6 +125,10 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
         "migrate" => Command::Migrate,
         "reconcile" => Command::Reconcile(reconcile_request(rest)?),
         "token" => return token_request(rest).map(Invocation::Run),
+        "capacity" => {
+            return flash_sale_local::capacity::parse(rest)
+                .map(|sale| Invocation::Capacity(Box::new(sale)));
+        }
         other => return Err(format!("unknown argument {other:?}")),
     };
     match (&command, rest.first()) {
@@ -267,6 +288,17 @@ async fn reconcile(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Exit status 0: everything fits; 1: some limit must be raised before the sale.
+fn capacity(sale: &flash_sale_local::capacity::Sale) -> ExitCode {
+    let plan = flash_sale_local::capacity::plan(sale);
+    print!("{}", flash_sale_local::capacity::render(sale, &plan));
+    if plan.exceeded().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn random_secret() -> String {
