@@ -20,6 +20,32 @@ use sqlx::Connection as _;
 
 use super::wire::{answer, gateway_as};
 
+/// A product of 100 units whose sale starts at `starts`, behind a waiting room admitting `rate` a
+/// second for 5 minutes each.
+async fn queued_product(
+    db: &TestDb,
+    starts: chrono::NaiveDateTime,
+    rate: u32,
+) -> shared::domain::model::Product {
+    let new = NewProduct {
+        name: "Queued".into(),
+        price: Cents(1000),
+        stock: 100,
+        buckets: 1,
+        sale: SaleTerms {
+            sale_starts_at: Some(starts),
+            ..Default::default()
+        },
+        waiting_room: Some(WaitingRoom {
+            admission_rate: rate,
+            admission_ttl_seconds: 300,
+        }),
+    };
+    shared::store::products::create_product(&db.pool, &new)
+        .await
+        .expect("a product")
+}
+
 /// What `operation` sent once its connection is back in its pool.
 async fn sent<T>(
     wire: &WireCounter,
@@ -37,27 +63,12 @@ async fn sent<T>(
 #[tokio::test]
 async fn a_join_and_an_entry_read_are_one_command_and_a_hold_without_a_valid_token_none() {
     let db = TestDb::new().await;
-    let product = shared::store::products::create_product(
-        &db.pool,
-        &NewProduct {
-            name: "Queued".into(),
-            price: Cents(1000),
-            stock: 100,
-            buckets: 1,
-            sale: SaleTerms {
-                sale_starts_at: Some(
-                    chrono::Utc::now().naive_utc() - chrono::Duration::seconds(60),
-                ),
-                ..Default::default()
-            },
-            waiting_room: Some(WaitingRoom {
-                admission_rate: 1000,
-                admission_ttl_seconds: 300,
-            }),
-        },
+    let product = queued_product(
+        &db,
+        chrono::Utc::now().naive_utc() - chrono::Duration::seconds(60),
+        1000,
     )
-    .await
-    .expect("a product");
+    .await;
     let id = product.id.0;
     let wire = WireCounter::in_front_of(db.url.expose_secret())
         .await
@@ -236,25 +247,7 @@ async fn a_container_with_one_connection_draws_the_pre_queue_on_its_first_reques
 {
     let db = TestDb::new().await;
     let starts = chrono::Utc::now().naive_utc() + chrono::Duration::hours(1);
-    let product = shared::store::products::create_product(
-        &db.pool,
-        &NewProduct {
-            name: "Queued".into(),
-            price: Cents(1000),
-            stock: 100,
-            buckets: 1,
-            sale: SaleTerms {
-                sale_starts_at: Some(starts),
-                ..Default::default()
-            },
-            waiting_room: Some(WaitingRoom {
-                admission_rate: 1,
-                admission_ttl_seconds: 300,
-            }),
-        },
-    )
-    .await
-    .expect("a product");
+    let product = queued_product(&db, starts, 1).await;
     let id = product.id.0;
     let config = test_config(db.url.expose_secret(), &[]);
     let options = shared::store::db::connect_options(&config.database.url).expect("a URL");
@@ -304,25 +297,12 @@ async fn a_container_with_one_connection_draws_the_pre_queue_on_its_first_reques
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_after_the_start_read_the_pre_queue_once() {
     let db = TestDb::new().await;
-    let product = shared::store::products::create_product(
-        &db.pool,
-        &NewProduct {
-            name: "Queued".into(),
-            price: Cents(1000),
-            stock: 100,
-            buckets: 1,
-            sale: SaleTerms {
-                sale_starts_at: Some(chrono::Utc::now().naive_utc() + chrono::Duration::hours(1)),
-                ..Default::default()
-            },
-            waiting_room: Some(WaitingRoom {
-                admission_rate: 10,
-                admission_ttl_seconds: 300,
-            }),
-        },
+    let product = queued_product(
+        &db,
+        chrono::Utc::now().naive_utc() + chrono::Duration::hours(1),
+        10,
     )
-    .await
-    .expect("a product");
+    .await;
     let id = product.id.0;
     for i in 0..200 {
         let buyer = BuyerId::parse(&format!("early-{i}")).expect("a buyer");
