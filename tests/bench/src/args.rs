@@ -25,6 +25,9 @@ pub struct Args {
     pub lead: Option<f64>,
     pub buyer_limit: bool,
     pub pool: u32,
+    /// Round trips (ms) of the network between the service (and the baselines) and the
+    /// database, each a relay in front of it (`flash_sale_local::wire::latency`); 0 for none.
+    pub db_rtt: Vec<f64>,
     pub chart: PathBuf,
     pub functions: PathBuf,
     pub smoke: bool,
@@ -53,6 +56,7 @@ pub fn parse_args() -> Result<Args, String> {
         lead: None,
         buyer_limit: false,
         pool: run::POOL_SIZE,
+        db_rtt: vec![0.0],
         chart: PathBuf::from("target/flash-sale-bench.png"),
         functions: PathBuf::from("target/release"),
         smoke: false,
@@ -99,6 +103,7 @@ pub fn parse_args() -> Result<Args, String> {
             "--smoke" => args.smoke = true,
             "--buyer-limit" => args.buyer_limit = true,
             "--pool" => args.pool = number(&value()?)? as u32,
+            "--db-rtt" => args.db_rtt = numbers(value()?)?,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -118,6 +123,23 @@ pub fn parse_args() -> Result<Args, String> {
         return Err(
             "--clients, --buckets, --pool, --runs, --stock, --buyers, --rate, --lead and --seconds must be positive, --warmup and --wire not negative".into(),
         );
+    }
+    if args.db_rtt.iter().any(|ms| !ms.is_finite() || *ms < 0.0) {
+        return Err("--db-rtt takes round trips in ms, 0 or more".into());
+    }
+    let one_network = args.db_rtt.len() == 1;
+    let relayed = args.db_rtt.iter().any(|ms| *ms > 0.0);
+    match args.command.as_str() {
+        "crowd" | "queue" | "init" | "all" if relayed || !one_network => {
+            return Err(format!(
+                "--db-rtt applies to compare, sweep and one scenario's rounds, not {}",
+                args.command
+            ));
+        }
+        "sweep" if !one_network => {
+            return Err("sweep charts one network: give --db-rtt one value".into());
+        }
+        _ => {}
     }
     Ok(args)
 }

@@ -60,6 +60,8 @@ impl CrowdConfig {
             buckets: self.buckets,
             buyer_limit: false,
             pool: self.pool,
+            // The crowd and the queue run on loopback only (`--db-rtt` is refused for them).
+            db_rtt: Duration::ZERO,
         }
     }
 }

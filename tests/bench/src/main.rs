@@ -3,7 +3,7 @@
 //! with an invariant audit.
 //!
 //!   flash-sale-bench <scenario> [--clients N[,N…]] [--buckets B[,B…]] [--seconds S] [--warmup S]
-//!                               [--runs R] [--products M] [--buyer-limit]
+//!                               [--runs R] [--products M] [--buyer-limit] [--db-rtt MS[,MS…]]
 //!   flash-sale-bench compare [--scenarios SUBJECT,BASELINE[,…] | REFERENCE,OTHER[,…]] [--clients …] …
 //!   flash-sale-bench sweep [--clients …] [--seconds S] [--runs R] [--chart PATH]
 //!   flash-sale-bench crowd [--clients N[,N…]] [--stock S] [--buckets B[,B…]] [--runs R]
@@ -26,7 +26,10 @@
 //! secret (moto_server on loopback), and prints its size. `--smoke` makes everything tiny: it
 //! proves the bench works and its audits pass, it measures nothing. Every client is a buyer of
 //! its own; `--buyer-limit` gives the products a per-buyer limit no client reaches, so every
-//! hold also locks and counts its buyer's row.
+//! hold also locks and counts its buyer's row. `--db-rtt MS[,MS…]` (compare, sweep, one scenario)
+//! puts a relay between the service (or the baseline) and the database that delays every chunk
+//! of bytes by MS/2 each way, so a round trip costs MS as from a Lambda to Aurora; several
+//! values run their rounds in alternation and are reported and compared each on its own.
 //! Exits non-zero when an audit fails or any request ended in a 5xx or a transport error.
 
 mod args;
@@ -203,24 +206,55 @@ async fn grid(args: &Args, server_url: &str, runs: usize) -> Result<bool, String
         if group.is_empty() {
             continue;
         }
-        let names: Vec<&str> = group.iter().map(|config| config.scenario.name()).collect();
+        let mut names: Vec<&str> = Vec::new();
+        let mut networks: Vec<Duration> = Vec::new();
+        for config in &group {
+            if !names.contains(&config.scenario.name()) {
+                names.push(config.scenario.name());
+            }
+            if !networks.contains(&config.db_rtt) {
+                networks.push(config.db_rtt);
+            }
+        }
+        let relayed = networks.iter().any(|rtt| !rtt.is_zero());
         println!(
-            "\n== {} at {} clients, {} bucket(s): {runs} round(s) each, in turn ==",
+            "\n== {} at {} clients, {} bucket(s){}: {runs} round(s) each, in turn ==",
             names.join(", "),
             group[0].clients,
-            group[0].buckets
+            group[0].buckets,
+            if relayed {
+                format!(", database round trip {}", rounds::networks(&networks))
+            } else {
+                String::new()
+            }
         );
         let series = rounds::alternate(server_url, &group, runs, database_pid).await?;
-        let medians: Vec<run::RunResult> = series.iter().map(|one| one.median().clone()).collect();
-        println!(
-            "medians:\n{}\n{}\n{}{}",
-            report::table(&medians),
-            report::wire_table(&medians),
-            report::commands_table(&medians),
-            rounds::comparison(&series)
-        );
-        if charted {
-            swept.extend(medians);
+        for network in networks {
+            let on_it: Vec<Series> = series
+                .iter()
+                .filter(|one| one.config.db_rtt == network)
+                .cloned()
+                .collect();
+            let medians: Vec<run::RunResult> =
+                on_it.iter().map(|one| one.median().clone()).collect();
+            println!(
+                "medians{}:\n{}\n{}\n{}{}",
+                if relayed {
+                    format!(
+                        " at a database round trip of {}",
+                        rounds::networks(&[network])
+                    )
+                } else {
+                    String::new()
+                },
+                report::table(&medians),
+                report::wire_table(&medians),
+                report::commands_table(&medians),
+                rounds::comparison(&on_it)
+            );
+            if charted {
+                swept.extend(medians);
+            }
         }
         all.push(series);
     }
@@ -250,7 +284,7 @@ async fn grid(args: &Args, server_url: &str, runs: usize) -> Result<bool, String
 /// The groups of configs to run, each group in alternation, and whether it is part of the
 /// charted sweep.
 fn plan(args: &Args) -> Result<Vec<(Vec<RunConfig>, bool)>, String> {
-    let config = |scenario, clients, buckets| RunConfig {
+    let config = |scenario, clients, buckets, db_rtt| RunConfig {
         scenario,
         clients,
         warmup: Duration::from_secs_f64(args.warmup),
@@ -260,15 +294,27 @@ fn plan(args: &Args) -> Result<Vec<(Vec<RunConfig>, bool)>, String> {
         buckets,
         buyer_limit: args.buyer_limit,
         pool: args.pool,
+        db_rtt,
     };
+    let rtts: &[Duration] = &args
+        .db_rtt
+        .iter()
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect::<Vec<_>>();
     let grid = |scenarios: &[Scenario], clients: &[usize], charted: bool| {
         clients
             .iter()
             .flat_map(|n| {
                 args.buckets.iter().map(move |b| {
-                    let group = scenarios
+                    // Every network of a clients × buckets in one group, so that their rounds
+                    // alternate too; each network is reported and compared on its own.
+                    let group = rtts
                         .iter()
-                        .map(|scenario| config(*scenario, *n, *b))
+                        .flat_map(|rtt| {
+                            scenarios
+                                .iter()
+                                .map(move |scenario| config(*scenario, *n, *b, *rtt))
+                        })
                         .collect();
                     (group, charted)
                 })

@@ -2,10 +2,13 @@
 //! shared) falls on every scenario alike; each scenario is then reported by its median round, and
 //! compared with the baselines by the ratio of medians.
 
+use std::time::Duration;
+
 use crate::report;
 use crate::run::{self, RunConfig, RunResult};
 
 /// One scenario's rounds.
+#[derive(Clone)]
 pub struct Series {
     pub config: RunConfig,
     pub rounds: Vec<RunResult>,
@@ -43,14 +46,32 @@ pub async fn alternate(
             rounds: Vec::with_capacity(runs),
         })
         .collect();
+    let relayed = configs.iter().any(|config| !config.db_rtt.is_zero());
     for round in 1..=runs {
         for one in &mut series {
             let result = run::run(server_url, &one.config, database_pid).await?;
-            println!("{round}/{runs} {}", report::row(&result));
+            let network = if relayed {
+                format!("rtt {} ", networks(&[one.config.db_rtt]))
+            } else {
+                String::new()
+            };
+            println!("{round}/{runs} {network}{}", report::row(&result));
             one.rounds.push(result);
         }
     }
     Ok(series)
+}
+
+/// Database round trips as the command line gives them: `0, 1 ms`.
+pub fn networks(rtts: &[Duration]) -> String {
+    let ms: Vec<String> = rtts
+        .iter()
+        .map(|rtt| {
+            let ms = format!("{:.3}", rtt.as_secs_f64() * 1000.0);
+            ms.trim_end_matches('0').trim_end_matches('.').to_owned()
+        })
+        .collect();
+    format!("{} ms", ms.join(", "))
 }
 
 /// Each non-baseline scenario of `group` (run in alternation with the baselines, at the same

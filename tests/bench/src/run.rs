@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flash_sale_local::database::with_database;
+use flash_sale_local::wire::latency::LatencyRelay;
 use flash_sale_local::wire::{WireCounter, WireCounts};
 use secrecy::{ExposeSecret, SecretString};
 use shared::domain::ids::ProductId;
@@ -52,6 +53,9 @@ pub struct RunConfig {
     pub buyer_limit: bool,
     /// The pool size of the service and of the baselines alike: `--pool`.
     pub pool: u32,
+    /// The network's round trip between the service (or the baseline) and the database: a
+    /// [`LatencyRelay`] in between when not zero (`--db-rtt`).
+    pub db_rtt: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +168,19 @@ async fn run_on(
 ) -> Result<RunResult, String> {
     let pool = &bench_db.pool;
     let products = Arc::new(create_products(pool, config).await?);
-    let mut service = Service::start(runtime, config, bench_db.url.clone(), &products).await?;
+    // The service's connections (and the wire phase's) go through the relay; the bench's own
+    // (products, counters, audit) do not. The relay runs on the bench's runtime: its CPU is in
+    // `load ms`.
+    let relay = if config.db_rtt.is_zero() {
+        None
+    } else {
+        let relay = LatencyRelay::in_front_of(bench_db.url.expose_secret(), config.db_rtt).await;
+        Some(relay.map_err(|err| format!("starting the latency relay: {err}"))?)
+    };
+    let database_url = relay.as_ref().map_or(bench_db.url.clone(), |relay| {
+        SecretString::from(relay.url(bench_db.url.expose_secret()))
+    });
+    let mut service = Service::start(runtime, config, database_url.clone(), &products).await?;
     let clients = service.target.clients(config, &products)?;
     let (clients, warmup) = drive(&service.load, clients, Instant::now() + config.warmup).await?;
 
@@ -184,7 +200,7 @@ async fn run_on(
     let wire = if config.wire.is_zero() {
         None
     } else {
-        Some(count_on_wire(bench_db, config, runtime, &products).await?)
+        Some(count_on_wire(bench_db, &database_url, config, runtime, &products).await?)
     };
     let invariants = match config.scenario {
         Scenario::RowlockBaseline => audit_rowlock(pool, AMPLE_STOCK).await,
@@ -284,17 +300,19 @@ pub struct WireTally {
     pub failures: u64,
 }
 
-/// A second service, connected through a counting proxy, driven for a moment to warm up and then
-/// for `config.wire`; neither timed nor part of the CPU figures. Its commands are counted once
-/// every operation has ended and the pool has taken its connections back (including any it finishes
+/// A second service, connected through a counting proxy in front of `database_url` (the round's
+/// database, or the latency relay in front of it), driven for a moment to warm up and then for
+/// `config.wire`; neither timed nor part of the CPU figures. Its commands are counted once every
+/// operation has ended and the pool has taken its connections back (including any it finishes
 /// in the background first).
 async fn count_on_wire(
     bench_db: &BenchDb,
+    database_url: &SecretString,
     config: &RunConfig,
     runtime: &tokio::runtime::Runtime,
     products: &Arc<Vec<ProductId>>,
 ) -> Result<WireTally, String> {
-    let database_url = bench_db.url.expose_secret();
+    let database_url = database_url.expose_secret();
     let counter = WireCounter::in_front_of(database_url)
         .await
         .map_err(|err| format!("starting the wire counter: {err}"))?;

@@ -53,8 +53,20 @@ use packets::{ClientHalf, ServerHalf, Stream};
 pub use pinning::{pinning, untracked_settings};
 
 pub mod faults;
+pub mod latency;
 mod packets;
 mod pinning;
+
+/// The address of the server a `mysql://` URL names (its host's first address): what the
+/// relays here stand in front of.
+pub async fn upstream_of(database_url: &str) -> io::Result<SocketAddr> {
+    let options = MySqlConnectOptions::from_str(database_url)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address"))
+}
 
 /// What clients sent through a [`WireCounter`] since it started or was last taken.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,12 +119,7 @@ impl WireCounter {
     /// [`WireCounter::start`] in front of the server a `mysql://` URL names (its host's first
     /// address).
     pub async fn in_front_of(database_url: &str) -> io::Result<Self> {
-        let options = MySqlConnectOptions::from_str(database_url)
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-        let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
-            .await?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address"))?;
+        let upstream = upstream_of(database_url).await?;
         Self::start(upstream).await
     }
 

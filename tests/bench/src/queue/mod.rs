@@ -98,6 +98,8 @@ impl QueueConfig {
             buckets: 1,
             buyer_limit: false,
             pool: self.pool,
+            // The crowd and the queue run on loopback only (`--db-rtt` is refused for them).
+            db_rtt: Duration::ZERO,
         }
     }
 

@@ -15,13 +15,12 @@
 //!
 //! Everything else passes through unchanged, byte for byte.
 
+use crate::wire::upstream_of;
 use std::io;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sqlx::mysql::MySqlConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -140,12 +139,7 @@ pub struct FaultRelay {
 
 impl FaultRelay {
     pub async fn in_front_of(database_url: &str) -> io::Result<Self> {
-        let options = MySqlConnectOptions::from_str(database_url)
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-        let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
-            .await?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the host has no address"))?;
+        let upstream = upstream_of(database_url).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
