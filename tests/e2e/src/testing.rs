@@ -389,18 +389,26 @@ impl Api {
         self.create_split_product(stock, 1, price).await
     }
 
-    /// A product whose stock is spread over `buckets` rows.
-    pub async fn create_split_product(&self, stock: u32, buckets: u16, price: &str) -> u64 {
-        let body =
-            json!({"name": "Flash item", "price": price, "stock": stock, "stock_buckets": buckets});
-        let (status, body) = self
+    /// The product `body` creates, as an admin: 201, or the test fails.
+    pub async fn create_product_from(&self, body: &Value) -> Value {
+        let (status, product) = self
             .post_raw(
                 "/api/admin/products",
                 body.to_string(),
                 &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
             )
             .await;
-        assert_eq!(status, 201, "{body}");
+        assert_eq!(status, 201, "{product}");
+        product
+    }
+
+    /// A product whose stock is spread over `buckets` rows.
+    pub async fn create_split_product(&self, stock: u32, buckets: u16, price: &str) -> u64 {
+        let body = self
+            .create_product_from(&json!({
+                "name": "Flash item", "price": price, "stock": stock, "stock_buckets": buckets
+            }))
+            .await;
         assert_eq!(body["stock_buckets"], buckets);
         body["id"].as_u64().expect("product id")
     }

@@ -4,9 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flash_sale_e2e::testing::{
-    ADMIN_TOKEN, Api, BUYER_JWT_SECRET, TestDb, assert_stock_invariants,
-};
+use flash_sale_e2e::testing::{Api, BUYER_JWT_SECRET, TestDb, assert_stock_invariants};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
@@ -16,15 +14,9 @@ async fn product(api: &Api, stock: u32, terms: Value) -> u64 {
     body.as_object_mut()
         .expect("an object")
         .extend(terms.as_object().expect("terms").clone());
-    let (status, product) = api
-        .post_raw(
-            "/api/admin/products",
-            body.to_string(),
-            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-        )
-        .await;
-    assert_eq!(status, 201, "{product}");
-    product["id"].as_u64().expect("id")
+    api.create_product_from(&body).await["id"]
+        .as_u64()
+        .expect("id")
 }
 
 fn code(answer: &(u16, Value)) -> (u16, &str) {

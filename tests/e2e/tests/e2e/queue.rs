@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use flash_sale_e2e::testing::{ADMIN_TOKEN, ADMISSION_TOKEN_SECRET, Api, TestDb};
+use flash_sale_e2e::testing::{ADMISSION_TOKEN_SECRET, Api, TestDb};
 use futures::future::join_all;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -30,14 +30,7 @@ async fn product(api: &Api, stock: u32, starts: DateTime<Utc>, rate: u32, ttl: u
         "sale_starts_at": rfc3339(starts),
         "waiting_room": {"admission_rate": rate, "admission_ttl_seconds": ttl},
     });
-    let (status, product) = api
-        .post_raw(
-            "/api/admin/products",
-            body.to_string(),
-            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-        )
-        .await;
-    assert_eq!(status, 201, "{product}");
+    let product = api.create_product_from(&body).await;
     assert_eq!(
         product["waiting_room"],
         json!({"admission_rate": rate, "admission_ttl_seconds": ttl})
