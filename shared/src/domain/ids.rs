@@ -66,8 +66,12 @@ macro_rules! random_id {
         pub struct $name(String);
 
         impl $name {
+            /// A UUIDv7: its first 48 bits are the time in milliseconds (then a counter and 62
+            /// random bits), so ids made later sort later as text. The table keyed by them takes
+            /// each new row at the right edge of its primary key, not at a random page: fewer
+            /// page splits and no random page reads once the table outgrows the buffer pool.
             pub fn generate() -> Self {
-                Self(uuid::Uuid::new_v4().hyphenated().to_string())
+                Self(uuid::Uuid::now_v7().hyphenated().to_string())
             }
 
             /// Accepts only the canonical form we hand out, so a malformed id can never match a row.
@@ -110,6 +114,20 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.as_str().len() >= 16);
         assert_eq!(HoldId::parse(a.as_str()), Some(a));
+    }
+
+    #[test]
+    fn generated_ids_sort_in_the_order_they_were_made() {
+        let ids: Vec<HoldId> = (0..1_000).map(|_| HoldId::generate()).collect();
+        let later = {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            HoldId::generate()
+        };
+        assert!(
+            ids.windows(2)
+                .all(|pair| pair[0].as_str() < pair[1].as_str())
+        );
+        assert!(ids.last().map(HoldId::as_str) < Some(later.as_str()));
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub async fn record(
     event_type: EventType,
     detail: Value,
 ) -> Result<DomainEvent, Error> {
-    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    // Time-ordered, as holds' and orders' ids are (see `ids::HoldId::generate`).
+    let id = uuid::Uuid::now_v7().hyphenated().to_string();
     let mut detail = detail;
     if let Value::Object(fields) = &mut detail {
         fields.insert("event_id".into(), Value::String(id.clone()));

@@ -42,7 +42,11 @@ pub fn parse_args() -> Result<Args, String> {
         command,
         clients: None,
         buckets: vec![1],
-        scenarios: vec![Scenario::HotHold, Scenario::RowlockBaseline],
+        scenarios: vec![
+            Scenario::HotHold,
+            Scenario::RowlockBaseline,
+            Scenario::RowlockText,
+        ],
         seconds: 10.0,
         warmup: 1.0,
         wire: 0.5,

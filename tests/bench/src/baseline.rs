@@ -1,6 +1,8 @@
-//! The baselines: a hold as raw SQL through the same driver (sqlx, prepared statements as any
-//! sqlx query with binds), the same pool settings and size as the service's, at the same
-//! concurrency. What the service is measured against.
+//! The baselines: a hold as raw SQL through the same driver (sqlx), the same pool settings and
+//! size as the service's, at the same concurrency. What the service is measured against. The
+//! row-lock design comes in both of a client's shapes: prepared statements (as any sqlx query
+//! with binds) and the text protocol (`COM_QUERY`, the bytes a C client's `mysql_query` sends),
+//! so the comparison is with whichever costs the database less.
 
 use shared::domain::ids::{HoldId, ProductId};
 use shared::store::pool::Pool;
@@ -79,6 +81,35 @@ pub async fn rowlock_hold(pool: &Pool) -> String {
         Err(_) => "error".into(),
     }
 }
+
+/// The row-lock design in the text protocol: the same five statements, each a `COM_QUERY` with
+/// its values in its text, as a C client sends them. Nothing is prepared on the server, so the
+/// server parses each statement every time, but executes no prepared statement either.
+pub async fn rowlock_hold_text(pool: &Pool) -> String {
+    let attempt = async {
+        let mut conn = pool.acquire().await?;
+        conn.execute("BEGIN").await?;
+        let available: i32 = conn.fetch_one(ROWLOCK_SELECT_TEXT).await?.try_get(0)?;
+        if available < 1 {
+            conn.execute("ROLLBACK").await?;
+            return Ok::<_, sqlx::Error>("insufficient_stock");
+        }
+        conn.execute(ROWLOCK_UPDATE_TEXT).await?;
+        conn.execute(ROWLOCK_INSERT_TEXT).await?;
+        conn.execute("COMMIT").await?;
+        Ok("reserved")
+    };
+    match attempt.await {
+        Ok(outcome) => outcome.into(),
+        Err(_) => "error".into(),
+    }
+}
+
+const ROWLOCK_SELECT_TEXT: &str = "SELECT available FROM rowlock_products WHERE id = 1 FOR UPDATE";
+const ROWLOCK_UPDATE_TEXT: &str =
+    "UPDATE rowlock_products SET available = available - 1, reserved = reserved + 1 WHERE id = 1";
+const ROWLOCK_INSERT_TEXT: &str = "INSERT INTO rowlock_holds (product_id, qty, status, created_at, expires_at) \
+     VALUES (1, 1, 'active', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) + INTERVAL 600 SECOND)";
 
 /// The row-lock design's stock adds up: available + reserved is the stock it started with,
 /// reserved is the units of its active holds, nothing below zero.

@@ -91,6 +91,7 @@ fn label(scenario: Scenario) -> String {
         Scenario::HotHoldDirect => "store call, one pool",
         Scenario::LambdaHold => "handler, a connection per client",
         Scenario::RowlockBaseline => "raw SQL, row-lock counters",
+        Scenario::RowlockText => "raw SQL, row-lock counters, text protocol",
         Scenario::SumBaseline => "raw SQL, sum of active holds",
         _ => return scenario.name().to_owned(),
     };

@@ -29,7 +29,7 @@ use shared::store::products::NewProduct;
 
 use crate::audit::audit_sold_out;
 use crate::crowd_report as report;
-use crate::measure::ServiceThreads;
+use crate::measure::{Costs, Meter, ServiceThreads};
 use crate::run::{BenchDb, RELEASED, RunConfig, Service};
 use crate::scenario::{SOLD_OUT, Scenario};
 use crate::shoppers::{Rush, Shop};
@@ -83,11 +83,20 @@ pub struct CrowdWire {
 pub struct CrowdResult {
     pub config: CrowdConfig,
     pub rush: Rush,
+    /// What the timed pass cost (its warm-up left out): the database's CPU among it.
+    pub costs: Costs,
     pub wire: Option<CrowdWire>,
     pub audit: Result<String, String>,
 }
 
 impl CrowdResult {
+    /// The database server's CPU ms per answer of the timed pass (holds, refusals and reads
+    /// alike), when it runs here.
+    pub fn database_ms_per_answer(&self) -> Option<f64> {
+        let cpu = self.costs.database_cpu?;
+        Some(cpu * 1000.0 / self.rush.answers().max(1) as f64)
+    }
+
     /// Empty when the round passed.
     pub fn problems(&self) -> Vec<String> {
         let stock = self.config.stock;
@@ -112,7 +121,12 @@ impl CrowdResult {
 
 /// `runs` rounds of every config, in turn, each on a fresh database; a line per round as it
 /// ends, then each config's median round (by time to sell out). False if any round failed.
-pub async fn run(server_url: &str, configs: &[CrowdConfig], runs: usize) -> Result<bool, String> {
+pub async fn run(
+    server_url: &str,
+    configs: &[CrowdConfig],
+    runs: usize,
+    database_pid: Option<u32>,
+) -> Result<bool, String> {
     let mut series: Vec<Vec<CrowdResult>> = vec![Vec::with_capacity(runs); configs.len()];
     for config in configs {
         println!(
@@ -123,7 +137,7 @@ pub async fn run(server_url: &str, configs: &[CrowdConfig], runs: usize) -> Resu
     println!("{}", report::header());
     for number in 1..=runs {
         for (config, rounds) in configs.iter().zip(&mut series) {
-            let result = round(server_url, config).await?;
+            let result = round(server_url, config, database_pid).await?;
             println!("{number}/{runs} {}", report::row(&result));
             rounds.push(result);
         }
@@ -163,12 +177,21 @@ pub async fn run(server_url: &str, configs: &[CrowdConfig], runs: usize) -> Resu
     Ok(passed)
 }
 
-async fn round(server_url: &str, config: &CrowdConfig) -> Result<CrowdResult, String> {
+async fn round(
+    server_url: &str,
+    config: &CrowdConfig,
+    database_pid: Option<u32>,
+) -> Result<CrowdResult, String> {
     let bench_db = BenchDb::create(server_url).await?;
     // A runtime of the service's own, as in every round of the grid.
-    let result = match Arc::new(ServiceThreads::default()).runtime() {
+    let threads = Arc::new(ServiceThreads::default());
+    let result = match threads.runtime() {
         Ok(runtime) => {
-            let result = round_on(&bench_db, config, &runtime).await;
+            let meter = Meter {
+                threads: &threads,
+                database_pid,
+            };
+            let result = round_on(&bench_db, config, &runtime, meter).await;
             runtime.shutdown_background();
             result
         }
@@ -182,6 +205,7 @@ async fn round_on(
     bench_db: &BenchDb,
     config: &CrowdConfig,
     runtime: &tokio::runtime::Runtime,
+    meter: Meter<'_>,
 ) -> Result<CrowdResult, String> {
     let pool = &bench_db.pool;
     let service_config = config.run_config(Scenario::HotHold);
@@ -190,7 +214,11 @@ async fn round_on(
         Service::start(runtime, &service_config, bench_db.url.clone(), &[product]).await?;
     let shop = Shop::new(service_url(&service)?, product, config.clients, "crowd")?;
     let warmup_failures = shop.warm(config.warmup).await?;
+    let mut conn = pool.acquire().await.map_err(|err| err.to_string())?;
+    let before = meter.snapshot(&mut conn).await?;
     let rush = shop.rush(warmup_failures).await?;
+    let costs = Costs::between(&before, &meter.snapshot(&mut conn).await?);
+    drop(conn);
     service.stop(pool, &service_config).await?;
     let mut audit = audit_sold_out(pool, product, config.stock).await;
     let wire = if config.wire.is_zero() {
@@ -205,6 +233,7 @@ async fn round_on(
     Ok(CrowdResult {
         config: config.clone(),
         rush,
+        costs,
         wire,
         audit,
     })

@@ -10,6 +10,8 @@ use crate::shoppers::Timing;
 pub const LEGEND: &str = "\
 crowd columns: of the timed pass (straight to the database), from the first shopper on:
   sold out  seconds until the last hold's answer: the S-th 201; run: until every client stopped
+  db ms     the database server's CPU (mariadbd, /proc/<pid>/stat) per answer of the timed pass,
+            holds, refusals and reads alike, when it runs here (`-` otherwise)
   holds refusals reads   answers of each kind; /s over each kind's own span (its first request's
             start to its last answer); p50 p99 ms of each kind
   cmd/ans   database commands on the wire per answer (reads, holds, refusals) over the whole
@@ -22,13 +24,14 @@ crowd columns: of the timed pass (straight to the database), from the first shop
 
 pub fn header() -> String {
     format!(
-        "{:<5} {:>7} {:>4} {:>6} {:>8} {:>6} {:>6} {:>8} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>4}  audit",
+        "{:<5} {:>7} {:>4} {:>6} {:>8} {:>6} {:>6} {:>6} {:>8} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>4}  audit",
         "crowd",
         "clients",
         "bkts",
         "stock",
         "sold out",
         "run",
+        "db ms",
         "holds",
         "holds/s",
         "p50",
@@ -92,13 +95,16 @@ pub fn row(result: &CrowdResult) -> String {
         format!("{:.3}", after.as_secs_f64())
     });
     format!(
-        "{:<5} {:>7} {:>4} {:>6} {:>8} {:>6.3} {:>6} {} {:>8} {} {:>6} {} {:>7} {:>8} {:>7} {:>4}  {}",
+        "{:<5} {:>7} {:>4} {:>6} {:>8} {:>6.3} {:>6} {:>6} {} {:>8} {} {:>6} {} {:>7} {:>8} {:>7} {:>4}  {}",
         "",
         result.config.clients,
         result.config.buckets,
         result.config.stock,
         sold_out,
         (rush.ended - rush.started).as_secs_f64(),
+        result
+            .database_ms_per_answer()
+            .map_or("-".to_owned(), |ms| format!("{ms:.3}")),
         seen.holds.count(),
         kind(&seen.holds),
         seen.refusals.count(),

@@ -107,16 +107,17 @@ async fn run() -> Result<bool, String> {
         "compare" | "sweep" | "all" | "crowd" | "queue" => 3,
         _ => 1,
     });
-    if args.command == "crowd" {
-        return crowd::run(&server_url, &crowd_configs(&args), runs).await;
-    }
     let database_pid = measure::database_process(&server_url);
+    if args.command == "crowd" {
+        return crowd::run(&server_url, &crowd_configs(&args), runs, database_pid).await;
+    }
     if args.command == "queue" {
         return queue::run(&server_url, &queue_config(&args), runs, database_pid).await;
     }
     let passed = grid(&args, &server_url, runs).await?;
     if args.command == "all" {
-        let crowd_passed = crowd::run(&server_url, &crowd_configs(&args), runs).await?;
+        let crowd_passed =
+            crowd::run(&server_url, &crowd_configs(&args), runs, database_pid).await?;
         let queue_passed =
             queue::run(&server_url, &queue_config(&args), runs, database_pid).await?;
         return Ok(passed && crowd_passed && queue_passed);

@@ -5,10 +5,10 @@ use std::time::Duration;
 use flash_sale_local::wire::WireCounts;
 
 use crate::run::RunResult;
-use crate::scenario::Scenario;
 
 pub const LEGEND: &str = "\
-columns: ops/s and latency percentiles (ms) of the measured phase; per operation:
+columns: ops/s, the database's CPU per operation (db ms: on AWS the writer's, the one part that
+does not scale out) and latency percentiles (ms) of the measured phase; per operation:
   cmd/op    database commands (round trips) counted on the wire, in a short phase of their own
             through a counting proxy (flash_sale_local::wire::WireCounter): every command the
             service's connections sent, pings included, over the operations of that phase
@@ -17,7 +17,8 @@ columns: ops/s and latency percentiles (ms) of the measured phase; per operation
   svc ms    CPU ms of the service: the threads of its own tokio runtime (workers and blocking
             pool); over HTTP the local server with its background work, otherwise the clients'
             loop calling it, the handler or the raw SQL, and the driver
-  db ms     CPU ms of the database server's process (mariadbd, /proc/<pid>/stat), when local
+  db ms     CPU ms of the database server's process (mariadbd, /proc/<pid>/stat), when local:
+            all of its threads, user and system (the kernel's work for its sockets and fsyncs)
   load ms   CPU ms of the rest of the bench process: the HTTP load generator (reqwest), the
             bench's bookkeeping
   The status counters (second table) and the database's CPU are the whole server's: other
@@ -25,11 +26,12 @@ columns: ops/s and latency percentiles (ms) of the measured phase; per operation
 
 pub fn table(results: &[RunResult]) -> String {
     let mut out = format!(
-        "{:<16} {:>7} {:>4} {:>9} {:>7} {:>7} {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} {:>7}  {}\n",
+        "{:<16} {:>7} {:>4} {:>9} {:>6} {:>7} {:>7} {:>7} {:>6} {:>7} {:>7} {:>6} {:>7}  {}\n",
         "scenario",
         "clients",
         "bkts",
         "ops/s",
+        "db ms",
         "p50",
         "p95",
         "p99",
@@ -37,7 +39,6 @@ pub fn table(results: &[RunResult]) -> String {
         "prep/op",
         "exec/op",
         "svc ms",
-        "db ms",
         "load ms",
         "outcomes | invariants"
     );
@@ -70,11 +71,12 @@ pub fn row(result: &RunResult) -> String {
         n => format!(" (warm-up: {n} 5xx or errors)"),
     };
     format!(
-        "{:<16} {:>7} {:>4} {:>9.1} {:>7.2} {:>7.2} {:>7.2} {:>6} {:>7} {:>7} {:>6.3} {:>6} {:>7}  {}{} | {}",
+        "{:<16} {:>7} {:>4} {:>9.1} {:>6} {:>7.2} {:>7.2} {:>7.2} {:>6} {:>7} {:>7} {:>6.3} {:>7}  {}{} | {}",
         result.scenario.name(),
         result.clients,
         buckets(result),
         result.per_second(),
+        optional(costs.database_cpu),
         millis(result.p50),
         millis(result.p95),
         millis(result.p99),
@@ -82,7 +84,6 @@ pub fn row(result: &RunResult) -> String {
         on_wire(result, |counts| counts.prepares),
         on_wire(result, |counts| counts.executes),
         result.ms_per_op(costs.service_cpu),
-        optional(costs.database_cpu),
         optional(costs.load_cpu),
         outcomes.join(" "),
         warmup,
@@ -183,9 +184,10 @@ pub fn commands_table(results: &[RunResult]) -> String {
 
 /// The stock buckets of the round's product; the row-lock baseline has one row whatever the group's.
 fn buckets(result: &RunResult) -> String {
-    match result.scenario {
-        Scenario::RowlockBaseline => "-".to_owned(),
-        _ => result.buckets.to_string(),
+    if result.scenario.is_rowlock() {
+        "-".to_owned()
+    } else {
+        result.buckets.to_string()
     }
 }
 

@@ -22,6 +22,18 @@ impl Series {
         sorted[sorted.len() / 2]
     }
 
+    /// The database's CPU ms per operation: the median over the rounds (each round's own
+    /// median, not the throughput-median round's), `None` where it was not measured.
+    pub fn db_ms(&self) -> Option<f64> {
+        let mut per_round: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|round| Some(round.ms_per_op(round.costs.database_cpu?)))
+            .collect::<Option<_>>()?;
+        per_round.sort_by(f64::total_cmp);
+        per_round.get(per_round.len() / 2).copied()
+    }
+
     fn rates(&self) -> String {
         let rates: Vec<String> = self
             .rounds
@@ -75,9 +87,11 @@ pub fn networks(rtts: &[Duration]) -> String {
 }
 
 /// Each non-baseline scenario of `group` (run in alternation with the baselines, at the same
-/// clients and buckets) against each baseline, by the ratio of median throughputs; the stronger
-/// baseline — the higher median — is the one that counts. A group without baselines
-/// (`hot-hold,sold-out,read`) is compared with its first scenario instead.
+/// clients and buckets) against each baseline, by the ratio of median throughputs and of the
+/// database's median CPU per operation; the stronger baseline (the higher median throughput)
+/// and the cheaper one for the database (the lower CPU per operation) are marked: those are the
+/// ratios that count. A group without baselines (`hot-hold,sold-out,read`) is compared with its
+/// first scenario instead.
 pub fn comparison(group: &[Series]) -> String {
     let baselines: Vec<&Series> = group
         .iter()
@@ -86,47 +100,68 @@ pub fn comparison(group: &[Series]) -> String {
     let stronger = baselines
         .iter()
         .max_by(|a, b| a.median().per_second().total_cmp(&b.median().per_second()));
+    let cheaper = baselines
+        .iter()
+        .filter(|one| one.db_ms().is_some())
+        .min_by(|a, b| db_ms(a).total_cmp(&db_ms(b)));
     let mut out = String::new();
     for one in group {
+        let db = one.db_ms().map_or("-".to_owned(), |ms| format!("{ms:.3}"));
         out.push_str(&format!(
-            "  {:<16} median {:>8.1} ops/s  (rounds: {})\n",
+            "  {:<16} median {:>8.1} ops/s  db {db:>6} ms/op  (rounds: {})\n",
             one.config.scenario.name(),
             one.median().per_second(),
             one.rates()
         ));
     }
+    let ratios = |subject: &Series, reference: &Series| {
+        let db = match (subject.db_ms(), reference.db_ms()) {
+            (Some(subject), Some(reference)) => format!(", db ms {:.2}x", subject / reference),
+            _ => String::new(),
+        };
+        format!(
+            "  {} / {} = {:.2}x ops/s{db}",
+            subject.config.scenario.name(),
+            reference.config.scenario.name(),
+            subject.median().per_second() / reference.median().per_second()
+        )
+    };
     if baselines.is_empty()
         && let Some((reference, others)) = group.split_first()
     {
         for one in others {
-            out.push_str(&format!(
-                "  {} / {} = {:.2}x\n",
-                one.config.scenario.name(),
-                reference.config.scenario.name(),
-                one.median().per_second() / reference.median().per_second()
-            ));
+            out.push_str(&ratios(one, reference));
+            out.push('\n');
         }
     }
+    let marked = |chosen: Option<&&Series>, baseline: &Series| {
+        chosen.is_some_and(|chosen| std::ptr::eq(*chosen, baseline)) && baselines.len() > 1
+    };
     for subject in group
         .iter()
         .filter(|one| !one.config.scenario.is_baseline())
     {
         for baseline in &baselines {
-            let ratio = subject.median().per_second() / baseline.median().per_second();
-            let mark = match stronger {
-                Some(strong) if std::ptr::eq(*strong, *baseline) && baselines.len() > 1 => {
-                    "  <- the stronger baseline"
-                }
-                _ => "",
+            let marks: Vec<&str> = [
+                (marked(stronger, baseline), "the stronger baseline"),
+                (marked(cheaper, baseline), "the cheaper for the database"),
+            ]
+            .into_iter()
+            .filter_map(|(on, mark)| on.then_some(mark))
+            .collect();
+            let mark = if marks.is_empty() {
+                String::new()
+            } else {
+                format!("  <- {}", marks.join(", "))
             };
-            out.push_str(&format!(
-                "  {} / {} = {ratio:.2}x{mark}\n",
-                subject.config.scenario.name(),
-                baseline.config.scenario.name(),
-            ));
+            out.push_str(&format!("{}{mark}\n", ratios(subject, baseline)));
         }
     }
     out
+}
+
+fn db_ms(series: &Series) -> f64 {
+    series.db_ms().unwrap_or(f64::INFINITY)
 }
 
 /// The rounds that failed: a broken audit, a 5xx or a transport error.

@@ -203,7 +203,7 @@ async fn run_on(
         Some(count_on_wire(bench_db, &database_url, config, runtime, &products).await?)
     };
     let invariants = match config.scenario {
-        Scenario::RowlockBaseline => audit_rowlock(pool, AMPLE_STOCK).await,
+        scenario if scenario.is_rowlock() => audit_rowlock(pool, AMPLE_STOCK).await,
         Scenario::SoldOut => audit_sold_out(pool, products[0], SOLD_OUT_STOCK).await,
         scenario => audit(pool, &products, scenario).await,
     };
@@ -340,7 +340,7 @@ async fn count_on_wire(
 pub const RELEASED: Duration = Duration::from_millis(50);
 
 async fn create_products(pool: &Pool, config: &RunConfig) -> Result<Vec<ProductId>, String> {
-    if config.scenario == Scenario::RowlockBaseline {
+    if config.scenario.is_rowlock() {
         create_rowlock_tables(pool, AMPLE_STOCK).await?;
         return Ok(vec![crate::baseline::ROWLOCK_PRODUCT]);
     }

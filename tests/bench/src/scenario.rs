@@ -17,8 +17,10 @@ pub enum Scenario {
     /// The same as N Lambda containers would: each client its own one-connection pool, calling
     /// create-hold's handler with an API Gateway event, no HTTP.
     LambdaHold,
-    /// The classic row-lock counter design as raw SQL, on tables of its own.
+    /// The classic row-lock counter design as raw SQL, on tables of its own: prepared statements.
     RowlockBaseline,
+    /// The same in the text protocol, as a C client sends it.
+    RowlockText,
     /// The seed's design as raw SQL: the row lock, and a sum of the product's active holds.
     SumBaseline,
     /// Hold, order and a signed `paid` webhook, until the order is paid.
@@ -33,18 +35,20 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Self::HotHold,
         Self::HotHoldDirect,
         Self::LambdaHold,
         Self::RowlockBaseline,
+        Self::RowlockText,
         Self::SumBaseline,
         Self::Flow,
         Self::Spread,
         Self::Read,
         Self::SoldOut,
     ];
-    pub const BASELINES: [Scenario; 2] = [Self::RowlockBaseline, Self::SumBaseline];
+    pub const BASELINES: [Scenario; 3] =
+        [Self::RowlockBaseline, Self::RowlockText, Self::SumBaseline];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -52,6 +56,7 @@ impl Scenario {
             Self::HotHoldDirect => "hot-hold-direct",
             Self::LambdaHold => "lambda-hold",
             Self::RowlockBaseline => "rowlock-baseline",
+            Self::RowlockText => "rowlock-text",
             Self::SumBaseline => "sum-baseline",
             Self::Flow => "flow",
             Self::Spread => "spread",
@@ -81,6 +86,11 @@ impl Scenario {
 
     pub fn is_baseline(self) -> bool {
         Self::BASELINES.contains(&self)
+    }
+
+    /// The row-lock design, on its own tables (one row, whatever the round's buckets).
+    pub fn is_rowlock(self) -> bool {
+        matches!(self, Self::RowlockBaseline | Self::RowlockText)
     }
 }
 
