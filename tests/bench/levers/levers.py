@@ -12,8 +12,9 @@ and each is reported by its median round: holds/s, and the database server's CPU
                                                        # holds table already holding that many rows
 
 Needs: mariadb-slap and the mariadb client, one mariadbd on this machine (root, no password, on
-127.0.0.1:3306 unless --host/--port), and the service's migrations, applied by the release build
-of flash-sale-local (built if missing). Creates the database flash_sale_levers and drops it.
+127.0.0.1:3306 unless --host/--port), and the service's migrations, applied by flash-sale-local
+(the release build, else the debug one, built if neither is there). Creates the database
+flash_sale_levers and drops it. `--smoke` is CI's: every shape once, tiny, to prove it runs.
 """
 
 import argparse
@@ -128,9 +129,11 @@ class Server:
 
 def prepare(server, big):
     server.sql(f"DROP DATABASE IF EXISTS {DATABASE}; CREATE DATABASE {DATABASE}", database="")
-    local = os.path.join(ROOT, "target", "release", "flash-sale-local")
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    builds = [os.path.join(target, profile, "flash-sale-local") for profile in ("release", "debug")]
+    local = next((build for build in builds if os.path.exists(build)), builds[1])
     if not os.path.exists(local):
-        subprocess.run(["cargo", "build", "--release", "--bin", "flash-sale-local"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--bin", "flash-sale-local"], cwd=ROOT, check=True)
     host, port = server.args[1][2:], server.args[2][2:]
     env = dict(os.environ, DATABASE_URL=f"mysql://root@{host}:{port}/{DATABASE}")
     subprocess.run([local, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -202,7 +205,11 @@ def main():
     parser.add_argument("--big", type=int, default=0, help="rows already in the holds table of the id rows")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default="3306")
+    parser.add_argument("--smoke", action="store_true",
+                        help="what CI runs: every shape once, 8 clients, 320 holds; measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.clients, args.holds, args.runs = 8, 320, 1
     for tool in ("mariadb-slap", "mariadb", "pidof"):
         if shutil.which(tool) is None:
             sys.exit(f"levers: {tool} not found")
