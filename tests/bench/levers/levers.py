@@ -4,11 +4,11 @@ client (mariadb-slap, the text protocol, no application at all) against the loca
 
 Every shape makes holds of one unit of one product (one stock row, no contention but the hot
 row's) from N concurrent connections; a round of each shape runs in turn (A, B, C, A, B, C, ...)
-and each is reported by its median round: holds/s, and the database server's CPU per hold
+and each is reported by the medians of its rounds: holds/s, and the database server's CPU per hold
 (utime + stime of mariadbd from /proc, all of its threads) beside the row-lock design's.
 
   python3 tests/bench/levers/levers.py                 # 64 clients, 3 rounds, 12,800 holds a round
-  python3 tests/bench/levers/levers.py --big 2000000   # also: random and time-ordered ids, on a
+  python3 tests/bench/levers/levers.py --big 1000000   # also: random and time-ordered ids, on a
                                                        # holds table already holding that many rows
 
 Needs: mariadb-slap and the mariadb client, one mariadbd on this machine (root, no password, on
@@ -67,9 +67,9 @@ def shapes(big):
          1, None, "UPDATE stock_buckets SET available_stock = available_stock - 1, "
                   "reserved_stock = reserved_stock + 1 WHERE product_id = 1 AND bucket = 0 "
                   "AND available_stock >= 1"),
-        ("service: reserve_hold_v2", "the service's hold today (random ids)",
+        ("service: reserve_hold_v2", "the service's hold with random ids, as before UUIDv7",
          1, "holds", service_call(RANDOM_ID)),
-        ("  + time-ordered ids", "reserve_hold_v2, ids sorted by time (UUIDv7)",
+        ("  + time-ordered ids", "the same with ids sorted by time, as the service makes them now",
          1, "holds", service_call(ORDERED_ID)),
         ("  + per-buyer limit", "reserve_hold_v2 on a product with a limit: each hold a new buyer",
          1, "holds", service_call(ORDERED_ID, product=2, buyer=NEW_BUYER)),
@@ -81,7 +81,7 @@ def shapes(big):
          1, "holds", f"CALL hold_limited_by_one_sum({ORDERED_ID}, {NEW_BUYER})"),
         ("procedure: terms + limit by counter", "the same limit from a counter row: one statement",
          1, "holds", f"CALL hold_limited_by_counter({ORDERED_ID}, {NEW_BUYER})"),
-        ("procedure: terms + hold, checked", "terms + hold with v2's checks and answer (window, walk)",
+        ("procedure: terms + hold, checked", "terms + hold with v2's checks and answer (window, bucket, outcome)",
          1, "holds", f"CALL hold_checked({ORDERED_ID}, {BUYER})"),
         ("procedure: bare, 5 indexes", "no terms read, no limit, no walk: the least a procedure does",
          1, "holds", f"CALL hold_bare({ORDERED_ID}, {BUYER}, 5)"),
@@ -202,7 +202,7 @@ def main():
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--holds", type=int, default=12_800, help="holds per round of each shape")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--big", type=int, default=0, help="rows already in the holds table of the id rows")
+    parser.add_argument("--big", type=int, default=0, help="also random against time-ordered ids, on holds tables already holding this many rows")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default="3306")
     parser.add_argument("--smoke", action="store_true",
