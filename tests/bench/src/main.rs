@@ -12,12 +12,13 @@
 //!   flash-sale-bench all [--smoke] [--chart PATH]
 //!   flash-sale-bench init [--functions DIR] [--runs R]
 //!
-//! Scenarios: hot-hold, hot-hold-direct, lambda-hold, rowlock-baseline, sum-baseline (also
-//! seed-baseline), flow, spread, read, sold-out. Every scenario runs R rounds; scenarios compared
+//! Scenarios: hot-hold, hot-hold-direct, lambda-hold, rowlock-baseline, rowlock-text,
+//! sum-baseline (also seed-baseline), flow, spread, read, sold-out. Every scenario runs R rounds; scenarios compared
 //! with each other run in alternation (A, B, A, B, …) at each clients × buckets and are reported
-//! by their median round. `compare` (default: hot-hold against rowlock-baseline, 3 rounds) prints
-//! the ratio of the medians (against the baselines, or without any against the first scenario);
-//! `sweep` runs the holds scenarios and both baselines at 1 to 256 clients and charts them;
+//! by their median round. `compare` (default: hot-hold against rowlock-baseline and rowlock-text, 3
+//! rounds) prints the ratios of the medians, of ops/s and of the database's CPU per operation
+//! (against the baselines, or without any against the first scenario); `sweep` runs the holds
+//! scenarios and the baselines at 1 to 256 clients and charts them;
 //! `crowd` (512 clients, 2,000 units, 1 bucket) sells a product out to a crowd of shoppers (see
 //! crowd.rs); `queue` (10,000 buyers, 64 clients, 1,000 units, 500 admitted a second) sells a
 //! product behind a waiting room (see queue/mod.rs); `all` runs every scenario at --clients,
@@ -57,11 +58,12 @@ use run::RunConfig;
 use scenario::Scenario;
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
-const SWEEP_SCENARIOS: [Scenario; 5] = [
+const SWEEP_SCENARIOS: [Scenario; 6] = [
     Scenario::HotHold,
     Scenario::HotHoldDirect,
     Scenario::LambdaHold,
     Scenario::RowlockBaseline,
+    Scenario::RowlockText,
     Scenario::SumBaseline,
 ];
 const SWEEP_CLIENTS: [usize; 6] = [1, 8, 32, 64, 128, 256];
