@@ -1,11 +1,11 @@
 //! The baselines: a hold as raw SQL through the same driver (sqlx), the same pool settings and
 //! size as the service's, at the same concurrency. What the service is measured against. The
-//! row-lock design comes in both of a client's shapes: prepared statements (as any sqlx query
-//! with binds) and the text protocol (`COM_QUERY`, the bytes a C client's `mysql_query` sends),
-//! so the comparison is with whichever costs the database less.
+//! row-lock design comes in both of a client's [`Protocol`]s, the same statements in each, so the
+//! comparison is with whichever costs the database less.
 
 use shared::domain::ids::{HoldId, ProductId};
 use shared::store::pool::Pool;
+use shared::store::sql::Sql;
 use sqlx::{Executor, Row};
 
 /// The row-lock design's one product, on its own table.
@@ -44,35 +44,65 @@ pub async fn create_rowlock_tables(pool: &Pool, stock: u32) -> Result<(), String
     Ok(())
 }
 
+/// How a baseline's client sends its statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Prepared on the server and executed with binds (`COM_STMT_EXECUTE`), as any sqlx query
+    /// with binds.
+    Prepared,
+    /// The text protocol (`COM_QUERY`), values in the statement's text (rendered by
+    /// `shared::store::sql::Sql`, as the service renders its own): the bytes a C client's
+    /// `mysql_query` sends. The server parses each statement every time, and executes nothing
+    /// prepared.
+    Text,
+}
+
 /// The classic row-lock counter design: `BEGIN; SELECT` the counters `FOR UPDATE; UPDATE` them;
 /// `INSERT` the hold; `COMMIT`. The lock is held across three round trips and the commit.
-pub async fn rowlock_hold(pool: &Pool) -> String {
+pub async fn rowlock_hold(pool: &Pool, protocol: Protocol) -> String {
     let attempt = async {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        let available: i32 =
-            sqlx::query_scalar("SELECT available FROM rowlock_products WHERE id = ? FOR UPDATE")
-                .bind(ROWLOCK_PRODUCT.0)
-                .fetch_one(&mut **tx)
-                .await?;
+        let select = "SELECT available FROM rowlock_products WHERE id = ? FOR UPDATE";
+        let available: i32 = match protocol {
+            Protocol::Prepared => {
+                sqlx::query_scalar(select)
+                    .bind(ROWLOCK_PRODUCT.0)
+                    .fetch_one(&mut **tx)
+                    .await?
+            }
+            Protocol::Text => {
+                Sql::new(select)
+                    .bind(ROWLOCK_PRODUCT.0)
+                    .fetch_scalar(&mut **tx)
+                    .await?
+            }
+        };
         if available < 1 {
             tx.rollback().await?;
             return Ok::<_, sqlx::Error>("insufficient_stock");
         }
-        sqlx::query(
+        for statement in [
             "UPDATE rowlock_products SET available = available - 1, reserved = reserved + 1 \
              WHERE id = ?",
-        )
-        .bind(ROWLOCK_PRODUCT.0)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
             "INSERT INTO rowlock_holds (product_id, qty, status, created_at, expires_at) \
              VALUES (?, 1, 'active', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) + INTERVAL 600 SECOND)",
-        )
-        .bind(ROWLOCK_PRODUCT.0)
-        .execute(&mut **tx)
-        .await?;
+        ] {
+            match protocol {
+                Protocol::Prepared => {
+                    sqlx::query(statement)
+                        .bind(ROWLOCK_PRODUCT.0)
+                        .execute(&mut **tx)
+                        .await?
+                }
+                Protocol::Text => {
+                    Sql::new(statement)
+                        .bind(ROWLOCK_PRODUCT.0)
+                        .execute(&mut **tx)
+                        .await?
+                }
+            };
+        }
         tx.commit().await?;
         Ok("reserved")
     };
@@ -81,35 +111,6 @@ pub async fn rowlock_hold(pool: &Pool) -> String {
         Err(_) => "error".into(),
     }
 }
-
-/// The row-lock design in the text protocol: the same five statements, each a `COM_QUERY` with
-/// its values in its text, as a C client sends them. Nothing is prepared on the server, so the
-/// server parses each statement every time, but executes no prepared statement either.
-pub async fn rowlock_hold_text(pool: &Pool) -> String {
-    let attempt = async {
-        let mut conn = pool.acquire().await?;
-        conn.execute("BEGIN").await?;
-        let available: i32 = conn.fetch_one(ROWLOCK_SELECT_TEXT).await?.try_get(0)?;
-        if available < 1 {
-            conn.execute("ROLLBACK").await?;
-            return Ok::<_, sqlx::Error>("insufficient_stock");
-        }
-        conn.execute(ROWLOCK_UPDATE_TEXT).await?;
-        conn.execute(ROWLOCK_INSERT_TEXT).await?;
-        conn.execute("COMMIT").await?;
-        Ok("reserved")
-    };
-    match attempt.await {
-        Ok(outcome) => outcome.into(),
-        Err(_) => "error".into(),
-    }
-}
-
-const ROWLOCK_SELECT_TEXT: &str = "SELECT available FROM rowlock_products WHERE id = 1 FOR UPDATE";
-const ROWLOCK_UPDATE_TEXT: &str =
-    "UPDATE rowlock_products SET available = available - 1, reserved = reserved + 1 WHERE id = 1";
-const ROWLOCK_INSERT_TEXT: &str = "INSERT INTO rowlock_holds (product_id, qty, status, created_at, expires_at) \
-     VALUES (1, 1, 'active', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3) + INTERVAL 600 SECOND)";
 
 /// The row-lock design's stock adds up: available + reserved is the stock it started with,
 /// reserved is the units of its active holds, nothing below zero.

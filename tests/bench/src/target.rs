@@ -16,7 +16,7 @@ use shared::domain::ids::ProductId;
 use shared::store::pool::Pool;
 use tokio::runtime::Handle;
 
-use crate::baseline::{rowlock_hold, rowlock_hold_text, sum_hold};
+use crate::baseline::{Protocol, rowlock_hold, sum_hold};
 use crate::run::RunConfig;
 use crate::scenario::{
     LambdaContainer, Scenario, flow_over_http, hold_direct, hold_over_http, hold_through_handler,
@@ -225,8 +225,12 @@ impl Client {
                 (Work::Http { http, base, token }, _) => {
                     hold_over_http(http, base, token, product).await
                 }
-                (Work::Pool(pool), Scenario::RowlockBaseline) => rowlock_hold(pool).await,
-                (Work::Pool(pool), Scenario::RowlockText) => rowlock_hold_text(pool).await,
+                (Work::Pool(pool), Scenario::RowlockBaseline) => {
+                    rowlock_hold(pool, Protocol::Prepared).await
+                }
+                (Work::Pool(pool), Scenario::RowlockText) => {
+                    rowlock_hold(pool, Protocol::Text).await
+                }
                 (Work::Pool(pool), Scenario::SumBaseline) => sum_hold(pool, product).await,
                 (Work::Pool(pool), _) => hold_direct(pool, product).await,
                 (Work::Lambda(container), _) => hold_through_handler(container).await,
