@@ -2,30 +2,11 @@
 //! waiting (with when it is expected to be admitted), admitted (with its admission token),
 //! expired, or sold out. One indexed read.
 
-use shared::Error;
-use shared::adapters::aws::LambdaStartup;
-use shared::config::BuyerAuth;
-use shared::domain::admission::AdmissionTokens;
 use shared::http::{self, Body, Request, Response};
 use shared::service;
-use shared::store::pool::Pool;
 
-pub struct Deps {
-    pub pool: Pool,
-    pub buyer_auth: BuyerAuth,
-    pub admission_tokens: AdmissionTokens,
-}
-
-impl Deps {
-    pub async fn from_env() -> Result<Self, Error> {
-        let lambda = LambdaStartup::from_env()?;
-        Ok(Self {
-            admission_tokens: lambda.config.require_admission_tokens()?,
-            buyer_auth: lambda.config.buyers.auth,
-            pool: lambda.pool().await?,
-        })
-    }
-}
+/// The same dependencies as join-queue's: the pool, how buyers are known, the admission tokens.
+pub use join_queue::Deps;
 
 pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     http::respond(async {
@@ -39,6 +20,8 @@ pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, lam
 
 #[cfg(test)]
 mod tests {
+    use shared::config::BuyerAuth;
+
     use super::*;
 
     fn sample(json: &str) -> Request {
